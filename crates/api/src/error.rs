@@ -1,0 +1,147 @@
+//! Every error the API answers, as RFC 9457 `application/problem+json` with a stable `code`.
+//! The table in [`ApiError::parts`] is the one place that maps errors to statuses and codes.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use backroom_kernel::{Error, FieldError};
+use serde::Serialize;
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error on its way to becoming a response.
+#[derive(Debug)]
+pub enum ApiError {
+    Domain(Error),
+    MalformedJson(String),
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    Unauthenticated,
+    Forbidden,
+    RouteNotFound,
+    MethodNotAllowed,
+}
+
+/// The problem document (RFC 9457) plus our `code` and, for validation, `errors`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem; stable for each `code`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable code, such as `validation_failed` or `insufficient_stock`.
+    pub code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError::Domain(e)
+    }
+}
+
+impl From<backroom_auth::Forbidden> for ApiError {
+    fn from(_: backroom_auth::Forbidden) -> Self {
+        ApiError::Forbidden
+    }
+}
+
+impl ApiError {
+    /// Status, code, title and detail of each error: the one table.
+    fn parts(&self) -> (StatusCode, &str, &'static str, String) {
+        use StatusCode as S;
+        match self {
+            ApiError::Domain(e) => match e {
+                Error::Validation(_) => (
+                    S::UNPROCESSABLE_ENTITY,
+                    "validation_failed",
+                    "Validation failed",
+                    "the request has invalid fields; see `errors`".into(),
+                ),
+                Error::NotFound { entity } => (S::NOT_FOUND, "not_found", "Not found", format!("no such {entity}")),
+                Error::Conflict { code, message } => (S::CONFLICT, code, "Conflict", message.clone()),
+                Error::Unavailable(_) => (
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service unavailable",
+                    "the store is busy; try again shortly".into(),
+                ),
+                Error::Internal(_) => {
+                    (S::INTERNAL_SERVER_ERROR, "internal", "Internal error", "something went wrong on our side".into())
+                }
+            },
+            ApiError::MalformedJson(why) => (S::BAD_REQUEST, "malformed_json", "Malformed JSON", why.clone()),
+            ApiError::UnsupportedMediaType => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+                "send the body as application/json".into(),
+            ),
+            ApiError::PayloadTooLarge => {
+                (S::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large", "the body is over 1 MiB".into())
+            }
+            ApiError::Unauthenticated => {
+                (S::UNAUTHORIZED, "unauthenticated", "Unauthenticated", "send Authorization: Bearer <api key>".into())
+            }
+            ApiError::Forbidden => {
+                (S::FORBIDDEN, "forbidden", "Forbidden", "this key's role does not allow that".into())
+            }
+            ApiError::RouteNotFound => (S::NOT_FOUND, "not_found", "Not found", "no such route".into()),
+            ApiError::MethodNotAllowed => (
+                S::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+                "this route does not take that method".into(),
+            ),
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let (status, code, title, detail) = self.parts();
+        Problem {
+            kind: format!("https://backroom.dev/problems/{code}"),
+            title: title.into(),
+            status: status.as_u16(),
+            detail,
+            code: code.into(),
+            errors: match self {
+                ApiError::Domain(Error::Validation(errors)) => Some(errors.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// A problem+json response for `problem`.
+pub fn problem_response(problem: &Problem) -> Response {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(problem).unwrap_or_default();
+    let mut res = (status, body).into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    res
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Domain(Error::Internal(cause)) | ApiError::Domain(Error::Unavailable(cause)) => {
+                // The cause chain goes to the log, never to the client.
+                let mut chain = cause.to_string();
+                let mut src = cause.source();
+                while let Some(s) = src {
+                    chain.push_str(": ");
+                    chain.push_str(&s.to_string());
+                    src = s.source();
+                }
+                tracing::error!(error = %chain, "request failed");
+            }
+            _ => {}
+        }
+        problem_response(&self.problem())
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,107 @@
+//! Extractors that refuse bad input with problem+json instead of axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use backroom_auth::Principal;
+use backroom_kernel::{Error, FieldError};
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// A JSON body: `application/json` (or `+json`), at most 1 MiB, every field known.
+/// Malformed JSON is `400 malformed_json`; well-formed JSON of the wrong shape (unknown
+/// field, wrong type, missing field) is `422 validation_failed` with the field's path.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| {
+                let m = m.trim().to_ascii_lowercase();
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::MalformedJson("the body could not be read".into())
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a JSON body, telling syntax errors (400) from shape errors (422).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            match inner.classify() {
+                serde_json::error::Category::Data => {
+                    let field = if path == "." { "body".to_owned() } else { path };
+                    let msg = inner.to_string();
+                    // serde appends " at line 1 column 42"; the path already says where.
+                    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+                    Err(ApiError::Domain(Error::Validation(vec![FieldError::new(field, msg)])))
+                }
+                _ => Err(ApiError::MalformedJson(format!("the body is not valid JSON: {inner}"))),
+            }
+        }
+    }
+}
+
+/// Query parameters; a parameter of the wrong type is `422 validation_failed`.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state).await.map(|q| ApiQuery(q.0)).map_err(|r| {
+            let text = r.body_text();
+            let msg = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text).to_owned();
+            ApiError::Domain(Error::Validation(vec![FieldError::new("query", msg)]))
+        })
+    }
+}
+
+/// An authenticated staff member (`Authorization: Bearer <api key>`); `401` otherwise.
+/// Handlers then call `staff.require(Permission::…)?`, which answers `403`.
+pub struct Staff(pub Principal);
+
+impl std::ops::Deref for Staff {
+    type Target = Principal;
+    fn deref(&self) -> &Principal {
+        &self.0
+    }
+}
+
+impl FromRequestParts<AppState> for Staff {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or(ApiError::Unauthenticated)?;
+        state.auth.authenticate(token).await?.map(Staff).ok_or(ApiError::Unauthenticated)
+    }
+}

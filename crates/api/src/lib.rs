@@ -1,0 +1,173 @@
+//! The HTTP layer: the `/store` and `/admin` routers, extractors that answer bad input with
+//! problem+json, the OpenAPI document, and request metrics. Modules never see HTTP; this
+//! crate turns their results and errors into responses.
+
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use backroom_auth::Auth;
+use backroom_catalog::Catalog;
+use backroom_db::Db;
+use backroom_inventory::Inventory;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::{ApiError, PROBLEM_JSON};
+use crate::routes::{admin, ops, store};
+
+/// The largest request body accepted: 1 MiB.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub catalog: Catalog,
+    pub inventory: Inventory,
+    pub auth: Auth,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// The state over `db`; `admin_token` is `BACKROOM_ADMIN_TOKEN`, when set.
+    pub fn new(db: Db, admin_token: Option<&str>) -> Self {
+        Self {
+            catalog: Catalog::new(db.clone()),
+            inventory: Inventory::new(db.clone()),
+            auth: Auth::new(db.clone(), admin_token),
+            metrics: metrics_handle(),
+            db,
+        }
+    }
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("http_request_duration_seconds".into()),
+                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+                )
+                .expect("bucket list is not empty");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (several apps in one test process):
+            // then this handle still renders our own recorder's view, which is what we serve.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/admin/products", get(admin::list_products).post(admin::create_product))
+        .route(
+            "/admin/products/{id}",
+            get(admin::get_product).patch(admin::update_product).delete(admin::delete_product),
+        )
+        .route("/admin/products/{id}/variants", post(admin::add_variant))
+        .route(
+            "/admin/variants/{variant_id}",
+            get(admin::get_variant).patch(admin::update_variant).delete(admin::delete_variant),
+        )
+        .route("/admin/variants/{variant_id}/stock", put(admin::set_stock).get(admin::get_stock))
+        .route("/admin/variants/{variant_id}/stock/adjustments", get(admin::stock_adjustments))
+        .route("/admin/stock-locations", get(admin::list_locations).post(admin::create_location))
+        .route("/admin/categories", get(admin::list_categories).post(admin::create_category))
+        .route(
+            "/admin/categories/{id}",
+            get(admin::get_category).patch(admin::update_category).delete(admin::delete_category),
+        )
+        .route("/admin/api-keys", get(admin::list_keys).post(admin::create_key))
+        .route("/admin/api-keys/{id}", axum::routing::delete(admin::revoke_key))
+        .route("/store/products", get(store::list_products))
+        .route("/store/products/{id_or_handle}", get(store::get_product))
+        .route("/store/categories", get(store::list_categories))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .layer(middleware::from_fn(track))
+        .layer(middleware::from_fn(problems_only))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a handler panicked");
+            ApiError::Domain(backroom_kernel::Error::internal("panic")).into_response()
+        }))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Records request count and latency per matched route.
+async fn track(req: Request, next: Next) -> Response {
+    let route =
+        req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let res = next.run(req).await;
+    let elapsed = start.elapsed();
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(elapsed.as_secs_f64());
+    if elapsed > Duration::from_secs(1) {
+        tracing::warn!(ms = elapsed.as_millis() as u64, "slow request");
+    }
+    res
+}
+
+/// The safety net: any error response not already problem+json (axum's own rejections,
+/// 405 from the router) is rewritten as one, keeping its status and headers (`Allow`).
+async fn problems_only(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_problem =
+        res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return res;
+    }
+    let err = match status {
+        StatusCode::NOT_FOUND => ApiError::RouteNotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
+        StatusCode::BAD_REQUEST => ApiError::MalformedJson("the request could not be read".into()),
+        s if s.is_client_error() => {
+            ApiError::Domain(backroom_kernel::Error::field("request", s.canonical_reason().unwrap_or("bad request")))
+        }
+        _ => ApiError::Domain(backroom_kernel::Error::internal(format!("status {status} without a problem body"))),
+    };
+    let (mut parts, _) = res.into_parts();
+    let new = err.into_response();
+    let (new_parts, body) = new.into_parts();
+    parts.status = new_parts.status;
+    parts.headers.insert(header::CONTENT_TYPE, new_parts.headers[header::CONTENT_TYPE].clone());
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, body)
+}

@@ -1,0 +1,308 @@
+//! `/admin/*`: catalog, stock and API keys. Every handler names the permission it needs.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use backroom_auth::{ApiKey, Permission, Role};
+use backroom_catalog::{
+    Category, CategoryPatch, NewCategory, NewProduct, NewVariant, Product, ProductFilter, ProductPatch, ProductStatus,
+    Variant, VariantPatch,
+};
+use backroom_inventory::{Adjustment, NewLocation, SetStock, StockLevel, StockLocation, VariantStock};
+use backroom_kernel::{Page, PageRequest};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::error::{ApiResult, Problem};
+use crate::extract::{ApiJson, ApiQuery, Staff};
+
+/// `limit` and `cursor` of a list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1–100, default 20.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Filters of `GET /admin/products`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AdminProductsQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+    pub status: Option<ProductStatus>,
+    /// Case-insensitive part of the title.
+    pub q: Option<String>,
+    /// Category id or handle (sub-categories included).
+    pub category: Option<String>,
+}
+
+#[utoipa::path(get, path = "/admin/products", tag = "catalog", params(AdminProductsQuery),
+    responses((status = 200, body = Page<Product>), (status = 401, body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn list_products(
+    State(s): State<AppState>,
+    staff: Staff,
+    ApiQuery(q): ApiQuery<AdminProductsQuery>,
+) -> ApiResult<Json<Page<Product>>> {
+    staff.require(Permission::CatalogRead)?;
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    let filter = ProductFilter { status: q.status, q: crate::routes::store::check_q(q.q)?, category: q.category };
+    Ok(Json(s.catalog.list_products(&filter, &page).await?))
+}
+
+#[utoipa::path(post, path = "/admin/products", tag = "catalog", request_body = NewProduct,
+    responses((status = 201, body = Product), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn create_product(
+    State(s): State<AppState>,
+    staff: Staff,
+    ApiJson(body): ApiJson<NewProduct>,
+) -> ApiResult<(StatusCode, Json<Product>)> {
+    staff.require(Permission::CatalogWrite)?;
+    Ok((StatusCode::CREATED, Json(s.catalog.create_product(&body).await?)))
+}
+
+#[utoipa::path(get, path = "/admin/products/{id}", tag = "catalog", params(("id" = String, Path)),
+    responses((status = 200, body = Product), (status = 404, body = Problem)), security(("api_key" = [])))]
+pub async fn get_product(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<Json<Product>> {
+    staff.require(Permission::CatalogRead)?;
+    Ok(Json(s.catalog.product(&id).await?))
+}
+
+#[utoipa::path(patch, path = "/admin/products/{id}", tag = "catalog", params(("id" = String, Path)),
+    request_body = ProductPatch,
+    responses((status = 200, body = Product), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn update_product(
+    State(s): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ProductPatch>,
+) -> ApiResult<Json<Product>> {
+    staff.require(Permission::CatalogWrite)?;
+    Ok(Json(s.catalog.update_product(&id, &body).await?))
+}
+
+#[utoipa::path(delete, path = "/admin/products/{id}", tag = "catalog", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem)), security(("api_key" = [])))]
+pub async fn delete_product(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    staff.require(Permission::CatalogWrite)?;
+    s.catalog.delete_product(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/admin/products/{id}/variants", tag = "catalog", params(("id" = String, Path)),
+    request_body = NewVariant,
+    responses((status = 201, body = Variant), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn add_variant(
+    State(s): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<NewVariant>,
+) -> ApiResult<(StatusCode, Json<Variant>)> {
+    staff.require(Permission::CatalogWrite)?;
+    Ok((StatusCode::CREATED, Json(s.catalog.add_variant(&id, &body).await?)))
+}
+
+#[utoipa::path(get, path = "/admin/variants/{variant_id}", tag = "catalog", params(("variant_id" = String, Path)),
+    responses((status = 200, body = Variant), (status = 404, body = Problem)), security(("api_key" = [])))]
+pub async fn get_variant(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<Json<Variant>> {
+    staff.require(Permission::CatalogRead)?;
+    Ok(Json(s.catalog.variant(&id).await?))
+}
+
+#[utoipa::path(patch, path = "/admin/variants/{variant_id}", tag = "catalog", params(("variant_id" = String, Path)),
+    request_body = VariantPatch,
+    responses((status = 200, body = Variant), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn update_variant(
+    State(s): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<VariantPatch>,
+) -> ApiResult<Json<Variant>> {
+    staff.require(Permission::CatalogWrite)?;
+    Ok(Json(s.catalog.update_variant(&id, &body).await?))
+}
+
+#[utoipa::path(delete, path = "/admin/variants/{variant_id}", tag = "catalog", params(("variant_id" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem)), security(("api_key" = [])))]
+pub async fn delete_variant(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    staff.require(Permission::CatalogWrite)?;
+    s.catalog.delete_variant(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- stock ----------------------------------------------------------------------------------
+
+#[utoipa::path(put, path = "/admin/variants/{variant_id}/stock", tag = "inventory", params(("variant_id" = String, Path)),
+    request_body = SetStock,
+    responses((status = 200, body = StockLevel), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn set_stock(
+    State(s): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SetStock>,
+) -> ApiResult<Json<StockLevel>> {
+    staff.require(Permission::InventoryWrite)?;
+    let variant = s.catalog.variant(&id).await?;
+    Ok(Json(s.inventory.set_on_hand(&variant.id, &body, variant.allow_backorder, &staff.key_id).await?))
+}
+
+#[utoipa::path(get, path = "/admin/variants/{variant_id}/stock", tag = "inventory", params(("variant_id" = String, Path)),
+    responses((status = 200, body = VariantStock), (status = 404, body = Problem)), security(("api_key" = [])))]
+pub async fn get_stock(
+    State(s): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+) -> ApiResult<Json<VariantStock>> {
+    staff.require(Permission::InventoryRead)?;
+    let variant = s.catalog.variant(&id).await?;
+    Ok(Json(s.inventory.variant_stock(&variant.id).await?))
+}
+
+#[utoipa::path(get, path = "/admin/variants/{variant_id}/stock/adjustments", tag = "inventory",
+    params(("variant_id" = String, Path), PageQuery),
+    responses((status = 200, body = Page<Adjustment>), (status = 404, body = Problem)), security(("api_key" = [])))]
+pub async fn stock_adjustments(
+    State(s): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Page<Adjustment>>> {
+    staff.require(Permission::InventoryRead)?;
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    let variant = s.catalog.variant(&id).await?;
+    Ok(Json(s.inventory.adjustments(&variant.id, &page).await?))
+}
+
+/// A list that is not paginated.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Items<T> {
+    pub items: Vec<T>,
+}
+
+#[utoipa::path(get, path = "/admin/stock-locations", tag = "inventory",
+    responses((status = 200, body = Items<StockLocation>)), security(("api_key" = [])))]
+pub async fn list_locations(State(s): State<AppState>, staff: Staff) -> ApiResult<Json<Items<StockLocation>>> {
+    staff.require(Permission::InventoryRead)?;
+    Ok(Json(Items { items: s.inventory.locations().await? }))
+}
+
+#[utoipa::path(post, path = "/admin/stock-locations", tag = "inventory", request_body = NewLocation,
+    responses((status = 201, body = StockLocation), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn create_location(
+    State(s): State<AppState>,
+    staff: Staff,
+    ApiJson(body): ApiJson<NewLocation>,
+) -> ApiResult<(StatusCode, Json<StockLocation>)> {
+    staff.require(Permission::InventoryWrite)?;
+    Ok((StatusCode::CREATED, Json(s.inventory.create_location(&body).await?)))
+}
+
+// ---- categories -----------------------------------------------------------------------------
+
+#[utoipa::path(get, path = "/admin/categories", tag = "catalog",
+    responses((status = 200, body = Items<Category>)), security(("api_key" = [])))]
+pub async fn list_categories(State(s): State<AppState>, staff: Staff) -> ApiResult<Json<Items<Category>>> {
+    staff.require(Permission::CatalogRead)?;
+    Ok(Json(Items { items: s.catalog.category_tree().await? }))
+}
+
+#[utoipa::path(post, path = "/admin/categories", tag = "catalog", request_body = NewCategory,
+    responses((status = 201, body = Category), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn create_category(
+    State(s): State<AppState>,
+    staff: Staff,
+    ApiJson(body): ApiJson<NewCategory>,
+) -> ApiResult<(StatusCode, Json<Category>)> {
+    staff.require(Permission::CatalogWrite)?;
+    Ok((StatusCode::CREATED, Json(s.catalog.create_category(&body).await?)))
+}
+
+#[utoipa::path(get, path = "/admin/categories/{id}", tag = "catalog", params(("id" = String, Path)),
+    responses((status = 200, body = Category), (status = 404, body = Problem)), security(("api_key" = [])))]
+pub async fn get_category(
+    State(s): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Category>> {
+    staff.require(Permission::CatalogRead)?;
+    Ok(Json(s.catalog.category(&id).await?))
+}
+
+#[utoipa::path(patch, path = "/admin/categories/{id}", tag = "catalog", params(("id" = String, Path)),
+    request_body = CategoryPatch,
+    responses((status = 200, body = Category), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn update_category(
+    State(s): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CategoryPatch>,
+) -> ApiResult<Json<Category>> {
+    staff.require(Permission::CatalogWrite)?;
+    Ok(Json(s.catalog.update_category(&id, &body).await?))
+}
+
+#[utoipa::path(delete, path = "/admin/categories/{id}", tag = "catalog", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)), security(("api_key" = [])))]
+pub async fn delete_category(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    staff.require(Permission::CatalogWrite)?;
+    s.catalog.delete_category(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- API keys -------------------------------------------------------------------------------
+
+/// `POST /admin/api-keys`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKey {
+    pub name: String,
+    pub role: Role,
+}
+
+/// A new key with its secret, shown this once.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedApiKey {
+    #[serde(flatten)]
+    pub key: ApiKey,
+    /// The secret to send as `Authorization: Bearer …`. It is not stored and cannot be shown again.
+    pub token: String,
+}
+
+#[utoipa::path(get, path = "/admin/api-keys", tag = "auth",
+    responses((status = 200, body = Items<ApiKey>), (status = 403, body = Problem)), security(("api_key" = [])))]
+pub async fn list_keys(State(s): State<AppState>, staff: Staff) -> ApiResult<Json<Items<ApiKey>>> {
+    staff.require(Permission::KeysManage)?;
+    Ok(Json(Items { items: s.auth.list_keys().await? }))
+}
+
+#[utoipa::path(post, path = "/admin/api-keys", tag = "auth", request_body = NewApiKey,
+    responses((status = 201, body = CreatedApiKey), (status = 403, body = Problem), (status = 422, body = Problem)),
+    security(("api_key" = [])))]
+pub async fn create_key(
+    State(s): State<AppState>,
+    staff: Staff,
+    ApiJson(body): ApiJson<NewApiKey>,
+) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
+    staff.require(Permission::KeysManage)?;
+    let (key, token) = s.auth.create_key(&body.name, body.role).await?;
+    Ok((StatusCode::CREATED, Json(CreatedApiKey { key, token })))
+}
+
+#[utoipa::path(delete, path = "/admin/api-keys/{id}", tag = "auth", params(("id" = String, Path)),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)), security(("api_key" = [])))]
+pub async fn revoke_key(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    staff.require(Permission::KeysManage)?;
+    s.auth.revoke_key(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

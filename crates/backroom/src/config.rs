@@ -1,0 +1,158 @@
+//! Settings: defaults in code, then an optional `backroom.toml`, then `BACKROOM_*`
+//! environment variables, then flags. Checked at start; a bad value stops the process with
+//! one line that names the setting, where it came from, and what is expected.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Settings given as flags (each may be absent).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Flags {
+    /// Address to listen on [env: BACKROOM_LISTEN] [default: 127.0.0.1:8080]
+    #[arg(long, global = true)]
+    pub listen: Option<String>,
+    /// Data directory [env: BACKROOM_DATA_DIR] [default: ./backroom-data]
+    #[arg(long, global = true)]
+    pub data_dir: Option<String>,
+    /// Database URL: sqlite:… or postgres://… [env: BACKROOM_DATABASE_URL] [default: SQLite in the data directory]
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    /// Settings file [env: BACKROOM_CONFIG] [default: ./backroom.toml when it exists]
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// The keys `backroom.toml` may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<String>,
+    data_dir: Option<String>,
+    database_url: Option<String>,
+}
+
+/// Checked settings.
+#[derive(Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    /// `BACKROOM_ADMIN_TOKEN`: works as an owner API key. Never printed.
+    pub admin_token: Option<String>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redact(&self.database_url))
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// The URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Where a value came from, for error messages.
+fn pick(
+    flag: &Option<String>,
+    env_name: &str,
+    file: &Option<String>,
+    default: Option<String>,
+) -> Option<(String, String)> {
+    if let Some(v) = flag {
+        return Some((
+            v.clone(),
+            format!("--{}", env_name.trim_start_matches("BACKROOM_").to_lowercase().replace('_', "-")),
+        ));
+    }
+    if let Ok(v) = std::env::var(env_name) {
+        return Some((v, env_name.to_owned()));
+    }
+    if let Some(v) = file {
+        return Some((v.clone(), format!("backroom.toml {}", env_name.trim_start_matches("BACKROOM_").to_lowercase())));
+    }
+    default.map(|d| (d, "default".to_owned()))
+}
+
+impl Settings {
+    /// Resolves and checks every setting. The error is one line for the operator.
+    pub fn resolve(flags: &Flags) -> Result<Settings, String> {
+        let file = load_file(flags)?;
+        let (listen_raw, src) =
+            pick(&flags.listen, "BACKROOM_LISTEN", &file.listen, Some("127.0.0.1:8080".into())).expect("has a default");
+        let listen: SocketAddr = listen_raw.trim().parse().map_err(|_| {
+            format!("invalid listen address `{listen_raw}` (from {src}): expected host:port such as 127.0.0.1:8080")
+        })?;
+        let (data_dir, src) =
+            pick(&flags.data_dir, "BACKROOM_DATA_DIR", &file.data_dir, Some("./backroom-data".into()))
+                .expect("has a default");
+        if data_dir.trim().is_empty() {
+            return Err(format!("invalid data directory (from {src}): must not be empty"));
+        }
+        let data_dir = PathBuf::from(data_dir);
+        let database_url = match pick(&flags.database_url, "BACKROOM_DATABASE_URL", &file.database_url, None) {
+            Some((url, src)) => {
+                backroom_db::check_url(&url)
+                    .map_err(|e| format!("invalid database URL `{}` (from {src}): {e}", redact(&url)))?;
+                url
+            }
+            None => backroom_db::sqlite_url_in(&data_dir),
+        };
+        let admin_token = std::env::var("BACKROOM_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+        if let Some(t) = &admin_token
+            && (t.len() < 16 || t.len() > 200 || t.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err("invalid BACKROOM_ADMIN_TOKEN: must be 16–200 characters without spaces".into());
+        }
+        Ok(Settings { listen, data_dir, database_url, admin_token })
+    }
+
+    /// Creates the data directory when the database lives in it.
+    pub fn ensure_data_dir(&self) -> Result<(), String> {
+        std::fs::create_dir_all(&self.data_dir)
+            .map_err(|e| format!("cannot create data directory {}: {e}", self.data_dir.display()))
+    }
+}
+
+fn load_file(flags: &Flags) -> Result<FileSettings, String> {
+    let (path, explicit) = match (&flags.config, std::env::var("BACKROOM_CONFIG").ok()) {
+        (Some(p), _) => (p.clone(), true),
+        (None, Some(p)) => (PathBuf::from(p), true),
+        (None, None) => (PathBuf::from("backroom.toml"), false),
+    };
+    if !explicit && !Path::new(&path).exists() {
+        return Ok(FileSettings::default());
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let msg = e.message().to_owned();
+        format!("invalid {}: {msg}", path.display())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("postgres://bob:secret@db:5432/shop"), "postgres://bob:***@db:5432/shop");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}

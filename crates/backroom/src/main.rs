@@ -1,0 +1,135 @@
+//! `backroom`: serve, migrate, seed, admin. See README.md.
+
+use std::process::ExitCode;
+
+use backroom::config::{Flags, Settings};
+use backroom_auth::{Auth, Role};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "backroom", version, about = "Headless commerce backend", propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    flags: Flags,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API (applies migrations first).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Load data into the store.
+    Seed {
+        /// A believable demo store: about 50 products in categories, with variants, prices and stock.
+        #[arg(long, required = true)]
+        demo: bool,
+    },
+    /// Administrative tasks.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create an API key and print it once (only its hash is stored).
+    CreateKey {
+        /// owner, admin, editor or viewer.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// A label to recognise the key by.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| "expected one of owner, admin, editor, viewer".into())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Openapi = cli.command {
+        println!("{}", backroom_api::openapi::json());
+        return ExitCode::SUCCESS;
+    }
+    let settings = match Settings::resolve(&cli.flags) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("backroom: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
+    match rt.block_on(run(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("backroom: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("BACKROOM_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    if settings.database_url.starts_with("sqlite:") {
+        settings.ensure_data_dir().map_err(anyhow::Error::msg)?;
+    }
+    let db = backroom::open_db(&settings.database_url).await?;
+    match command {
+        Command::Serve => {
+            let listener = tokio::net::TcpListener::bind(settings.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, database = %backroom::config::redact(&settings.database_url), "backroom listening");
+            println!("backroom listening on http://{addr}");
+            let app = backroom::app(db.clone(), settings.admin_token.as_deref());
+            axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+            db.close().await;
+        }
+        Command::Migrate => println!("migrations applied"),
+        Command::Seed { .. } => {
+            let report = backroom::seed::demo(&db).await?;
+            println!("{report}");
+        }
+        Command::Admin { command: AdminCommand::CreateKey { role, name } } => {
+            let (key, token) = Auth::new(db.clone(), None).create_key(&name, role).await?;
+            println!("{token}");
+            eprintln!("created API key {} ({}); the key above is shown only this once", key.id, role);
+        }
+        Command::Openapi => unreachable!("handled before start-up"),
+    }
+    db.close().await;
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

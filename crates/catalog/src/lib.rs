@@ -1,0 +1,403 @@
+//! The catalog (PIM): products, variants with option values and prices per currency,
+//! free attributes, and a category tree. Owns the tables `products`, `product_attributes`,
+//! `product_categories`, `variants`, `variant_options`, `variant_prices`, `categories`.
+//!
+//! Every write is one transaction: a refused request leaves nothing behind.
+
+pub mod model;
+mod repo;
+pub mod types;
+pub mod validate;
+
+use backroom_db::{Db, Tx};
+use backroom_kernel::{Error, Page, PageRequest, Result, id, now};
+
+pub use model::*;
+pub use types::{Handle, ProductStatus, Sku, Title};
+
+use repo::Set;
+
+/// The catalog's service API.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    db: Db,
+}
+
+impl Catalog {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Creates a product with its variants in one transaction.
+    #[tracing::instrument(skip_all, fields(handle = ?input.handle))]
+    pub async fn create_product(&self, input: &NewProduct) -> Result<Product> {
+        let valid = validate::new_product(input)?;
+        let mut tx = self.db.begin().await?;
+        check_categories(&mut tx, &valid.category_ids, "category_ids").await?;
+        check_skus_free(&mut tx, valid.variants.iter().map(|v| v.sku.as_str()), None).await?;
+        let id = id::new("prod");
+        let ts = now();
+        let inserted = repo::insert_product(
+            &mut tx.conn(),
+            &repo::ProductInsert {
+                id: &id,
+                handle: valid.handle.as_str(),
+                title: valid.title.as_str(),
+                description: &valid.description,
+                status: valid.status,
+                now: ts,
+            },
+        )
+        .await?;
+        if !inserted {
+            return Err(Error::conflict(
+                "conflict",
+                format!("a product with handle `{}` already exists", valid.handle),
+            ));
+        }
+        repo::set_attributes(&mut tx.conn(), &id, &valid.attributes).await?;
+        repo::set_categories(&mut tx.conn(), &id, &valid.category_ids).await?;
+        repo::insert_variants(&mut tx.conn(), &id, &valid.variants, 0, ts).await?;
+        let product = load_one(&mut tx, &id).await?;
+        tx.commit().await?;
+        Ok(product)
+    }
+
+    /// A product by id (any status).
+    pub async fn product(&self, id: &str) -> Result<Product> {
+        let mut r = self.db.read().await?;
+        repo::load_products(&mut r.conn(), &[id.to_owned()]).await?.pop().ok_or(Error::not_found("product"))
+    }
+
+    /// A product by id or handle; with `published_only`, others are "not found".
+    pub async fn product_by_key(&self, key: &str, published_only: bool) -> Result<Product> {
+        let mut r = self.db.read().await?;
+        let id = repo::find_product_id(&mut r.conn(), key).await?.ok_or(Error::not_found("product"))?;
+        let product = repo::load_products(&mut r.conn(), &[id]).await?.pop().ok_or(Error::not_found("product"))?;
+        if published_only && product.status != ProductStatus::Published {
+            return Err(Error::not_found("product"));
+        }
+        Ok(product)
+    }
+
+    /// One page of products, newest first.
+    pub async fn list_products(&self, filter: &ProductFilter, page: &PageRequest) -> Result<Page<Product>> {
+        let mut r = self.db.read().await?;
+        let ids =
+            repo::list_product_ids(&mut r.conn(), filter, page.after.as_ref().map(|c| c.0.as_str()), page.limit + 1)
+                .await?;
+        let products = repo::load_products(&mut r.conn(), &ids).await?;
+        Ok(page.finish(products, |p| p.id.clone()))
+    }
+
+    /// Changes a product's fields; maps and lists given replace the old ones.
+    #[tracing::instrument(skip(self, patch))]
+    pub async fn update_product(&self, id: &str, patch: &ProductPatch) -> Result<Product> {
+        let valid = validate::product_patch(patch)?;
+        let mut tx = self.db.begin().await?;
+        let mut sets = Vec::new();
+        if let Some(t) = &valid.title {
+            sets.push(Set::Text("title", t.as_str()));
+        }
+        if let Some(h) = &valid.handle {
+            sets.push(Set::Text("handle", h.as_str()));
+        }
+        if let Some(d) = &valid.description {
+            sets.push(Set::Text("description", d));
+        }
+        if let Some(s) = valid.status {
+            sets.push(Set::Text("status", s.as_str()));
+        }
+        let clash = format!(
+            "a product with handle `{}` already exists",
+            valid.handle.as_ref().map(Handle::as_str).unwrap_or_default()
+        );
+        let n = repo::update_row(&mut tx.conn(), "products", id, &sets, now(), &clash).await?;
+        if n == 0 {
+            return Err(Error::not_found("product"));
+        }
+        if let Some(a) = &valid.attributes {
+            repo::set_attributes(&mut tx.conn(), id, a).await?;
+        }
+        if let Some(c) = &valid.category_ids {
+            check_categories(&mut tx, c, "category_ids").await?;
+            repo::set_categories(&mut tx.conn(), id, c).await?;
+        }
+        let product = load_one(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(product)
+    }
+
+    /// Deletes a product with its variants (their stock rows go with them; the stock
+    /// ledger keeps its history).
+    #[tracing::instrument(skip(self))]
+    pub async fn delete_product(&self, id: &str) -> Result<()> {
+        let mut tx = self.db.begin().await?;
+        if !repo::delete_row(&mut tx.conn(), "products", id).await? {
+            return Err(Error::not_found("product"));
+        }
+        tx.commit().await
+    }
+
+    /// Adds a variant to a product.
+    #[tracing::instrument(skip(self, input), fields(sku = %input.sku))]
+    pub async fn add_variant(&self, product_id: &str, input: &NewVariant) -> Result<Variant> {
+        let mut problems = backroom_kernel::error::Problems::new();
+        let valid = validate::variant(&mut problems, "", input);
+        problems.finish()?;
+        let valid = valid.ok_or_else(|| Error::internal("variant validation gave nothing"))?;
+        let mut tx = self.db.begin().await?;
+        let position =
+            repo::next_variant_position(&mut tx.conn(), product_id).await?.ok_or(Error::not_found("product"))?;
+        check_skus_free(&mut tx, [valid.sku.as_str()], None).await?;
+        let ids =
+            repo::insert_variants(&mut tx.conn(), product_id, std::slice::from_ref(&valid), position, now()).await?;
+        touch_product(&mut tx, product_id).await?;
+        let variant = load_variant(&mut tx, &ids[0]).await?;
+        tx.commit().await?;
+        Ok(variant)
+    }
+
+    /// A variant by id.
+    pub async fn variant(&self, id: &str) -> Result<Variant> {
+        let mut r = self.db.read().await?;
+        repo::load_variants(&mut r.conn(), &[id.to_owned()]).await?.pop().ok_or(Error::not_found("variant"))
+    }
+
+    /// Variants by id, in the order asked; unknown ids are left out.
+    pub async fn variants(&self, ids: &[String]) -> Result<Vec<Variant>> {
+        let mut r = self.db.read().await?;
+        repo::load_variants(&mut r.conn(), ids).await
+    }
+
+    /// Changes a variant; `prices` replaces its whole price list.
+    #[tracing::instrument(skip(self, patch))]
+    pub async fn update_variant(&self, id: &str, patch: &VariantPatch) -> Result<Variant> {
+        let valid = validate::variant_patch(patch)?;
+        let mut tx = self.db.begin().await?;
+        let product_id = repo::variant_product(&mut tx.conn(), id).await?.ok_or(Error::not_found("variant"))?;
+        let mut sets = Vec::new();
+        if let Some(s) = &valid.sku {
+            check_skus_free(&mut tx, [s.as_str()], Some(id)).await?;
+            sets.push(Set::Text("sku", s.as_str()));
+        }
+        if let Some(t) = &valid.title {
+            sets.push(Set::Text("title", t.as_str()));
+        }
+        if let Some(b) = valid.allow_backorder {
+            sets.push(Set::Bool("allow_backorder", b));
+        }
+        let clash = "a variant with this SKU already exists";
+        repo::update_row(&mut tx.conn(), "variants", id, &sets, now(), clash).await?;
+        if let Some(o) = &valid.options {
+            repo::set_options(&mut tx.conn(), id, o).await?;
+        }
+        if let Some(p) = &valid.prices {
+            repo::set_prices(&mut tx.conn(), id, p).await?;
+        }
+        touch_product(&mut tx, &product_id).await?;
+        let variant = load_variant(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(variant)
+    }
+
+    /// Deletes a variant.
+    #[tracing::instrument(skip(self))]
+    pub async fn delete_variant(&self, id: &str) -> Result<()> {
+        let mut tx = self.db.begin().await?;
+        let product_id = repo::variant_product(&mut tx.conn(), id).await?.ok_or(Error::not_found("variant"))?;
+        repo::delete_row(&mut tx.conn(), "variants", id).await?;
+        touch_product(&mut tx, &product_id).await?;
+        tx.commit().await
+    }
+
+    // ---- categories ---------------------------------------------------------------------
+
+    /// The whole category tree, roots first, children nested, in position order.
+    pub async fn category_tree(&self) -> Result<Vec<Category>> {
+        let mut r = self.db.read().await?;
+        let all = repo::all_categories(&mut r.conn()).await?;
+        Ok(build_tree(all))
+    }
+
+    /// One category by id or handle, with its sub-tree.
+    pub async fn category(&self, key: &str) -> Result<Category> {
+        let mut r = self.db.read().await?;
+        let cat = repo::get_category(&mut r.conn(), key).await?.ok_or(Error::not_found("category"))?;
+        let all = repo::all_categories(&mut r.conn()).await?;
+        let id = cat.id.clone();
+        Ok(find_in_tree(build_tree(all), &id).unwrap_or(cat))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %input.name))]
+    pub async fn create_category(&self, input: &NewCategory) -> Result<Category> {
+        let mut p = backroom_kernel::error::Problems::new();
+        let name = p.check("name", Title::parse(&input.name));
+        let handle = match &input.handle {
+            Some(h) => p.check("handle", Handle::parse(h)),
+            None => Handle::from_title(&input.name).or_else(|| {
+                p.add("handle", "cannot be derived from the name; give one");
+                None
+            }),
+        };
+        p.finish()?;
+        let (name, handle) = (name.expect("checked"), handle.expect("checked"));
+        let mut tx = self.db.begin().await?;
+        if let Some(parent) = &input.parent_id {
+            check_categories(&mut tx, std::slice::from_ref(parent), "parent_id").await?;
+        }
+        let ts = now();
+        let cat = Category {
+            id: id::new("cat"),
+            parent_id: input.parent_id.clone(),
+            handle: handle.into_inner(),
+            name: name.into_inner(),
+            position: input.position.unwrap_or(0),
+            created_at: ts,
+            updated_at: ts,
+            children: Vec::new(),
+        };
+        if !repo::insert_category(&mut tx.conn(), &cat).await? {
+            return Err(Error::conflict("conflict", format!("a category with handle `{}` already exists", cat.handle)));
+        }
+        tx.commit().await?;
+        Ok(cat)
+    }
+
+    #[tracing::instrument(skip(self, patch))]
+    pub async fn update_category(&self, id: &str, patch: &CategoryPatch) -> Result<Category> {
+        let mut p = backroom_kernel::error::Problems::new();
+        let name = patch.name.as_deref().and_then(|n| p.check("name", Title::parse(n)));
+        let handle = patch.handle.as_deref().and_then(|h| p.check("handle", Handle::parse(h)));
+        if patch.parent_id.is_some() && patch.move_to_root == Some(true) {
+            p.add("parent_id", "cannot be given together with move_to_root");
+        }
+        p.finish()?;
+        let mut tx = self.db.begin().await?;
+        let mut cat =
+            repo::get_category(&mut tx.conn(), id).await?.filter(|c| c.id == id).ok_or(Error::not_found("category"))?;
+        if let Some(parent) = &patch.parent_id {
+            check_categories(&mut tx, std::slice::from_ref(parent), "parent_id").await?;
+            // Refuse a cycle: the new parent must not be the category or one of its descendants.
+            let all = repo::all_categories(&mut tx.conn()).await?;
+            if parent == id || is_descendant(&all, parent, id) {
+                return Err(Error::field("parent_id", "would make the category its own ancestor"));
+            }
+            cat.parent_id = Some(parent.clone());
+        }
+        if patch.move_to_root == Some(true) {
+            cat.parent_id = None;
+        }
+        if let Some(n) = name {
+            cat.name = n.into_inner();
+        }
+        if let Some(h) = handle {
+            cat.handle = h.into_inner();
+        }
+        if let Some(pos) = patch.position {
+            cat.position = pos;
+        }
+        cat.updated_at = now();
+        repo::update_category(&mut tx.conn(), &cat).await?;
+        tx.commit().await?;
+        Ok(cat)
+    }
+
+    /// Deletes a category that has no sub-categories; products simply leave it.
+    #[tracing::instrument(skip(self))]
+    pub async fn delete_category(&self, id: &str) -> Result<()> {
+        let mut tx = self.db.begin().await?;
+        repo::get_category(&mut tx.conn(), id).await?.filter(|c| c.id == id).ok_or(Error::not_found("category"))?;
+        if !repo::delete_category(&mut tx.conn(), id).await? {
+            return Err(Error::conflict("category_has_children", "move or delete its sub-categories first"));
+        }
+        tx.commit().await
+    }
+}
+
+async fn load_one(tx: &mut Tx, id: &str) -> Result<Product> {
+    repo::load_products(&mut tx.conn(), &[id.to_owned()]).await?.pop().ok_or(Error::not_found("product"))
+}
+
+async fn load_variant(tx: &mut Tx, id: &str) -> Result<Variant> {
+    repo::load_variants(&mut tx.conn(), &[id.to_owned()]).await?.pop().ok_or(Error::not_found("variant"))
+}
+
+async fn touch_product(tx: &mut Tx, product_id: &str) -> Result<()> {
+    repo::update_row(&mut tx.conn(), "products", product_id, &[], now(), "").await?;
+    Ok(())
+}
+
+/// Refuses ids that name no category (`422`, one entry per unknown id).
+async fn check_categories(tx: &mut Tx, ids: &[String], field: &str) -> Result<()> {
+    let missing = repo::missing_categories(&mut tx.conn(), ids).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::validation(
+        missing.iter().map(|m| backroom_kernel::FieldError::new(field, format!("no category has id `{m}`"))).collect(),
+    ))
+}
+
+/// Refuses SKUs already taken (by another variant) or repeated in the request: `409 conflict`.
+async fn check_skus_free<'a>(tx: &mut Tx, skus: impl IntoIterator<Item = &'a str>, except: Option<&str>) -> Result<()> {
+    let skus: Vec<String> = skus.into_iter().map(str::to_owned).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(dup) = skus.iter().find(|s| !seen.insert(*s)) {
+        return Err(Error::conflict("conflict", format!("SKU `{dup}` appears twice in the request")));
+    }
+    let taken = repo::taken_skus(&mut tx.conn(), &skus, except).await?;
+    if let Some(first) = taken.first() {
+        return Err(Error::conflict("conflict", format!("a variant with SKU `{first}` already exists")));
+    }
+    Ok(())
+}
+
+fn build_tree(all: Vec<Category>) -> Vec<Category> {
+    use std::collections::HashMap;
+    let mut children: HashMap<Option<String>, Vec<Category>> = HashMap::new();
+    for c in all {
+        children.entry(c.parent_id.clone()).or_default().push(c);
+    }
+    fn attach(node: &mut Category, children: &mut HashMap<Option<String>, Vec<Category>>) {
+        let mut kids = children.remove(&Some(node.id.clone())).unwrap_or_default();
+        for k in &mut kids {
+            attach(k, children);
+        }
+        node.children = kids;
+    }
+    let mut roots = children.remove(&None).unwrap_or_default();
+    for r in &mut roots {
+        attach(r, &mut children);
+    }
+    roots
+}
+
+fn find_in_tree(nodes: Vec<Category>, id: &str) -> Option<Category> {
+    for n in nodes {
+        if n.id == id {
+            return Some(n);
+        }
+        if let Some(found) = find_in_tree(n.children, id) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// Whether `candidate` lies under `ancestor` in the tree.
+fn is_descendant(all: &[Category], candidate: &str, ancestor: &str) -> bool {
+    let mut cur = all.iter().find(|c| c.id == candidate).and_then(|c| c.parent_id.clone());
+    let mut steps = 0;
+    while let Some(p) = cur {
+        if p == ancestor {
+            return true;
+        }
+        steps += 1;
+        if steps > all.len() {
+            return false;
+        }
+        cur = all.iter().find(|c| c.id == p).and_then(|c| c.parent_id.clone());
+    }
+    false
+}

@@ -1,0 +1,172 @@
+//! What the catalog gives out and what it takes in.
+
+use std::collections::BTreeMap;
+
+use backroom_kernel::Money;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::types::ProductStatus;
+
+/// A product with its variants, attributes and categories.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Product {
+    #[schema(example = "prod_01jdxk8m6q3v4t2c7e9f0g1h2j")]
+    pub id: String,
+    #[schema(example = "linen-shirt")]
+    pub handle: String,
+    #[schema(example = "Linen shirt")]
+    pub title: String,
+    pub description: String,
+    pub status: ProductStatus,
+    /// Free key/value attributes such as `brand` or `material`.
+    pub attributes: BTreeMap<String, String>,
+    pub categories: Vec<CategoryRef>,
+    pub variants: Vec<Variant>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A sellable version of a product: one SKU, its option values and prices.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Variant {
+    #[schema(example = "var_01jdxk8m6q3v4t2c7e9f0g1h2k")]
+    pub id: String,
+    pub product_id: String,
+    #[schema(example = "LS-M-WHITE")]
+    pub sku: String,
+    #[schema(example = "M / White")]
+    pub title: String,
+    /// Option values by option name, such as `{"size": "M", "color": "White"}`.
+    pub options: BTreeMap<String, String>,
+    /// At most one price per currency, sorted by currency code.
+    pub prices: Vec<Money>,
+    /// Whether the variant may be sold beyond its stock.
+    pub allow_backorder: bool,
+    pub position: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Variant {
+    /// The price in `currency`, if the variant has one.
+    pub fn price_in(&self, currency: backroom_kernel::Currency) -> Option<Money> {
+        self.prices.iter().copied().find(|m| m.currency() == currency)
+    }
+}
+
+/// A category as shown inside a product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct CategoryRef {
+    pub id: String,
+    pub handle: String,
+    pub name: String,
+}
+
+/// A node of the category tree.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Category {
+    pub id: String,
+    pub parent_id: Option<String>,
+    pub handle: String,
+    pub name: String,
+    pub position: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Sub-categories, in position order (empty when the category is read on its own).
+    #[schema(no_recursion)]
+    pub children: Vec<Category>,
+}
+
+/// A price as the API takes it: integer minor units and a currency code.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceInput {
+    #[schema(example = 4900)]
+    pub amount: i64,
+    #[schema(example = "EUR")]
+    pub currency: String,
+}
+
+/// `POST /admin/products`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewProduct {
+    pub title: String,
+    /// Derived from the title when left out.
+    pub handle: Option<String>,
+    pub description: Option<String>,
+    /// `draft` when left out.
+    pub status: Option<ProductStatus>,
+    pub attributes: Option<BTreeMap<String, String>>,
+    pub category_ids: Option<Vec<String>>,
+    pub variants: Option<Vec<NewVariant>>,
+}
+
+/// A variant to create, inside a new product or on its own.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewVariant {
+    pub sku: String,
+    /// Made from the option values (`M / White`) or the SKU when left out.
+    pub title: Option<String>,
+    pub options: Option<BTreeMap<String, String>>,
+    pub prices: Option<Vec<PriceInput>>,
+    pub allow_backorder: Option<bool>,
+}
+
+/// `PATCH /admin/products/{id}`: every field optional; lists and maps replace the old ones.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductPatch {
+    pub title: Option<String>,
+    pub handle: Option<String>,
+    pub description: Option<String>,
+    pub status: Option<ProductStatus>,
+    pub attributes: Option<BTreeMap<String, String>>,
+    pub category_ids: Option<Vec<String>>,
+}
+
+/// `PATCH /admin/variants/{id}`: `prices` replaces the variant's whole price list.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VariantPatch {
+    pub sku: Option<String>,
+    pub title: Option<String>,
+    pub options: Option<BTreeMap<String, String>>,
+    pub prices: Option<Vec<PriceInput>>,
+    pub allow_backorder: Option<bool>,
+}
+
+/// `POST /admin/categories`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCategory {
+    pub name: String,
+    /// Derived from the name when left out.
+    pub handle: Option<String>,
+    pub parent_id: Option<String>,
+    pub position: Option<i64>,
+}
+
+/// `PATCH /admin/categories/{id}`. `parent_id: null` leaves the parent as it is; use
+/// `"move_to_root": true` to make the category a root.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryPatch {
+    pub name: Option<String>,
+    pub handle: Option<String>,
+    pub parent_id: Option<String>,
+    pub move_to_root: Option<bool>,
+    pub position: Option<i64>,
+}
+
+/// Which products a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct ProductFilter {
+    pub status: Option<ProductStatus>,
+    /// Case-insensitive substring of the title (the search module refines this later).
+    pub q: Option<String>,
+    /// A category id or handle; products in its sub-categories count too.
+    pub category: Option<String>,
+}

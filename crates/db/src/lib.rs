@@ -1,0 +1,300 @@
+//! Storage for every module: one [`Db`] that is either embedded SQLite (one writer connection
+//! and a pool of readers, WAL, `synchronous=FULL`) or PostgreSQL, migrations per dialect
+//! embedded in the binary, and [`Tx`], a write transaction on either.
+//!
+//! Module code is written once and run on both databases through [`on_conn!`],
+//! which expand the same sqlx calls for each driver (no `sqlx::Any`). SQL that must differ
+//! between the dialects sits beside its twin in the module's repository code.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use backroom_kernel::Error;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A handle on the store's database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite {
+        /// Exactly one connection: SQLite allows one writer at a time, so writes queue here
+        /// instead of spinning on `SQLITE_BUSY`.
+        writer: SqlitePool,
+        /// Readers see the last committed state (WAL) and never block the writer.
+        reader: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// Options for [`Db::connect`].
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// `sqlite://path`, `sqlite:path`, or `postgres://…`.
+    pub url: String,
+    /// SQLite only: `synchronous=FULL` (default) so that an acknowledged write survives a
+    /// power cut. Tests may turn it down to NORMAL; production never should.
+    pub sqlite_synchronous_full: bool,
+    pub max_connections: u32,
+}
+
+impl ConnectOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), sqlite_synchronous_full: true, max_connections: 16 }
+    }
+}
+
+/// The SQLite URL for a database file in `data_dir`.
+pub fn sqlite_url_in(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("backroom.db").display())
+}
+
+/// Whether `url` names a database this build can open; the message says why not.
+pub fn check_url(url: &str) -> Result<Dialect, String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        PgConnectOptions::from_str(url).map_err(|e| e.to_string())?;
+        Ok(Dialect::Postgres)
+    } else if url.starts_with("sqlite:") {
+        SqliteConnectOptions::from_str(url).map_err(|e| e.to_string())?;
+        Ok(Dialect::Sqlite)
+    } else {
+        Err("must start with sqlite: or postgres://".into())
+    }
+}
+
+impl Db {
+    /// Opens the database (creating a SQLite file if needed). Does not migrate.
+    pub async fn connect(opts: &ConnectOptions) -> Result<Db, sqlx::Error> {
+        match check_url(&opts.url).map_err(|e| sqlx::Error::Configuration(e.into()))? {
+            Dialect::Postgres => {
+                let pg = PgConnectOptions::from_str(&opts.url)?
+                    .application_name("backroom")
+                    // An acknowledged order must survive a crash of the server too.
+                    .options([("synchronous_commit", "on")]);
+                let pool = PgPoolOptions::new()
+                    .max_connections(opts.max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(pg)
+                    .await?;
+                Ok(Db::Postgres(pool))
+            }
+            Dialect::Sqlite => {
+                let base = SqliteConnectOptions::from_str(&opts.url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10))
+                    .synchronous(if opts.sqlite_synchronous_full {
+                        SqliteSynchronous::Full
+                    } else {
+                        SqliteSynchronous::Normal
+                    })
+                    .pragma("temp_store", "memory");
+                let writer = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(base.clone())
+                    .await?;
+                let reader = SqlitePoolOptions::new()
+                    .max_connections(opts.max_connections.max(2))
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(base.read_only(true))
+                    .await?;
+                Ok(Db::Sqlite { writer, reader })
+            }
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Db::Sqlite { .. } => Dialect::Sqlite,
+            Db::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Applies every embedded migration not yet applied. Safe to run concurrently with
+    /// other processes: sqlx takes an advisory lock on PostgreSQL, and SQLite's single
+    /// writer serialises.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        match self {
+            Db::Sqlite { writer, .. } => SQLITE_MIGRATIONS.run(writer).await,
+            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+        }
+    }
+
+    /// Whether the database answers and every embedded migration is applied (`/readyz`).
+    pub async fn is_ready(&self) -> bool {
+        let expected = match self {
+            Db::Sqlite { .. } => SQLITE_MIGRATIONS.iter().count(),
+            Db::Postgres(_) => POSTGRES_MIGRATIONS.iter().count(),
+        } as i64;
+        let sql = "SELECT COUNT(*) FROM _sqlx_migrations WHERE success";
+        let applied: Result<i64, sqlx::Error> = match self {
+            Db::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_one(reader).await,
+            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        };
+        matches!(applied, Ok(n) if n >= expected)
+    }
+
+    /// A reader connection for queries that change nothing.
+    pub async fn read(&self) -> Result<ReadConn, Error> {
+        Ok(match self {
+            Db::Sqlite { reader, .. } => ReadConn::Sqlite(reader.acquire().await.map_err(storage)?),
+            Db::Postgres(pool) => ReadConn::Postgres(pool.acquire().await.map_err(storage)?),
+        })
+    }
+
+    /// Starts a write transaction. On SQLite it runs on the single writer connection.
+    pub async fn begin(&self) -> Result<Tx, Error> {
+        Ok(match self {
+            Db::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await.map_err(storage)?),
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await.map_err(storage)?),
+        })
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite { writer, reader } => {
+                reader.close().await;
+                writer.close().await;
+            }
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// A write transaction on either database. Dropped without [`Tx::commit`], it rolls back,
+/// so a refused request never leaves half its writes behind.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await.map_err(storage),
+            Tx::Postgres(tx) => tx.commit().await.map_err(storage),
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Tx::Sqlite(_) => Dialect::Sqlite,
+            Tx::Postgres(_) => Dialect::Postgres,
+        }
+    }
+}
+
+/// A connection of either driver, borrowed from a [`ReadConn`] or a [`Tx`]. Repository
+/// functions take `&mut Conn` and run their SQL through [`on_conn!`].
+pub enum Conn<'a> {
+    Sqlite(&'a mut sqlx::SqliteConnection),
+    Postgres(&'a mut sqlx::PgConnection),
+}
+
+impl Conn<'_> {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Conn::Sqlite(_) => Dialect::Sqlite,
+            Conn::Postgres(_) => Dialect::Postgres,
+        }
+    }
+}
+
+/// A reader connection taken from the pool (on SQLite, from the read-only pool).
+pub enum ReadConn {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+impl ReadConn {
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            ReadConn::Sqlite(c) => Conn::Sqlite(&mut *c),
+            ReadConn::Postgres(c) => Conn::Postgres(&mut *c),
+        }
+    }
+}
+
+impl Tx {
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Tx::Sqlite(tx) => Conn::Sqlite(&mut *tx),
+            Tx::Postgres(tx) => Conn::Postgres(&mut *tx),
+        }
+    }
+}
+
+/// Runs `$body` with `$c` bound to the `&mut` connection inside the [`Conn`] `$conn`
+/// (pass `&mut *$c` as the executor). The body is compiled once per driver, so it must
+/// use SQL that both dialects accept; the three-argument form also names the driver type
+/// (`sqlx::Sqlite` or `sqlx::Postgres`) for a `QueryBuilder::<$db>`.
+#[macro_export]
+macro_rules! on_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::Conn::Sqlite(inner) => {
+                let $c: &mut ::sqlx::SqliteConnection = &mut **inner;
+                $body
+            }
+            $crate::Conn::Postgres(inner) => {
+                let $c: &mut ::sqlx::PgConnection = &mut **inner;
+                $body
+            }
+        }
+    };
+    ($conn:expr, $c:ident, $db:ident => $body:expr) => {
+        match $conn {
+            $crate::Conn::Sqlite(inner) => {
+                #[allow(dead_code)]
+                type $db = ::sqlx::Sqlite;
+                let $c: &mut ::sqlx::SqliteConnection = &mut **inner;
+                $body
+            }
+            $crate::Conn::Postgres(inner) => {
+                #[allow(dead_code)]
+                type $db = ::sqlx::Postgres;
+                let $c: &mut ::sqlx::PgConnection = &mut **inner;
+                $body
+            }
+        }
+    };
+}
+
+/// Maps a storage error to the domain error: unique violations become `409 conflict`
+/// via [`unique_or`], a closed or exhausted pool is `Unavailable`, anything else `Internal`.
+pub fn storage(e: sqlx::Error) -> Error {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Error::Unavailable(Box::new(e)),
+        other => Error::Internal(Box::new(other)),
+    }
+}
+
+/// Whether `e` is a unique-constraint violation (on either database).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| d.is_unique_violation())
+}
+
+/// Maps a unique violation to `conflict(message)` and anything else through [`storage`].
+pub fn unique_or(e: sqlx::Error, message: impl FnOnce(&str) -> String) -> Error {
+    if let Some(db) = e.as_database_error()
+        && db.is_unique_violation()
+    {
+        // The constraint or column name tells which value clashed.
+        let what = db.constraint().map(str::to_owned).unwrap_or_else(|| db.message().to_owned());
+        return Error::conflict("conflict", message(&what));
+    }
+    storage(e)
+}

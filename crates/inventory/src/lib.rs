@@ -1,0 +1,360 @@
+//! Inventory: stock locations, stock levels per variant and location (`on_hand`, `reserved`,
+//! `allocated`), and the adjustments ledger that records every change with its reason and
+//! actor. Owns `stock_locations`, `stock_levels`, `stock_adjustments`.
+//!
+//! P1 (no oversell) is kept by single conditional statements: a change that would leave
+//! `reserved + allocated > on_hand` for a variant without backorders matches no row and is
+//! refused; application code never reads a level and writes back a computed one.
+
+use std::collections::HashMap;
+
+use backroom_db::{Conn, Db, Dialect, on_conn, storage};
+use backroom_kernel::{Error, Page, PageRequest, Result, id, now};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::QueryBuilder;
+
+/// The location that exists from the start and is used when none is named.
+pub const DEFAULT_LOCATION: &str = "loc_default";
+
+/// The largest `on_hand` accepted: more is a typo, not a count.
+pub const MAX_ON_HAND: i64 = 1_000_000_000;
+
+/// Stock of one variant at one location.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct StockLevel {
+    pub variant_id: String,
+    pub location_id: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub allocated: i64,
+    /// `on_hand - reserved - allocated`.
+    pub available: i64,
+}
+
+/// Stock of one variant summed over all locations, with the per-location levels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct VariantStock {
+    pub variant_id: String,
+    /// Always `null` here: the figures are summed over `locations`.
+    pub location_id: Option<String>,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub allocated: i64,
+    pub available: i64,
+    pub locations: Vec<StockLevel>,
+}
+
+/// A place that holds stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct StockLocation {
+    pub id: String,
+    pub name: String,
+    pub is_default: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One line of the adjustments ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
+pub struct Adjustment {
+    pub id: String,
+    pub variant_id: String,
+    pub location_id: String,
+    pub on_hand_delta: i64,
+    pub on_hand_after: i64,
+    pub reserved_delta: i64,
+    pub allocated_delta: i64,
+    pub reason: String,
+    /// Who made the change: an API key id, `bootstrap`, or `system`.
+    pub actor: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `PUT /admin/variants/{id}/stock`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetStock {
+    /// The counted quantity on hand.
+    pub on_hand: i64,
+    /// The default location when left out.
+    pub location_id: Option<String>,
+    /// Why the stock changed (`recount`, `delivery`, `damaged`, …); `manual` when left out.
+    pub reason: Option<String>,
+}
+
+/// `POST /admin/stock-locations`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewLocation {
+    pub name: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct LevelRow {
+    variant_id: String,
+    location_id: String,
+    on_hand: i64,
+    reserved: i64,
+    allocated: i64,
+}
+
+impl From<LevelRow> for StockLevel {
+    fn from(r: LevelRow) -> Self {
+        StockLevel {
+            available: r.on_hand - r.reserved - r.allocated,
+            variant_id: r.variant_id,
+            location_id: r.location_id,
+            on_hand: r.on_hand,
+            reserved: r.reserved,
+            allocated: r.allocated,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct LocationRow {
+    id: String,
+    name: String,
+    is_default: bool,
+    created_at: DateTime<Utc>,
+}
+
+impl From<LocationRow> for StockLocation {
+    fn from(r: LocationRow) -> Self {
+        StockLocation { id: r.id, name: r.name, is_default: r.is_default, created_at: r.created_at }
+    }
+}
+
+/// The inventory's service API.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    db: Db,
+}
+
+impl Inventory {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Sets the counted `on_hand` of a variant at a location and records the change in the
+    /// ledger. The caller has checked that the variant exists and says whether it allows
+    /// backorders; without them, `on_hand` below what is already reserved or allocated is
+    /// refused (`409 stock_below_committed`), since those units are promised to buyers.
+    #[tracing::instrument(skip(self))]
+    pub async fn set_on_hand(
+        &self,
+        variant_id: &str,
+        input: &SetStock,
+        allow_backorder: bool,
+        actor: &str,
+    ) -> Result<StockLevel> {
+        let mut p = backroom_kernel::error::Problems::new();
+        if input.on_hand < 0 {
+            p.add("on_hand", "must not be negative");
+        } else if input.on_hand > MAX_ON_HAND {
+            p.add("on_hand", format!("must be at most {MAX_ON_HAND}"));
+        }
+        let reason = input.reason.as_deref().unwrap_or("manual").trim();
+        if reason.is_empty() || reason.chars().count() > 200 || reason.chars().any(char::is_control) {
+            p.add("reason", "must be 1–200 characters without control characters");
+        }
+        p.finish()?;
+        let location = input.location_id.as_deref().unwrap_or(DEFAULT_LOCATION);
+        let ts = now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        if !location_exists(&mut conn, location).await? {
+            return Err(Error::field("location_id", format!("no stock location has id `{location}`")));
+        }
+        // The previous count, for the ledger's delta. PostgreSQL locks the row so the delta
+        // is exact under concurrent changes; SQLite's single writer already serialises.
+        let sql = match conn.dialect() {
+            Dialect::Postgres => {
+                "SELECT on_hand FROM stock_levels WHERE variant_id = $1 AND location_id = $2 FOR UPDATE"
+            }
+            Dialect::Sqlite => "SELECT on_hand FROM stock_levels WHERE variant_id = $1 AND location_id = $2",
+        };
+        let before: Option<i64> = on_conn!(&mut conn, c => {
+            sqlx::query_scalar(sql)
+                .bind(variant_id)
+                .bind(location)
+                .fetch_optional(&mut *c)
+                .await
+                .map_err(storage)?
+        });
+        let row: Option<LevelRow> = on_conn!(&mut conn, c => sqlx::query_as(
+            "INSERT INTO stock_levels (variant_id, location_id, on_hand, reserved, allocated, updated_at) \
+             VALUES ($1, $2, $3, 0, 0, $4) \
+             ON CONFLICT (variant_id, location_id) DO UPDATE SET on_hand = excluded.on_hand, updated_at = excluded.updated_at \
+             WHERE $5 OR excluded.on_hand >= stock_levels.reserved + stock_levels.allocated \
+             RETURNING variant_id, location_id, on_hand, reserved, allocated",
+        )
+        .bind(variant_id)
+        .bind(location)
+        .bind(input.on_hand)
+        .bind(ts)
+        .bind(allow_backorder)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(|e| {
+            if e.as_database_error().is_some_and(|d| d.is_foreign_key_violation()) {
+                Error::not_found("variant")
+            } else {
+                storage(e)
+            }
+        }))?;
+        let Some(row) = row else {
+            return Err(Error::conflict(
+                "stock_below_committed",
+                "on_hand cannot go below the units already reserved or allocated for orders",
+            ));
+        };
+        let level = StockLevel::from(row);
+        let delta = level.on_hand - before.unwrap_or(0);
+        record(&mut conn, &level, delta, 0, 0, reason, actor, ts).await?;
+        drop(conn);
+        tx.commit().await?;
+        Ok(level)
+    }
+
+    /// A variant's stock, per location and summed. A variant without any stock row has
+    /// zeros and no locations.
+    pub async fn variant_stock(&self, variant_id: &str) -> Result<VariantStock> {
+        let mut r = self.db.read().await?;
+        let rows: Vec<LevelRow> = on_conn!(&mut r.conn(), c => sqlx::query_as(
+            "SELECT variant_id, location_id, on_hand, reserved, allocated FROM stock_levels \
+             WHERE variant_id = $1 ORDER BY location_id",
+        )
+        .bind(variant_id)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(storage))?;
+        let locations: Vec<StockLevel> = rows.into_iter().map(StockLevel::from).collect();
+        Ok(VariantStock {
+            variant_id: variant_id.to_owned(),
+            location_id: None,
+            on_hand: locations.iter().map(|l| l.on_hand).sum(),
+            reserved: locations.iter().map(|l| l.reserved).sum(),
+            allocated: locations.iter().map(|l| l.allocated).sum(),
+            available: locations.iter().map(|l| l.available).sum(),
+            locations,
+        })
+    }
+
+    /// Units available to sell per variant, summed over locations, for the variants that
+    /// have stock rows; a variant without any is not tracked and is missing from the map.
+    /// One query for any number of variants.
+    pub async fn availability(&self, variant_ids: &[String]) -> Result<HashMap<String, i64>> {
+        if variant_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut r = self.db.read().await?;
+        let rows: Vec<(String, i64)> = on_conn!(&mut r.conn(), c, DB => {
+            let mut qb = QueryBuilder::<DB>::new(
+                "SELECT variant_id, CAST(SUM(on_hand - reserved - allocated) AS BIGINT) FROM stock_levels WHERE variant_id IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for id in variant_ids {
+                sep.push_bind(id.as_str());
+            }
+            qb.push(") GROUP BY variant_id");
+            qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?
+        });
+        Ok(rows.into_iter().map(|(id, n)| (id, n.max(0))).collect())
+    }
+
+    /// The ledger of a variant, newest first.
+    pub async fn adjustments(&self, variant_id: &str, page: &PageRequest) -> Result<Page<Adjustment>> {
+        let mut r = self.db.read().await?;
+        let after = page.after.as_ref().map(|c| c.0.clone()).unwrap_or_else(|| "~".into());
+        let rows: Vec<Adjustment> = on_conn!(&mut r.conn(), c => sqlx::query_as(
+            "SELECT id, variant_id, location_id, on_hand_delta, on_hand_after, reserved_delta, allocated_delta, \
+             reason, actor, created_at FROM stock_adjustments WHERE variant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(variant_id)
+        .bind(after)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(storage))?;
+        Ok(page.finish(rows, |a| a.id.clone()))
+    }
+
+    pub async fn locations(&self) -> Result<Vec<StockLocation>> {
+        let mut r = self.db.read().await?;
+        let rows: Vec<LocationRow> = on_conn!(&mut r.conn(), c => sqlx::query_as(
+            "SELECT id, name, is_default, created_at FROM stock_locations ORDER BY is_default DESC, name",
+        )
+        .fetch_all(&mut *c)
+        .await
+        .map_err(storage))?;
+        Ok(rows.into_iter().map(StockLocation::from).collect())
+    }
+
+    #[tracing::instrument(skip(self))]
+    pub async fn create_location(&self, input: &NewLocation) -> Result<StockLocation> {
+        let name = input.name.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(Error::field("name", "must be 1–100 characters without control characters"));
+        }
+        let loc = StockLocation { id: id::new("loc"), name: name.to_owned(), is_default: false, created_at: now() };
+        let mut tx = self.db.begin().await?;
+        let n = on_conn!(&mut tx.conn(), c => sqlx::query(
+            "INSERT INTO stock_locations (id, name, is_default, created_at) VALUES ($1, $2, FALSE, $3) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&loc.id)
+        .bind(&loc.name)
+        .bind(loc.created_at)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(storage))?;
+        if n == 0 {
+            return Err(Error::conflict("conflict", format!("a stock location named `{name}` already exists")));
+        }
+        tx.commit().await?;
+        Ok(loc)
+    }
+}
+
+async fn location_exists(conn: &mut Conn<'_>, id: &str) -> Result<bool> {
+    let found: Option<String> = on_conn!(conn, c => sqlx::query_scalar("SELECT id FROM stock_locations WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(storage))?;
+    Ok(found.is_some())
+}
+
+/// Writes one ledger line.
+#[expect(clippy::too_many_arguments, reason = "one column each")]
+async fn record(
+    conn: &mut Conn<'_>,
+    level: &StockLevel,
+    on_hand_delta: i64,
+    reserved_delta: i64,
+    allocated_delta: i64,
+    reason: &str,
+    actor: &str,
+    ts: DateTime<Utc>,
+) -> Result<()> {
+    on_conn!(conn, c => sqlx::query(
+        "INSERT INTO stock_adjustments (id, variant_id, location_id, on_hand_delta, on_hand_after, \
+         reserved_delta, allocated_delta, reason, actor, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(id::new("adj"))
+    .bind(&level.variant_id)
+    .bind(&level.location_id)
+    .bind(on_hand_delta)
+    .bind(level.on_hand)
+    .bind(reserved_delta)
+    .bind(allocated_delta)
+    .bind(reason)
+    .bind(actor)
+    .bind(ts)
+    .execute(&mut *c)
+    .await
+    .map(|_| ())
+    .map_err(storage))
+}

@@ -1,0 +1,95 @@
+//! The domain error every module returns. The HTTP layer maps each variant to a status and a
+//! stable `code` in one table (`backroom_api::error`); modules never know about HTTP.
+
+use std::fmt;
+
+/// One refused field of a request, `field` as a path such as `variants[0].sku`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// What can go wrong in a module's service function.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The input broke a rule; every broken rule is listed.
+    #[error("validation failed: {0:?}")]
+    Validation(Vec<FieldError>),
+    /// The thing named does not exist (or is not visible to the caller).
+    #[error("{entity} not found")]
+    NotFound { entity: &'static str },
+    /// The request clashes with the current state: a duplicate handle, a category with
+    /// children, stock below what is already promised. `code` is the stable machine code.
+    #[error("{code}: {message}")]
+    Conflict { code: &'static str, message: String },
+    /// Storage is unreachable or overloaded; the caller may retry.
+    #[error("storage unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A bug or an unexpected storage failure: logged with its cause, answered with a bare 500.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        Error::Validation(errors)
+    }
+
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn not_found(entity: &'static str) -> Self {
+        Error::NotFound { entity }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Conflict { code, message: message.into() }
+    }
+
+    pub fn internal(message: impl fmt::Display) -> Self {
+        Error::Internal(message.to_string().into())
+    }
+}
+
+/// Collects field errors while a request is checked, so that all of them are reported at once.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<FieldError>);
+
+impl Problems {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError::new(field, message));
+    }
+
+    /// Records the error of `r`, if any, and gives back its value.
+    pub fn check<T>(&mut self, field: impl Into<String>, r: Result<T, impl fmt::Display>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.add(field, e.to_string());
+                None
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn finish(self) -> Result<()> {
+        if self.0.is_empty() { Ok(()) } else { Err(Error::Validation(self.0)) }
+    }
+}

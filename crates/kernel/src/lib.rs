@@ -1,0 +1,18 @@
+//! The shared kernel of Backroom: small types every module uses and that depend on nothing
+//! else of ours. Money and currencies, typed id generation, pages, the domain error, the clock.
+
+pub mod error;
+pub mod id;
+pub mod money;
+pub mod page;
+
+pub use error::{Error, FieldError, Result};
+pub use money::{Currency, Money, MoneyError};
+pub use page::{Cursor, Page, PageRequest};
+
+/// The current time, truncated to whole microseconds so that a value read back from either
+/// database (both keep microseconds) compares equal to the value that was written.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    chrono::Utc::now().duration_trunc(TimeDelta::microseconds(1)).expect("truncating to microseconds cannot overflow")
+}
