@@ -161,6 +161,9 @@ async fn problems_only(req: Request, next: Next) -> Response {
         s if s.is_client_error() => {
             ApiError::Domain(backroom_kernel::Error::field("request", s.canonical_reason().unwrap_or("bad request")))
         }
+        StatusCode::SERVICE_UNAVAILABLE => ApiError::Domain(backroom_kernel::Error::Unavailable(
+            format!("status {status} without a problem body").into(),
+        )),
         _ => ApiError::Domain(backroom_kernel::Error::internal(format!("status {status} without a problem body"))),
     };
     let (mut parts, _) = res.into_parts();

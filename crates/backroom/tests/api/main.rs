@@ -1,0 +1,10 @@
+//! Integration tests: the real HTTP app over SQLite and over PostgreSQL (see `support.rs`).
+//! One test binary keeps link times down.
+
+mod support;
+
+mod auth;
+mod catalog;
+mod errors;
+mod ops;
+mod stock;

@@ -1,0 +1,34 @@
+use crate::both;
+use crate::support::TestApp;
+
+both!(health_readiness_and_metrics, |app: TestApp| async move {
+    assert_eq!(app.get("/healthz").await.expect(200)["status"], "ok");
+    assert_eq!(app.get("/readyz").await.expect(200)["status"], "ready");
+    app.get("/store/products").await.expect(200);
+    let r = app.send(app.client.get(app.url("/metrics"))).await;
+    assert_eq!(r.status, 200);
+    assert!(r.content_type.starts_with("text/plain"));
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("http_requests_total{") && l.contains("route=\"/store/products\"")),
+        "{text}"
+    );
+    assert!(text.contains("http_request_duration_seconds_bucket{"), "{text}");
+    assert!(text.contains("route=\"/store/products\""));
+});
+
+both!(openapi_is_served_and_requests_carry_an_id, |app: TestApp| async move {
+    let doc = app.get("/openapi.json").await.expect(200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["paths"]["/admin/products"]["post"].is_object());
+    let r = app.get("/healthz").await;
+    assert!(r.headers.get("x-request-id").is_some());
+});
+
+both!(readyz_fails_when_the_database_is_gone, |app: TestApp| async move {
+    app.db.close().await;
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status, 503);
+    // Requests that need the database answer 503 problem+json, not a hang or a panic.
+    app.get("/store/products").await.problem(503, "unavailable");
+});

@@ -1,0 +1,208 @@
+//! `TestApp`: the real app on 127.0.0.1:0 over a fresh database (a temporary SQLite file,
+//! or a new PostgreSQL database), driven over HTTP.
+
+use std::net::SocketAddr;
+
+use backroom_db::Db;
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs `$body` (a `|app: TestApp| async move { … }`) once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let app = $crate::support::TestApp::spawn($crate::support::Backend::Sqlite).await;
+                ($body)(app).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(app) = $crate::support::TestApp::try_spawn($crate::support::Backend::Postgres).await else {
+                    return;
+                };
+                ($body)(app).await;
+            }
+        }
+    };
+}
+
+/// A fresh PostgreSQL database URL, or `None` when PostgreSQL is knowingly skipped.
+pub async fn fresh_postgres_url() -> Option<String> {
+    let admin = match std::env::var("BACKROOM_TEST_DATABASE_URL") {
+        Ok(u) => u,
+        Err(_) => {
+            let skip = std::env::var("BACKROOM_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1");
+            if skip && std::env::var("CI").is_err() {
+                eprintln!("PostgreSQL half skipped (BACKROOM_TEST_SKIP_POSTGRES=1)");
+                return None;
+            }
+            panic!(
+                "BACKROOM_TEST_DATABASE_URL is not set: run ./scripts/test.sh, which starts PostgreSQL \
+                 (or set BACKROOM_TEST_SKIP_POSTGRES=1 outside CI to skip the PostgreSQL half knowingly)"
+            );
+        }
+    };
+    let name = backroom_kernel::id::new("bk_test");
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the test PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut conn)
+        .await
+        .expect("create a test database");
+    let _ = conn.close().await;
+    let base = admin.rsplit_once('/').map(|(b, _)| b).expect("URL has a database part");
+    Some(format!("{base}/{name}"))
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub db: Db,
+    _dir: tempfile::TempDir,
+}
+
+/// A response: status, content type and JSON body (`Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct Res {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Res {
+    /// Asserts the status, printing the body when it differs.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
+        self.body
+    }
+
+    /// Asserts a problem+json answer with this status and code.
+    #[track_caller]
+    pub fn problem(self, status: u16, code: &str) -> Value {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
+        assert_eq!(self.content_type, "application/problem+json", "body: {}", self.body);
+        assert_eq!(self.body["code"], code, "body: {}", self.body);
+        assert_eq!(self.body["status"], status);
+        for key in ["type", "title", "detail"] {
+            assert!(self.body[key].is_string(), "problem without {key}: {}", self.body);
+        }
+        self.body
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::try_spawn(backend).await.expect("backend available")
+    }
+
+    pub async fn try_spawn(backend: Backend) -> Option<TestApp> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match backend {
+            Backend::Sqlite => backroom_db::sqlite_url_in(dir.path()),
+            Backend::Postgres => fresh_postgres_url().await?,
+        };
+        let db = backroom::open_db(&url).await.expect("open and migrate the test database");
+        let app = backroom::app(db.clone(), Some(ADMIN_TOKEN));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("server runs");
+        });
+        Some(TestApp { addr, client: reqwest::Client::new(), db, _dir: dir })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Res {
+        let res = req.send().await.expect("request is answered");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let bytes = res.bytes().await.expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Res { status, content_type, body, headers }
+    }
+
+    /// A public request.
+    pub async fn get(&self, path: &str) -> Res {
+        self.send(self.client.get(self.url(path))).await
+    }
+
+    fn admin(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(token)
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Res {
+        self.send(self.admin(reqwest::Method::GET, path, ADMIN_TOKEN)).await
+    }
+
+    pub async fn admin_delete(&self, path: &str) -> Res {
+        self.send(self.admin(reqwest::Method::DELETE, path, ADMIN_TOKEN)).await
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> Res {
+        self.send(self.admin(reqwest::Method::POST, path, ADMIN_TOKEN).json(&body)).await
+    }
+
+    pub async fn admin_patch(&self, path: &str, body: Value) -> Res {
+        self.send(self.admin(reqwest::Method::PATCH, path, ADMIN_TOKEN).json(&body)).await
+    }
+
+    pub async fn admin_put(&self, path: &str, body: Value) -> Res {
+        self.send(self.admin(reqwest::Method::PUT, path, ADMIN_TOKEN).json(&body)).await
+    }
+
+    /// A request with another token.
+    pub async fn as_key(&self, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Res {
+        let mut req = self.admin(method, path, token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.send(req).await
+    }
+
+    /// Creates a published product with the given SKUs (EUR 49.00 each) and answers it.
+    pub async fn product(&self, handle: &str, skus: &[&str]) -> Value {
+        let variants: Vec<Value> =
+            skus.iter().map(|s| json!({"sku": s, "prices": [{"amount": 4900, "currency": "EUR"}]})).collect();
+        self.admin_post(
+            "/admin/products",
+            json!({"title": format!("Product {handle}"), "handle": handle, "status": "published", "variants": variants}),
+        )
+        .await
+        .expect(201)
+    }
+
+    /// Number of products the admin list shows (all statuses).
+    pub async fn product_count(&self) -> usize {
+        let mut n = 0;
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/admin/products?limit=100&cursor={c}"),
+                None => "/admin/products?limit=100".into(),
+            };
+            let page = self.admin_get(&path).await.expect(200);
+            n += page["items"].as_array().expect("items").len();
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return n,
+            }
+        }
+    }
+}
