@@ -296,7 +296,7 @@ pub async fn demo(db: &Db) -> anyhow::Result<Report> {
                 handle: None,
                 description: Some(description),
                 // Every thirteenth product is still a draft, as in any real back office.
-                status: Some(if index % 13 == 0 { ProductStatus::Draft } else { ProductStatus::Published }),
+                status: Some(if index.is_multiple_of(13) { ProductStatus::Draft } else { ProductStatus::Published }),
                 attributes: Some(BTreeMap::from([
                     ("brand".into(), brand.to_string()),
                     ("material".into(), material.to_string()),

@@ -298,3 +298,38 @@ pub fn unique_or(e: sqlx::Error, message: impl FnOnce(&str) -> String) -> Error 
     }
     storage(e)
 }
+
+/// Helpers for tests in every crate: fresh databases on either backend.
+pub mod testing {
+    use sqlx::Connection;
+
+    /// A fresh, empty PostgreSQL database on the server named by `BACKROOM_TEST_DATABASE_URL`
+    /// (a superuser URL), or `None` when PostgreSQL is knowingly skipped
+    /// (`BACKROOM_TEST_SKIP_POSTGRES=1`, refused under `CI`). Panics otherwise: the
+    /// PostgreSQL half of a test is never skipped silently.
+    pub async fn fresh_postgres_url() -> Option<String> {
+        let admin = match std::env::var("BACKROOM_TEST_DATABASE_URL") {
+            Ok(u) => u,
+            Err(_) => {
+                let skip = std::env::var("BACKROOM_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1");
+                if skip && std::env::var("CI").is_err() {
+                    eprintln!("PostgreSQL half skipped (BACKROOM_TEST_SKIP_POSTGRES=1)");
+                    return None;
+                }
+                panic!(
+                    "BACKROOM_TEST_DATABASE_URL is not set: run ./scripts/test.sh, which starts PostgreSQL \
+                     (or set BACKROOM_TEST_SKIP_POSTGRES=1 outside CI to skip the PostgreSQL half knowingly)"
+                );
+            }
+        };
+        let name = backroom_kernel::id::new("bk_test");
+        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the test PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await
+            .expect("create a test database");
+        let _ = conn.close().await;
+        let base = admin.rsplit_once('/').map(|(b, _)| b).expect("URL has a database part");
+        Some(format!("{base}/{name}"))
+    }
+}

@@ -212,7 +212,6 @@ impl Inventory {
         let level = StockLevel::from(row);
         let delta = level.on_hand - before.unwrap_or(0);
         record(&mut conn, &level, delta, 0, 0, reason, actor, ts).await?;
-        drop(conn);
         tx.commit().await?;
         Ok(level)
     }

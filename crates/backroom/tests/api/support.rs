@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 
 use backroom_db::Db;
 use serde_json::{Value, json};
-use sqlx::Connection;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -36,33 +35,6 @@ macro_rules! both {
             }
         }
     };
-}
-
-/// A fresh PostgreSQL database URL, or `None` when PostgreSQL is knowingly skipped.
-pub async fn fresh_postgres_url() -> Option<String> {
-    let admin = match std::env::var("BACKROOM_TEST_DATABASE_URL") {
-        Ok(u) => u,
-        Err(_) => {
-            let skip = std::env::var("BACKROOM_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1");
-            if skip && std::env::var("CI").is_err() {
-                eprintln!("PostgreSQL half skipped (BACKROOM_TEST_SKIP_POSTGRES=1)");
-                return None;
-            }
-            panic!(
-                "BACKROOM_TEST_DATABASE_URL is not set: run ./scripts/test.sh, which starts PostgreSQL \
-                 (or set BACKROOM_TEST_SKIP_POSTGRES=1 outside CI to skip the PostgreSQL half knowingly)"
-            );
-        }
-    };
-    let name = backroom_kernel::id::new("bk_test");
-    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the test PostgreSQL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut conn)
-        .await
-        .expect("create a test database");
-    let _ = conn.close().await;
-    let base = admin.rsplit_once('/').map(|(b, _)| b).expect("URL has a database part");
-    Some(format!("{base}/{name}"))
 }
 
 pub struct TestApp {
@@ -112,7 +84,7 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = match backend {
             Backend::Sqlite => backroom_db::sqlite_url_in(dir.path()),
-            Backend::Postgres => fresh_postgres_url().await?,
+            Backend::Postgres => backroom_db::testing::fresh_postgres_url().await?,
         };
         let db = backroom::open_db(&url).await.expect("open and migrate the test database");
         let app = backroom::app(db.clone(), Some(ADMIN_TOKEN));

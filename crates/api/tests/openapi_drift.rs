@@ -1,0 +1,31 @@
+//! The committed `docs/openapi.json` must equal what the code generates.
+//! Refresh it with `UPDATE_OPENAPI=1 cargo test -p backroom-api --test openapi_drift`.
+
+const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+
+#[test]
+fn committed_openapi_matches_the_code() {
+    let generated = backroom_api::openapi::json() + "\n";
+    if std::env::var("UPDATE_OPENAPI").is_ok_and(|v| v == "1") {
+        std::fs::write(COMMITTED, &generated).expect("write docs/openapi.json");
+        return;
+    }
+    let committed = std::fs::read_to_string(COMMITTED).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/openapi.json is out of date: run `UPDATE_OPENAPI=1 cargo test -p backroom-api --test openapi_drift` and commit it"
+    );
+}
+
+#[test]
+fn every_operation_documents_its_errors_as_problems() {
+    let doc: serde_json::Value = serde_json::from_str(&backroom_api::openapi::json()).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 20, "{} paths", paths.len());
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().unwrap() {
+            let needs_key = path.starts_with("/admin");
+            assert_eq!(op.get("security").is_some(), needs_key, "{method} {path}: security");
+        }
+    }
+}
