@@ -40,7 +40,7 @@ pub struct AdminProductsQuery {
 }
 
 #[utoipa::path(get, path = "/admin/products", tag = "catalog", params(AdminProductsQuery),
-    responses((status = 200, body = Page<Product>), (status = 401, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, body = Page<Product>), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn list_products(
     State(s): State<AppState>,
@@ -54,7 +54,7 @@ pub async fn list_products(
 }
 
 #[utoipa::path(post, path = "/admin/products", tag = "catalog", request_body = NewProduct,
-    responses((status = 201, body = Product), (status = 409, body = Problem), (status = 422, body = Problem)),
+    responses((status = 201, body = Product), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn create_product(
     State(s): State<AppState>,
@@ -66,7 +66,7 @@ pub async fn create_product(
 }
 
 #[utoipa::path(get, path = "/admin/products/{id}", tag = "catalog", params(("id" = String, Path)),
-    responses((status = 200, body = Product), (status = 404, body = Problem)), security(("api_key" = [])))]
+    responses((status = 200, body = Product), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn get_product(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<Json<Product>> {
     staff.require(Permission::CatalogRead)?;
     Ok(Json(s.catalog.product(&id).await?))
@@ -74,7 +74,7 @@ pub async fn get_product(State(s): State<AppState>, staff: Staff, Path(id): Path
 
 #[utoipa::path(patch, path = "/admin/products/{id}", tag = "catalog", params(("id" = String, Path)),
     request_body = ProductPatch,
-    responses((status = 200, body = Product), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, body = Product), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn update_product(
     State(s): State<AppState>,
@@ -87,7 +87,7 @@ pub async fn update_product(
 }
 
 #[utoipa::path(delete, path = "/admin/products/{id}", tag = "catalog", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = Problem)), security(("api_key" = [])))]
+    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn delete_product(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
     staff.require(Permission::CatalogWrite)?;
     s.catalog.delete_product(&id).await?;
@@ -96,7 +96,7 @@ pub async fn delete_product(State(s): State<AppState>, staff: Staff, Path(id): P
 
 #[utoipa::path(post, path = "/admin/products/{id}/variants", tag = "catalog", params(("id" = String, Path)),
     request_body = NewVariant,
-    responses((status = 201, body = Variant), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    responses((status = 201, body = Variant), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn add_variant(
     State(s): State<AppState>,
@@ -109,7 +109,7 @@ pub async fn add_variant(
 }
 
 #[utoipa::path(get, path = "/admin/variants/{variant_id}", tag = "catalog", params(("variant_id" = String, Path)),
-    responses((status = 200, body = Variant), (status = 404, body = Problem)), security(("api_key" = [])))]
+    responses((status = 200, body = Variant), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn get_variant(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<Json<Variant>> {
     staff.require(Permission::CatalogRead)?;
     Ok(Json(s.catalog.variant(&id).await?))
@@ -117,7 +117,7 @@ pub async fn get_variant(State(s): State<AppState>, staff: Staff, Path(id): Path
 
 #[utoipa::path(patch, path = "/admin/variants/{variant_id}", tag = "catalog", params(("variant_id" = String, Path)),
     request_body = VariantPatch,
-    responses((status = 200, body = Variant), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, body = Variant), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn update_variant(
     State(s): State<AppState>,
@@ -130,7 +130,7 @@ pub async fn update_variant(
 }
 
 #[utoipa::path(delete, path = "/admin/variants/{variant_id}", tag = "catalog", params(("variant_id" = String, Path)),
-    responses((status = 204), (status = 404, body = Problem)), security(("api_key" = [])))]
+    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn delete_variant(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
     staff.require(Permission::CatalogWrite)?;
     s.catalog.delete_variant(&id).await?;
@@ -141,7 +141,7 @@ pub async fn delete_variant(State(s): State<AppState>, staff: Staff, Path(id): P
 
 #[utoipa::path(put, path = "/admin/variants/{variant_id}/stock", tag = "inventory", params(("variant_id" = String, Path)),
     request_body = SetStock,
-    responses((status = 200, body = StockLevel), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, body = StockLevel), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn set_stock(
     State(s): State<AppState>,
@@ -155,7 +155,7 @@ pub async fn set_stock(
 }
 
 #[utoipa::path(get, path = "/admin/variants/{variant_id}/stock", tag = "inventory", params(("variant_id" = String, Path)),
-    responses((status = 200, body = VariantStock), (status = 404, body = Problem)), security(("api_key" = [])))]
+    responses((status = 200, body = VariantStock), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn get_stock(
     State(s): State<AppState>,
     staff: Staff,
@@ -168,7 +168,7 @@ pub async fn get_stock(
 
 #[utoipa::path(get, path = "/admin/variants/{variant_id}/stock/adjustments", tag = "inventory",
     params(("variant_id" = String, Path), PageQuery),
-    responses((status = 200, body = Page<Adjustment>), (status = 404, body = Problem)), security(("api_key" = [])))]
+    responses((status = 200, body = Page<Adjustment>), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn stock_adjustments(
     State(s): State<AppState>,
     staff: Staff,
@@ -195,7 +195,7 @@ pub async fn list_locations(State(s): State<AppState>, staff: Staff) -> ApiResul
 }
 
 #[utoipa::path(post, path = "/admin/stock-locations", tag = "inventory", request_body = NewLocation,
-    responses((status = 201, body = StockLocation), (status = 409, body = Problem), (status = 422, body = Problem)),
+    responses((status = 201, body = StockLocation), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn create_location(
     State(s): State<AppState>,
@@ -216,7 +216,7 @@ pub async fn list_categories(State(s): State<AppState>, staff: Staff) -> ApiResu
 }
 
 #[utoipa::path(post, path = "/admin/categories", tag = "catalog", request_body = NewCategory,
-    responses((status = 201, body = Category), (status = 409, body = Problem), (status = 422, body = Problem)),
+    responses((status = 201, body = Category), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn create_category(
     State(s): State<AppState>,
@@ -228,7 +228,7 @@ pub async fn create_category(
 }
 
 #[utoipa::path(get, path = "/admin/categories/{id}", tag = "catalog", params(("id" = String, Path)),
-    responses((status = 200, body = Category), (status = 404, body = Problem)), security(("api_key" = [])))]
+    responses((status = 200, body = Category), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn get_category(
     State(s): State<AppState>,
     staff: Staff,
@@ -240,7 +240,7 @@ pub async fn get_category(
 
 #[utoipa::path(patch, path = "/admin/categories/{id}", tag = "catalog", params(("id" = String, Path)),
     request_body = CategoryPatch,
-    responses((status = 200, body = Category), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, body = Category), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn update_category(
     State(s): State<AppState>,
@@ -253,7 +253,7 @@ pub async fn update_category(
 }
 
 #[utoipa::path(delete, path = "/admin/categories/{id}", tag = "catalog", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)), security(("api_key" = [])))]
+    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn delete_category(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
     staff.require(Permission::CatalogWrite)?;
     s.catalog.delete_category(&id).await?;
@@ -280,14 +280,14 @@ pub struct CreatedApiKey {
 }
 
 #[utoipa::path(get, path = "/admin/api-keys", tag = "auth",
-    responses((status = 200, body = Items<ApiKey>), (status = 403, body = Problem)), security(("api_key" = [])))]
+    responses((status = 200, body = Items<ApiKey>), (status = 403, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn list_keys(State(s): State<AppState>, staff: Staff) -> ApiResult<Json<Items<ApiKey>>> {
     staff.require(Permission::KeysManage)?;
     Ok(Json(Items { items: s.auth.list_keys().await? }))
 }
 
 #[utoipa::path(post, path = "/admin/api-keys", tag = "auth", request_body = NewApiKey,
-    responses((status = 201, body = CreatedApiKey), (status = 403, body = Problem), (status = 422, body = Problem)),
+    responses((status = 201, body = CreatedApiKey), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn create_key(
     State(s): State<AppState>,
@@ -300,7 +300,7 @@ pub async fn create_key(
 }
 
 #[utoipa::path(delete, path = "/admin/api-keys/{id}", tag = "auth", params(("id" = String, Path)),
-    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)), security(("api_key" = [])))]
+    responses((status = 204), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn revoke_key(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
     staff.require(Permission::KeysManage)?;
     s.auth.revoke_key(&id).await?;

@@ -100,7 +100,7 @@ async fn to_store(s: &AppState, products: Vec<Product>) -> ApiResult<Vec<StorePr
 }
 
 #[utoipa::path(get, path = "/store/products", tag = "storefront", params(StoreProductsQuery),
-    responses((status = 200, body = Page<StoreProduct>), (status = 422, body = Problem)))]
+    responses((status = 200, body = Page<StoreProduct>), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn list_products(
     State(s): State<AppState>,
     ApiQuery(q): ApiQuery<StoreProductsQuery>,
@@ -112,7 +112,7 @@ pub async fn list_products(
 }
 
 #[utoipa::path(get, path = "/store/products/{id_or_handle}", tag = "storefront", params(("id_or_handle" = String, Path)),
-    responses((status = 200, body = StoreProduct), (status = 404, body = Problem)))]
+    responses((status = 200, body = StoreProduct), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_product(State(s): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<StoreProduct>> {
     let product = s.catalog.product_by_key(&key, true).await?;
     let mut out = to_store(&s, vec![product]).await?;
