@@ -1,0 +1,160 @@
+//! The real `backroom` binary: settings validation, the newcomer's commands, serve.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+fn backroom(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_backroom"));
+    c.current_dir(dir)
+        .env_remove("BACKROOM_LISTEN")
+        .env_remove("BACKROOM_DATA_DIR")
+        .env_remove("BACKROOM_DATABASE_URL")
+        .env_remove("BACKROOM_CONFIG")
+        .env_remove("BACKROOM_ADMIN_TOKEN")
+        .env("BACKROOM_LOG", "warn");
+    c
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("backroom runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_is_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(backroom(dir.path()).arg("--version"));
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("backroom {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn bad_settings_stop_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
+        (vec![("BACKROOM_LISTEN", "not-an-address")], vec!["migrate"], "BACKROOM_LISTEN"),
+        (vec![], vec!["--listen", "1.2.3.4:99999", "migrate"], "--listen"),
+        (vec![("BACKROOM_DATABASE_URL", "mysql://x")], vec!["migrate"], "BACKROOM_DATABASE_URL"),
+        (vec![("BACKROOM_ADMIN_TOKEN", "short")], vec!["migrate"], "BACKROOM_ADMIN_TOKEN"),
+        (vec![("BACKROOM_CONFIG", "missing.toml")], vec!["migrate"], "missing.toml"),
+    ];
+    for (env, args, mentions) in cases {
+        let mut cmd = backroom(dir.path());
+        cmd.envs(env.iter().copied()).args(&args);
+        let (code, _, err) = run(&mut cmd);
+        assert_eq!(code, 2, "{args:?} {env:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(mentions), "{err} should mention {mentions}");
+    }
+    std::fs::write(dir.path().join("backroom.toml"), "listen = \"127.0.0.1:1\"\ncolour = \"blue\"\n").unwrap();
+    let (code, _, err) = run(backroom(dir.path()).arg("migrate"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("colour"), "{err}");
+    // The file is read, and the environment wins over it.
+    std::fs::write(dir.path().join("backroom.toml"), "listen = \"nonsense\"\n").unwrap();
+    let (code, _, err) = run(backroom(dir.path()).arg("migrate"));
+    assert_eq!(code, 2);
+    assert!(err.contains("backroom.toml"), "{err}");
+    let (code, out, err) = run(backroom(dir.path()).env("BACKROOM_LISTEN", "127.0.0.1:0").arg("migrate"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("migrations applied"));
+}
+
+/// Starts `backroom serve` on a free port; answers the child and its base URL.
+fn serve(dir: &std::path::Path, db_url: &str) -> (std::process::Child, String) {
+    let mut child = backroom(dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db_url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("backroom listening on ").unwrap_or_else(|| panic!("got {line:?}")).to_owned();
+    (child, url)
+}
+
+async fn newcomer(db_url: String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(backroom(dir.path()).args(["migrate", "--database-url", &db_url]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("migrations applied"));
+    let (code, out, err) = run(backroom(dir.path()).args(["seed", "--demo", "--database-url", &db_url]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("demo store loaded"), "{out}");
+    let (code, out, _) = run(backroom(dir.path()).args(["seed", "--demo", "--database-url", &db_url]));
+    assert_eq!(code, 0);
+    assert!(out.contains("already loaded"), "{out}");
+    let (code, key, err) =
+        run(backroom(dir.path()).args(["admin", "create-key", "--role", "owner", "--database-url", &db_url]));
+    assert_eq!(code, 0, "{err}");
+    let key = key.trim().to_owned();
+    assert!(key.starts_with("bk_") && key.len() > 40, "{key}");
+
+    let (mut child, base) = serve(dir.path(), &db_url);
+    let http = reqwest::Client::new();
+    let list: Value = http.get(format!("{base}/store/products?limit=100")).send().await.unwrap().json().await.unwrap();
+    let demo = list["items"].as_array().unwrap();
+    assert!(demo.len() >= 40, "the demo store shows its products: {}", demo.len());
+    assert!(demo.iter().any(|p| p["variants"].as_array().unwrap().len() > 1));
+    assert!(demo.iter().all(|p| p["variants"][0]["prices"].as_array().unwrap().len() == 2));
+
+    let created = http
+        .post(format!("{base}/admin/products"))
+        .bearer_auth(&key)
+        .json(&json!({"title": "Newcomer tee", "handle": "newcomer-tee", "status": "published",
+                      "variants": [{"sku": "NEW-TEE-M", "prices": [{"amount": 1999, "currency": "EUR"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let vid = created["variants"][0]["id"].as_str().unwrap();
+    let stock = http
+        .put(format!("{base}/admin/variants/{vid}/stock"))
+        .bearer_auth(&key)
+        .json(&json!({"on_hand": 12}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stock.status(), 200);
+    let shown: Value =
+        http.get(format!("{base}/store/products/newcomer-tee")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(shown["variants"][0]["available"], 12);
+    assert_eq!(shown["variants"][0]["prices"][0], json!({"amount": 1999, "currency": "EUR"}));
+
+    // SIGTERM shuts down cleanly.
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newcomer_flow_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    newcomer(backroom_db::sqlite_url_in(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newcomer_flow_on_postgres() {
+    if let Some(url) = backroom_db::testing::fresh_postgres_url().await {
+        newcomer(url).await;
+    }
+}
+
+#[test]
+fn default_database_is_sqlite_in_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(backroom(dir.path()).arg("migrate"));
+    assert_eq!(code, 0, "{err}");
+    assert!(dir.path().join("backroom-data/backroom.db").exists());
+    let (code, _, err) = run(backroom(dir.path()).env("BACKROOM_DATA_DIR", "elsewhere").arg("migrate"));
+    assert_eq!(code, 0, "{err}");
+    assert!(dir.path().join("elsewhere/backroom.db").exists());
+}
