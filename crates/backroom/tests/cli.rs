@@ -37,7 +37,9 @@ fn version_is_printed() {
 #[test]
 fn bad_settings_stop_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
+    // (environment, arguments, what the message must name)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec![("BACKROOM_LISTEN", "not-an-address")], vec!["migrate"], "BACKROOM_LISTEN"),
         (vec![], vec!["--listen", "1.2.3.4:99999", "migrate"], "--listen"),
         (vec![("BACKROOM_DATABASE_URL", "mysql://x")], vec!["migrate"], "BACKROOM_DATABASE_URL"),

@@ -166,27 +166,46 @@ impl Inventory {
         if !location_exists(&mut conn, location).await? {
             return Err(Error::field("location_id", format!("no stock location has id `{location}`")));
         }
-        // The previous count, for the ledger's delta. PostgreSQL locks the row so the delta
-        // is exact under concurrent changes; SQLite's single writer already serialises.
+        // Make sure the row exists, then lock it and read the previous count for the ledger's
+        // delta. On PostgreSQL the lock makes the delta exact under concurrent changes (a
+        // concurrent first insert waits on the unique key, then does nothing); SQLite's single
+        // writer already serialises.
+        on_conn!(&mut conn, c => sqlx::query(
+            "INSERT INTO stock_levels (variant_id, location_id, on_hand, reserved, allocated, updated_at) \
+             VALUES ($1, $2, 0, 0, 0, $3) ON CONFLICT (variant_id, location_id) DO NOTHING",
+        )
+        .bind(variant_id)
+        .bind(location)
+        .bind(ts)
+        .execute(&mut *c)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            if e.as_database_error().is_some_and(|d| d.is_foreign_key_violation()) {
+                Error::not_found("variant")
+            } else {
+                storage(e)
+            }
+        }))?;
         let sql = match conn.dialect() {
             Dialect::Postgres => {
                 "SELECT on_hand FROM stock_levels WHERE variant_id = $1 AND location_id = $2 FOR UPDATE"
             }
             Dialect::Sqlite => "SELECT on_hand FROM stock_levels WHERE variant_id = $1 AND location_id = $2",
         };
-        let before: Option<i64> = on_conn!(&mut conn, c => {
+        let before: i64 = on_conn!(&mut conn, c => {
             sqlx::query_scalar(sql)
                 .bind(variant_id)
                 .bind(location)
-                .fetch_optional(&mut *c)
+                .fetch_one(&mut *c)
                 .await
                 .map_err(storage)?
         });
+        // P1: one conditional UPDATE; without backorders it matches nothing when the new
+        // count is below what is reserved or allocated.
         let row: Option<LevelRow> = on_conn!(&mut conn, c => sqlx::query_as(
-            "INSERT INTO stock_levels (variant_id, location_id, on_hand, reserved, allocated, updated_at) \
-             VALUES ($1, $2, $3, 0, 0, $4) \
-             ON CONFLICT (variant_id, location_id) DO UPDATE SET on_hand = excluded.on_hand, updated_at = excluded.updated_at \
-             WHERE $5 OR excluded.on_hand >= stock_levels.reserved + stock_levels.allocated \
+            "UPDATE stock_levels SET on_hand = $3, updated_at = $4 \
+             WHERE variant_id = $1 AND location_id = $2 AND ($5 OR $3 >= reserved + allocated) \
              RETURNING variant_id, location_id, on_hand, reserved, allocated",
         )
         .bind(variant_id)
@@ -196,13 +215,7 @@ impl Inventory {
         .bind(allow_backorder)
         .fetch_optional(&mut *c)
         .await
-        .map_err(|e| {
-            if e.as_database_error().is_some_and(|d| d.is_foreign_key_violation()) {
-                Error::not_found("variant")
-            } else {
-                storage(e)
-            }
-        }))?;
+        .map_err(storage))?;
         let Some(row) = row else {
             return Err(Error::conflict(
                 "stock_below_committed",
@@ -210,7 +223,7 @@ impl Inventory {
             ));
         };
         let level = StockLevel::from(row);
-        let delta = level.on_hand - before.unwrap_or(0);
+        let delta = level.on_hand - before;
         record(&mut conn, &level, delta, 0, 0, reason, actor, ts).await?;
         tx.commit().await?;
         Ok(level)

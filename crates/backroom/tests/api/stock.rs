@@ -100,3 +100,39 @@ both!(on_hand_cannot_drop_below_promised_units, |app: TestApp| async move {
     assert_eq!(app.get("/store/products/mug").await.expect(200)["variants"][0]["available"], 0);
     assert_ne!(back, Value::Null);
 });
+
+both!(concurrent_stock_counts_keep_the_ledger_exact, |app: TestApp| async move {
+    let p = app.product("busy", &["BUSY-1"]).await;
+    let vid = p["variants"][0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/admin/variants/{vid}/stock");
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let req =
+            app.client.put(app.url(&path)).bearer_auth(crate::support::ADMIN_TOKEN).json(&json!({"on_hand": i * 3}));
+        tasks.push(tokio::spawn(async move { req.send().await.unwrap().status().as_u16() }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let stock = app.admin_get(&path).await.expect(200);
+    let mut deltas = 0;
+    let mut cursor: Option<String> = None;
+    let mut lines = 0;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}/adjustments?limit=100&cursor={c}"),
+            None => format!("{path}/adjustments?limit=100"),
+        };
+        let page = app.admin_get(&url).await.expect(200);
+        for l in page["items"].as_array().unwrap() {
+            deltas += l["on_hand_delta"].as_i64().unwrap();
+            lines += 1;
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(lines, 24, "one ledger line per change");
+    assert_eq!(deltas, stock["on_hand"].as_i64().unwrap(), "the ledger's deltas add up to the count");
+});
