@@ -20,6 +20,16 @@ pub enum ApiError {
     Forbidden,
     RouteNotFound,
     MethodNotAllowed,
+    IdempotencyKeyRequired,
+    CardDataRefused,
+    /// A problem built by a handler (checkout outcomes): status, code, detail, extra members.
+    Custom {
+        status: StatusCode,
+        code: &'static str,
+        title: &'static str,
+        detail: String,
+        extra: serde_json::Value,
+    },
 }
 
 /// The problem document (RFC 9457) plus our `code` and, for validation, `errors`.
@@ -35,6 +45,11 @@ pub struct Problem {
     pub code: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
+    /// Further members for some codes: `items` for `insufficient_stock` and `price_changed`,
+    /// `reason` and `order_id` for `payment_declined`.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl From<Error> for ApiError {
@@ -61,8 +76,13 @@ impl ApiError {
                     "Validation failed",
                     "the request has invalid fields; see `errors`".into(),
                 ),
+                Error::Unprocessable { code, message } => {
+                    (S::UNPROCESSABLE_ENTITY, code, "Unprocessable request", message.clone())
+                }
                 Error::NotFound { entity } => (S::NOT_FOUND, "not_found", "Not found", format!("no such {entity}")),
-                Error::Conflict { code, message } => (S::CONFLICT, code, "Conflict", message.clone()),
+                Error::Conflict { code, message } | Error::ConflictWith { code, message, .. } => {
+                    (S::CONFLICT, code, "Conflict", message.clone())
+                }
                 Error::Unavailable(_) => (
                     S::SERVICE_UNAVAILABLE,
                     "unavailable",
@@ -96,6 +116,19 @@ impl ApiError {
                 "Method not allowed",
                 "this route does not take that method".into(),
             ),
+            ApiError::IdempotencyKeyRequired => (
+                S::BAD_REQUEST,
+                "idempotency_key_required",
+                "Idempotency key required",
+                "send an Idempotency-Key header of 1–255 printable ASCII characters".into(),
+            ),
+            ApiError::CardDataRefused => (
+                S::UNPROCESSABLE_ENTITY,
+                "card_data_refused",
+                "Card data refused",
+                "the request carries what looks like a card number; send a payment provider token instead".into(),
+            ),
+            ApiError::Custom { status, code, title, detail, .. } => (*status, code, title, detail.clone()),
         }
     }
 
@@ -110,6 +143,12 @@ impl ApiError {
             errors: match self {
                 ApiError::Domain(Error::Validation(errors)) => Some(errors.clone()),
                 _ => None,
+            },
+            extra: match self {
+                ApiError::Domain(Error::ConflictWith { details, .. }) | ApiError::Custom { extra: details, .. } => {
+                    details.as_object().cloned().unwrap_or_default()
+                }
+                _ => Default::default(),
             },
         }
     }

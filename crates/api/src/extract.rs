@@ -39,6 +39,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 ApiError::MalformedJson("the body could not be read".into())
             }
         })?;
+        if crate::pci::contains_card_number(&bytes) {
+            metrics::counter!("card_data_refused_total").increment(1);
+            return Err(ApiError::CardDataRefused);
+        }
         parse_json(&bytes).map(ApiJson)
     }
 }

@@ -5,6 +5,7 @@
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod pci;
 pub mod routes;
 
 use std::sync::OnceLock;
@@ -17,16 +18,20 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use backroom_auth::Auth;
+use backroom_cart::Carts;
 use backroom_catalog::Catalog;
+use backroom_checkout::Checkout;
 use backroom_db::Db;
 use backroom_inventory::Inventory;
+use backroom_orders::Orders;
+use backroom_payments::Providers;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::error::{ApiError, PROBLEM_JSON};
-use crate::routes::{admin, ops, store};
+use crate::routes::{admin, checkout, ops, store};
 
 /// The largest request body accepted: 1 MiB.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -38,16 +43,22 @@ pub struct AppState {
     pub catalog: Catalog,
     pub inventory: Inventory,
     pub auth: Auth,
+    pub carts: Carts,
+    pub checkout: Checkout,
+    pub orders: Orders,
     pub metrics: PrometheusHandle,
 }
 
 impl AppState {
     /// The state over `db`; `admin_token` is `BACKROOM_ADMIN_TOKEN`, when set.
-    pub fn new(db: Db, admin_token: Option<&str>) -> Self {
+    pub fn new(db: Db, admin_token: Option<&str>, checkout: backroom_checkout::Settings) -> Self {
         Self {
             catalog: Catalog::new(db.clone()),
             inventory: Inventory::new(db.clone()),
             auth: Auth::new(db.clone(), admin_token),
+            carts: Carts::new(db.clone()),
+            checkout: Checkout::new(db.clone(), Providers::builtin(db.clone()), checkout),
+            orders: Orders::new(db.clone()),
             metrics: metrics_handle(),
             db,
         }
@@ -106,6 +117,16 @@ pub fn router(state: AppState) -> Router {
         .route("/store/products", get(store::list_products))
         .route("/store/products/{id_or_handle}", get(store::get_product))
         .route("/store/categories", get(store::list_categories))
+        .route("/store/carts", post(checkout::create_cart))
+        .route("/store/carts/{id}", get(checkout::get_cart))
+        .route("/store/carts/{id}/items", post(checkout::add_item))
+        .route(
+            "/store/carts/{id}/items/{item_id}",
+            axum::routing::patch(checkout::set_quantity).delete(checkout::remove_item),
+        )
+        .route("/store/carts/{id}/checkout", post(checkout::checkout))
+        .route("/admin/orders", get(checkout::list_orders))
+        .route("/admin/orders/{id}", get(checkout::get_order))
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(middleware::from_fn(track))
         .layer(middleware::from_fn(problems_only))

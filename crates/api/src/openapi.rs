@@ -6,11 +6,11 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, ops, store};
+use crate::routes::{admin, checkout, ops, store};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Backroom", description = "Headless commerce backend: catalog, stock, storefront reads. See API.md for the core contract."),
+    info(title = "Backroom", description = "Headless commerce backend: catalog, stock, carts, checkout, orders. See API.md for the core contract."),
     paths(
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         admin::list_products, admin::create_product, admin::get_product, admin::update_product, admin::delete_product,
@@ -19,13 +19,16 @@ use crate::routes::{admin, ops, store};
         admin::list_categories, admin::create_category, admin::get_category, admin::update_category, admin::delete_category,
         admin::list_keys, admin::create_key, admin::revoke_key,
         store::list_products, store::get_product, store::list_categories,
+        checkout::create_cart, checkout::get_cart, checkout::add_item, checkout::set_quantity, checkout::remove_item,
+        checkout::checkout, checkout::list_orders, checkout::get_order,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "catalog", description = "Products, variants, prices, categories (admin)"),
         (name = "inventory", description = "Stock levels, locations, the adjustments ledger (admin)"),
         (name = "auth", description = "API keys (owner only)"),
-        (name = "storefront", description = "Public catalog reads"),
+        (name = "storefront", description = "Public catalog reads, carts and checkout"),
+        (name = "orders", description = "Orders (admin)"),
         (name = "ops", description = "Health, readiness, metrics, this document"),
     )
 )]

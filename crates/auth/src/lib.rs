@@ -26,7 +26,7 @@ pub enum Role {
     Admin,
     /// Catalog and stock: read and write.
     Editor,
-    /// Read only.
+    /// Read only (catalog, stock, orders).
     Viewer,
 }
 
@@ -37,6 +37,7 @@ pub enum Permission {
     CatalogWrite,
     InventoryRead,
     InventoryWrite,
+    OrdersRead,
     KeysManage,
 }
 
@@ -50,7 +51,7 @@ impl Role {
             Role::Owner => true,
             Role::Admin => !matches!(p, KeysManage),
             Role::Editor => matches!(p, CatalogRead | CatalogWrite | InventoryRead | InventoryWrite),
-            Role::Viewer => matches!(p, CatalogRead | InventoryRead),
+            Role::Viewer => matches!(p, CatalogRead | InventoryRead | OrdersRead),
         }
     }
 

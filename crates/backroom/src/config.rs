@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -31,6 +32,9 @@ struct FileSettings {
     listen: Option<String>,
     data_dir: Option<String>,
     database_url: Option<String>,
+    recovery_interval: Option<String>,
+    recovery_grace: Option<String>,
+    reservation_ttl: Option<String>,
 }
 
 /// Checked settings.
@@ -41,6 +45,8 @@ pub struct Settings {
     pub database_url: String,
     /// `BACKROOM_ADMIN_TOKEN`: works as an owner API key. Never printed.
     pub admin_token: Option<String>,
+    /// Recovery interval, grace period and reservation TTL.
+    pub checkout: backroom_checkout::Settings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -50,6 +56,7 @@ impl std::fmt::Debug for Settings {
             .field("data_dir", &self.data_dir)
             .field("database_url", &redact(&self.database_url))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("checkout", &self.checkout)
             .finish()
     }
 }
@@ -120,7 +127,43 @@ impl Settings {
         {
             return Err("invalid BACKROOM_ADMIN_TOKEN: must be 16–200 characters without spaces".into());
         }
-        Ok(Settings { listen, data_dir, database_url, admin_token })
+        let defaults = backroom_checkout::Settings::default();
+        let duration = |flag: &Option<String>, env: &str, file: &Option<String>, default: Duration, min: Duration| {
+            let Some((raw, src)) = pick(flag, env, file, None) else { return Ok(default) };
+            let d = humantime::parse_duration(raw.trim())
+                .map_err(|e| format!("invalid duration `{raw}` (from {src}): {e}; write it like 5s or 500ms"))?;
+            if d < min {
+                return Err(format!(
+                    "invalid duration `{raw}` (from {src}): must be at least {}",
+                    humantime::format_duration(min)
+                ));
+            }
+            Ok(d)
+        };
+        let checkout = backroom_checkout::Settings {
+            recovery_interval: duration(
+                &None,
+                "BACKROOM_RECOVERY_INTERVAL",
+                &file.recovery_interval,
+                defaults.recovery_interval,
+                Duration::from_millis(10),
+            )?,
+            recovery_grace: duration(
+                &None,
+                "BACKROOM_RECOVERY_GRACE",
+                &file.recovery_grace,
+                defaults.recovery_grace,
+                Duration::ZERO,
+            )?,
+            reservation_ttl: duration(
+                &None,
+                "BACKROOM_RESERVATION_TTL",
+                &file.reservation_ttl,
+                defaults.reservation_ttl,
+                Duration::from_secs(1),
+            )?,
+        };
+        Ok(Settings { listen, data_dir, database_url, admin_token, checkout })
     }
 
     /// Creates the data directory when the database lives in it.

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod seed;
+pub mod worker;
 
 use backroom_api::AppState;
 use backroom_db::{ConnectOptions, Db};
@@ -17,6 +18,6 @@ pub async fn open_db(url: &str) -> anyhow::Result<Db> {
 }
 
 /// The HTTP app over an open, migrated database.
-pub fn app(db: Db, admin_token: Option<&str>) -> axum::Router {
-    backroom_api::router(AppState::new(db, admin_token))
+pub fn app(db: Db, admin_token: Option<&str>, checkout: backroom_checkout::Settings) -> axum::Router {
+    backroom_api::router(AppState::new(db, admin_token, checkout))
 }

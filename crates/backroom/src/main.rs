@@ -98,8 +98,23 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let addr = listener.local_addr()?;
             tracing::info!(%addr, database = %backroom::config::redact(&settings.database_url), "backroom listening");
             println!("backroom listening on http://{addr}");
-            let app = backroom::app(db.clone(), settings.admin_token.as_deref());
-            axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+            let app = backroom::app(db.clone(), settings.admin_token.as_deref(), settings.checkout);
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let checkout = backroom_checkout::Checkout::new(
+                db.clone(),
+                backroom_payments::Providers::builtin(db.clone()),
+                settings.checkout,
+            );
+            let workers = backroom::worker::spawn(db.clone(), checkout, Vec::new(), stop_rx.clone());
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    shutdown().await;
+                    let _ = stop_tx.send(true);
+                })
+                .await?;
+            for w in workers {
+                let _ = w.await;
+            }
             db.close().await;
         }
         Command::Migrate => println!("migrations applied"),

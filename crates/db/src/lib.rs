@@ -6,6 +6,8 @@
 //! which expand the same sqlx calls for each driver (no `sqlx::Any`). SQL that must differ
 //! between the dialects sits beside its twin in the module's repository code.
 
+pub mod outbox;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;

@@ -6,6 +6,8 @@
 //! `reserved + allocated > on_hand` for a variant without backorders matches no row and is
 //! refused; application code never reads a level and writes back a computed one.
 
+pub mod reservations;
+
 use std::collections::HashMap;
 
 use backroom_db::{Conn, Db, Dialect, on_conn, storage};
@@ -90,7 +92,7 @@ pub struct NewLocation {
 }
 
 #[derive(sqlx::FromRow)]
-struct LevelRow {
+pub(crate) struct LevelRow {
     variant_id: String,
     location_id: String,
     on_hand: i64,

@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// One refused field of a request, `field` as a path such as `variants[0].sku`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -29,6 +29,14 @@ pub enum Error {
     /// children, stock below what is already promised. `code` is the stable machine code.
     #[error("{code}: {message}")]
     Conflict { code: &'static str, message: String },
+    /// Like `Conflict`, with details for the client (merged into the problem document),
+    /// such as the lines that lack stock.
+    #[error("{code}: {message}")]
+    ConflictWith { code: &'static str, message: String, details: serde_json::Value },
+    /// Well-formed input the store cannot act on, with its own stable code (`no_price`):
+    /// answered `422`.
+    #[error("{code}: {message}")]
+    Unprocessable { code: &'static str, message: String },
     /// Storage is unreachable or overloaded; the caller may retry.
     #[error("storage unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),

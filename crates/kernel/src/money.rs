@@ -185,6 +185,19 @@ impl Money {
     }
 }
 
+impl<'de> Deserialize<'de> for Money {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            amount: i64,
+            currency: Currency,
+        }
+        let raw = Raw::deserialize(d)?;
+        Money::new(raw.amount, raw.currency).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.to_decimal_string(), self.currency)

@@ -1,3 +1,4 @@
 pub mod admin;
+pub mod checkout;
 pub mod ops;
 pub mod store;

@@ -87,7 +87,17 @@ impl TestApp {
             Backend::Postgres => backroom_db::testing::fresh_postgres_url().await?,
         };
         let db = backroom::open_db(&url).await.expect("open and migrate the test database");
-        let app = backroom::app(db.clone(), Some(ADMIN_TOKEN));
+        let settings = backroom_checkout::Settings {
+            recovery_interval: std::time::Duration::from_millis(200),
+            ..Default::default()
+        };
+        let app = backroom::app(db.clone(), Some(ADMIN_TOKEN), settings);
+        let checkout =
+            backroom_checkout::Checkout::new(db.clone(), backroom_payments::Providers::builtin(db.clone()), settings);
+        // The worker runs for the whole test (the sender is leaked on purpose).
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        std::mem::forget(stop_tx);
+        backroom::worker::spawn(db.clone(), checkout, Vec::new(), stop_rx);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         tokio::spawn(async move {

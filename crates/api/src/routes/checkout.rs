@@ -1,0 +1,230 @@
+//! `/store/carts*` and checkout; `/admin/orders*`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use backroom_auth::Permission;
+use backroom_cart::{AddItem, Cart, NewCart, SetQuantity};
+use backroom_checkout::idempotency::{self, Begin};
+use backroom_checkout::{CheckoutRequest, Outcome};
+use backroom_kernel::{Error, Page, PageRequest};
+use backroom_orders::{Order, OrderStatus};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{ApiJson, ApiQuery, Staff};
+
+#[utoipa::path(post, path = "/store/carts", tag = "storefront", request_body = NewCart,
+    responses((status = 201, body = Cart), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn create_cart(
+    State(s): State<AppState>,
+    ApiJson(body): ApiJson<NewCart>,
+) -> ApiResult<(StatusCode, Json<Cart>)> {
+    Ok((StatusCode::CREATED, Json(s.carts.create(&body).await?)))
+}
+
+#[utoipa::path(get, path = "/store/carts/{id}", tag = "storefront", params(("id" = String, Path)),
+    responses((status = 200, body = Cart), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn get_cart(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Cart>> {
+    Ok(Json(s.carts.get(&id).await?))
+}
+
+#[utoipa::path(post, path = "/store/carts/{id}/items", tag = "storefront", params(("id" = String, Path)),
+    request_body = AddItem,
+    responses((status = 200, body = Cart), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn add_item(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AddItem>,
+) -> ApiResult<Json<Cart>> {
+    Ok(Json(s.carts.add_item(&id, &body).await?))
+}
+
+#[utoipa::path(patch, path = "/store/carts/{id}/items/{item_id}", tag = "storefront",
+    params(("id" = String, Path), ("item_id" = String, Path)), request_body = SetQuantity,
+    responses((status = 200, body = Cart), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn set_quantity(
+    State(s): State<AppState>,
+    Path((id, item_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<SetQuantity>,
+) -> ApiResult<Json<Cart>> {
+    Ok(Json(s.carts.set_quantity(&id, &item_id, body.quantity).await?))
+}
+
+#[utoipa::path(delete, path = "/store/carts/{id}/items/{item_id}", tag = "storefront",
+    params(("id" = String, Path), ("item_id" = String, Path)),
+    responses((status = 200, body = Cart), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json")))]
+pub async fn remove_item(
+    State(s): State<AppState>,
+    Path((id, item_id)): Path<(String, String)>,
+) -> ApiResult<Json<Cart>> {
+    Ok(Json(s.carts.remove_item(&id, &item_id).await?))
+}
+
+fn custom(
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    detail: &str,
+    extra: serde_json::Value,
+) -> ApiError {
+    ApiError::Custom { status, code, title, detail: detail.to_owned(), extra }
+}
+
+/// The HTTP answer of a checkout outcome. Deterministic, so a replay is byte-identical.
+fn respond(outcome: &Outcome) -> Response {
+    match outcome {
+        Outcome::Placed { order } => (StatusCode::CREATED, Json(order)).into_response(),
+        Outcome::PaymentPending { order } => (StatusCode::ACCEPTED, Json(order)).into_response(),
+        Outcome::PaymentDeclined { order_id, reason } => custom(
+            StatusCode::PAYMENT_REQUIRED,
+            "payment_declined",
+            "Payment declined",
+            "the payment was declined; the cart is open for another try",
+            serde_json::json!({"reason": reason, "order_id": order_id}),
+        )
+        .into_response(),
+        Outcome::InsufficientStock { items } => custom(
+            StatusCode::CONFLICT,
+            "insufficient_stock",
+            "Insufficient stock",
+            "some lines are not in stock in the quantity asked; nothing was reserved",
+            serde_json::json!({"items": items}),
+        )
+        .into_response(),
+        Outcome::PriceChanged { items } => custom(
+            StatusCode::CONFLICT,
+            "price_changed",
+            "Price changed",
+            "prices changed since these lines were added; the cart now has the new prices and nothing was charged",
+            serde_json::json!({"items": items}),
+        )
+        .into_response(),
+        Outcome::CartCompleted => custom(
+            StatusCode::CONFLICT,
+            "cart_completed",
+            "Cart completed",
+            "this cart has been checked out",
+            serde_json::Value::Null,
+        )
+        .into_response(),
+        Outcome::CartCheckingOut => custom(
+            StatusCode::CONFLICT,
+            "cart_checking_out",
+            "Checkout in progress",
+            "another checkout of this cart is running",
+            serde_json::Value::Null,
+        )
+        .into_response(),
+        Outcome::CartNotFound => ApiError::Domain(Error::not_found("cart")).into_response(),
+        Outcome::Invalid { errors } => ApiError::Domain(Error::Validation(errors.clone())).into_response(),
+    }
+}
+
+#[utoipa::path(post, path = "/store/carts/{id}/checkout", tag = "storefront", params(("id" = String, Path),
+        ("Idempotency-Key" = String, Header, description = "1–255 printable ASCII characters; the same key replays the first answer")),
+    request_body = CheckoutRequest,
+    responses(
+        (status = 201, description = "Paid: the order, `placed`", body = Order),
+        (status = 202, description = "The payment's answer was lost: the order, `pending_payment`; recovery settles it", body = Order),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 402, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn checkout(
+    State(s): State<AppState>,
+    Path(cart_id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CheckoutRequest>,
+) -> ApiResult<Response> {
+    let key = headers
+        .get("idempotency-key")
+        .ok_or(ApiError::IdempotencyKeyRequired)?
+        .to_str()
+        .ok()
+        .filter(|k| idempotency::valid_key(k))
+        .ok_or(ApiError::IdempotencyKeyRequired)?
+        .to_owned();
+    s.checkout.validate(&req)?;
+    let canonical = serde_json::to_string(&req).map_err(Error::internal)?;
+    let hash = idempotency::request_hash(&canonical);
+    let db = s.checkout.db();
+    match idempotency::begin(db, &cart_id, &key, &hash).await? {
+        Begin::Reused => Err(custom(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "Idempotency key reused",
+            "this Idempotency-Key was used with a different request body",
+            serde_json::Value::Null,
+        )),
+        Begin::InUse => Err(custom(
+            StatusCode::CONFLICT,
+            "idempotency_key_in_use",
+            "Idempotency key in use",
+            "the first request with this Idempotency-Key is still running",
+            serde_json::Value::Null,
+        )),
+        Begin::Replay(outcome) => {
+            metrics::counter!("checkout_outcomes_total", "result" => "replayed").increment(1);
+            let mut res = respond(&outcome);
+            res.headers_mut().insert("idempotency-replayed", HeaderValue::from_static("true"));
+            Ok(res)
+        }
+        Begin::New => match s.checkout.run(&cart_id, &key, &req).await {
+            Ok(outcome) => {
+                metrics::counter!("checkout_outcomes_total", "result" => outcome.name()).increment(1);
+                if matches!(outcome, Outcome::InsufficientStock { .. }) {
+                    metrics::counter!("stock_conflicts_total").increment(1);
+                }
+                idempotency::finish(db, &cart_id, &key, &outcome).await?;
+                Ok(respond(&outcome))
+            }
+            Err(e) => {
+                metrics::counter!("checkout_outcomes_total", "result" => "error").increment(1);
+                // Nothing was reserved or charged unless an order is linked to the key; then
+                // recovery finishes it and the record.
+                if let Err(e2) = idempotency::abandon(db, &cart_id, &key).await {
+                    tracing::error!(error = %e2, "could not release an idempotency key");
+                }
+                Err(e.into())
+            }
+        },
+    }
+}
+
+/// Filters of `GET /admin/orders`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OrdersQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+    pub status: Option<OrderStatus>,
+}
+
+#[utoipa::path(get, path = "/admin/orders", tag = "orders", params(OrdersQuery),
+    responses((status = 200, body = Page<Order>), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn list_orders(
+    State(s): State<AppState>,
+    staff: Staff,
+    ApiQuery(q): ApiQuery<OrdersQuery>,
+) -> ApiResult<Json<Page<Order>>> {
+    staff.require(Permission::OrdersRead)?;
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    Ok(Json(s.orders.list(q.status, &page).await?))
+}
+
+#[utoipa::path(get, path = "/admin/orders/{id}", tag = "orders", params(("id" = String, Path)),
+    responses((status = 200, body = Order), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn get_order(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<Json<Order>> {
+    staff.require(Permission::OrdersRead)?;
+    Ok(Json(s.orders.get(&id).await?))
+}

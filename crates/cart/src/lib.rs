@@ -1,0 +1,365 @@
+//! Carts: a shopper's lines with the unit price taken from the catalog when each line was
+//! added, and totals as Money. Owns `carts`, `cart_items`.
+//!
+//! A cart is `open`, `checking_out` while a checkout holds it (no changes then, and no second
+//! checkout), or `completed` once its order is placed. Tax and shipping are real fields of
+//! the totals, zero until the pricing module computes them.
+
+use backroom_catalog::{Catalog, ProductStatus, Variant};
+use backroom_db::{Conn, Db, on_conn, storage};
+use backroom_inventory::Inventory;
+use backroom_kernel::{Currency, Error, Money, Result, id, now};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The most units of one line.
+pub const MAX_QUANTITY: i64 = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CartStatus {
+    Open,
+    CheckingOut,
+    Completed,
+}
+
+impl CartStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CartStatus::Open => "open",
+            CartStatus::CheckingOut => "checking_out",
+            CartStatus::Completed => "completed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Open, Self::CheckingOut, Self::Completed].into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct CartItem {
+    pub id: String,
+    pub variant_id: String,
+    pub sku: String,
+    pub title: String,
+    pub quantity: i64,
+    /// The price when the line was added (or last confirmed at checkout).
+    pub unit_price: Money,
+    pub total: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Cart {
+    pub id: String,
+    pub currency: Currency,
+    pub items: Vec<CartItem>,
+    pub subtotal: Money,
+    pub tax_total: Money,
+    pub shipping_total: Money,
+    pub total: Money,
+    pub status: CartStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /store/carts`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCart {
+    #[schema(example = "EUR")]
+    pub currency: String,
+}
+
+/// `POST /store/carts/{id}/items`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddItem {
+    pub variant_id: String,
+    pub quantity: i64,
+}
+
+/// `PATCH /store/carts/{id}/items/{item_id}`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetQuantity {
+    pub quantity: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct CartRow {
+    id: String,
+    currency: String,
+    status: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ItemRow {
+    id: String,
+    variant_id: String,
+    sku: String,
+    title: String,
+    quantity: i64,
+    unit_price: i64,
+}
+
+fn too_large() -> Error {
+    Error::Unprocessable {
+        code: "cart_total_too_large",
+        message: "the cart's total is beyond what one order may hold".into(),
+    }
+}
+
+/// Loads a cart with its lines and totals.
+pub async fn load(conn: &mut Conn<'_>, cart_id: &str) -> Result<Option<Cart>> {
+    let row: Option<CartRow> = on_conn!(conn, c => sqlx::query_as(
+        "SELECT id, currency, status, created_at, updated_at FROM carts WHERE id = $1",
+    )
+    .bind(cart_id)
+    .fetch_optional(&mut *c)
+    .await
+    .map_err(storage))?;
+    let Some(row) = row else { return Ok(None) };
+    let items: Vec<ItemRow> = on_conn!(conn, c => sqlx::query_as(
+        "SELECT id, variant_id, sku, title, quantity, unit_price FROM cart_items WHERE cart_id = $1 ORDER BY created_at, id",
+    )
+    .bind(cart_id)
+    .fetch_all(&mut *c)
+    .await
+    .map_err(storage))?;
+    let currency = Currency::parse(&row.currency).map_err(Error::internal)?;
+    let mut subtotal = Money::zero(currency);
+    let mut lines = Vec::with_capacity(items.len());
+    for i in items {
+        let unit_price = Money::new(i.unit_price, currency).map_err(Error::internal)?;
+        let total = unit_price.checked_mul(i.quantity).ok_or_else(too_large)?;
+        subtotal = subtotal.checked_add(total).ok_or_else(too_large)?;
+        lines.push(CartItem {
+            id: i.id,
+            variant_id: i.variant_id,
+            sku: i.sku,
+            title: i.title,
+            quantity: i.quantity,
+            unit_price,
+            total,
+        });
+    }
+    let zero = Money::zero(currency);
+    Ok(Some(Cart {
+        id: row.id,
+        currency,
+        items: lines,
+        subtotal,
+        tax_total: zero,
+        shipping_total: zero,
+        total: subtotal,
+        status: CartStatus::parse(&row.status).ok_or_else(|| Error::internal(format!("cart status {}", row.status)))?,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    }))
+}
+
+/// Moves a cart between states; `false` when it was not in `from`.
+pub async fn transition(conn: &mut Conn<'_>, cart_id: &str, from: CartStatus, to: CartStatus) -> Result<bool> {
+    let n = on_conn!(conn, c => sqlx::query("UPDATE carts SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2")
+        .bind(cart_id)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(now())
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(storage))?;
+    Ok(n == 1)
+}
+
+/// Sets a line's unit price (a price change confirmed at checkout).
+pub async fn set_unit_price(conn: &mut Conn<'_>, item_id: &str, unit_price: Money) -> Result<()> {
+    on_conn!(conn, c => sqlx::query("UPDATE cart_items SET unit_price = $2 WHERE id = $1")
+        .bind(item_id)
+        .bind(unit_price.amount())
+        .execute(&mut *c)
+        .await
+        .map(|_| ())
+        .map_err(storage))
+}
+
+fn check_quantity(q: i64) -> Result<()> {
+    if (1..=MAX_QUANTITY).contains(&q) {
+        Ok(())
+    } else {
+        Err(Error::field("quantity", format!("must be between 1 and {MAX_QUANTITY}")))
+    }
+}
+
+fn cart_not_open(status: CartStatus) -> Error {
+    match status {
+        CartStatus::Completed => Error::conflict("cart_completed", "this cart has been checked out"),
+        _ => Error::conflict("cart_checking_out", "this cart is being checked out; try again in a moment"),
+    }
+}
+
+/// The carts service.
+#[derive(Debug, Clone)]
+pub struct Carts {
+    db: Db,
+    catalog: Catalog,
+    inventory: Inventory,
+}
+
+impl Carts {
+    pub fn new(db: Db) -> Self {
+        Self { catalog: Catalog::new(db.clone()), inventory: Inventory::new(db.clone()), db }
+    }
+
+    pub async fn create(&self, input: &NewCart) -> Result<Cart> {
+        let currency = Currency::parse(&input.currency).map_err(|e| Error::field("currency", e.to_string()))?;
+        let id = id::new("cart");
+        let ts = now();
+        let mut tx = self.db.begin().await?;
+        on_conn!(&mut tx.conn(), c => sqlx::query(
+            "INSERT INTO carts (id, currency, status, created_at, updated_at) VALUES ($1, $2, 'open', $3, $3)",
+        )
+        .bind(&id)
+        .bind(currency.code())
+        .bind(ts)
+        .execute(&mut *c)
+        .await
+        .map(|_| ())
+        .map_err(storage))?;
+        let cart = load(&mut tx.conn(), &id).await?.ok_or_else(|| Error::internal("new cart vanished"))?;
+        tx.commit().await?;
+        Ok(cart)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Cart> {
+        let mut r = self.db.read().await?;
+        load(&mut r.conn(), id).await?.ok_or(Error::not_found("cart"))
+    }
+
+    /// A published variant and its current price in `currency`, or the reason it can't be sold.
+    async fn sellable(&self, variant_id: &str, currency: Currency) -> Result<(Variant, Money)> {
+        let unknown = || Error::field("variant_id", "no variant for sale has this id");
+        let variant = self.catalog.variant(variant_id).await.map_err(|e| match e {
+            Error::NotFound { .. } => unknown(),
+            other => other,
+        })?;
+        let product = self.catalog.product(&variant.product_id).await?;
+        if product.status != ProductStatus::Published {
+            return Err(unknown());
+        }
+        let price = variant.price_in(currency).ok_or_else(|| Error::Unprocessable {
+            code: "no_price",
+            message: format!("this variant has no price in {currency}"),
+        })?;
+        Ok((variant, price))
+    }
+
+    /// Refuses `quantity` units of a tracked variant without backorders beyond what is available.
+    async fn check_available(&self, variant: &Variant, quantity: i64) -> Result<()> {
+        if variant.allow_backorder {
+            return Ok(());
+        }
+        let available = self.inventory.availability(std::slice::from_ref(&variant.id)).await?;
+        match available.get(&variant.id) {
+            Some(&n) if n < quantity => Err(Error::ConflictWith {
+                code: "insufficient_stock",
+                message: "not enough stock for this quantity".into(),
+                details: serde_json::json!({"items": [{"variant_id": variant.id, "requested": quantity, "available": n}]}),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds a variant; one already in the cart has its quantity raised.
+    #[tracing::instrument(skip(self, input))]
+    pub async fn add_item(&self, cart_id: &str, input: &AddItem) -> Result<Cart> {
+        check_quantity(input.quantity)?;
+        let cart = self.get(cart_id).await?;
+        if cart.status != CartStatus::Open {
+            return Err(cart_not_open(cart.status));
+        }
+        let (variant, price) = self.sellable(&input.variant_id, cart.currency).await?;
+        let existing = cart.items.iter().find(|i| i.variant_id == variant.id).map_or(0, |i| i.quantity);
+        let wanted = existing + input.quantity;
+        check_quantity(wanted)?;
+        self.check_available(&variant, wanted).await?;
+        let mut tx = self.db.begin().await?;
+        // Re-checked in the write transaction: the cart may have been checked out meanwhile.
+        if !transition(&mut tx.conn(), cart_id, CartStatus::Open, CartStatus::Open).await? {
+            return Err(cart_not_open(CartStatus::CheckingOut));
+        }
+        on_conn!(&mut tx.conn(), c => sqlx::query(
+            "INSERT INTO cart_items (id, cart_id, variant_id, sku, title, quantity, unit_price, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (cart_id, variant_id) DO UPDATE SET quantity = cart_items.quantity + excluded.quantity",
+        )
+        .bind(id::new("item"))
+        .bind(cart_id)
+        .bind(&variant.id)
+        .bind(&variant.sku)
+        .bind(&variant.title)
+        .bind(input.quantity)
+        .bind(price.amount())
+        .bind(now())
+        .execute(&mut *c)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            if e.as_database_error().is_some_and(|d| d.is_check_violation()) {
+                Error::field("quantity", format!("a line holds at most {MAX_QUANTITY} units"))
+            } else {
+                storage(e)
+            }
+        }))?;
+        let cart = load(&mut tx.conn(), cart_id).await?.ok_or(Error::not_found("cart"))?;
+        tx.commit().await?;
+        Ok(cart)
+    }
+
+    /// Sets a line's quantity.
+    #[tracing::instrument(skip(self))]
+    pub async fn set_quantity(&self, cart_id: &str, item_id: &str, quantity: i64) -> Result<Cart> {
+        check_quantity(quantity)?;
+        let cart = self.get(cart_id).await?;
+        if cart.status != CartStatus::Open {
+            return Err(cart_not_open(cart.status));
+        }
+        let item = cart.items.iter().find(|i| i.id == item_id).ok_or(Error::not_found("cart item"))?;
+        let variant = self.catalog.variant(&item.variant_id).await?;
+        self.check_available(&variant, quantity).await?;
+        self.change_item(cart_id, item_id, Some(quantity)).await
+    }
+
+    /// Removes a line.
+    #[tracing::instrument(skip(self))]
+    pub async fn remove_item(&self, cart_id: &str, item_id: &str) -> Result<Cart> {
+        let cart = self.get(cart_id).await?;
+        if cart.status != CartStatus::Open {
+            return Err(cart_not_open(cart.status));
+        }
+        self.change_item(cart_id, item_id, None).await
+    }
+
+    async fn change_item(&self, cart_id: &str, item_id: &str, quantity: Option<i64>) -> Result<Cart> {
+        let mut tx = self.db.begin().await?;
+        if !transition(&mut tx.conn(), cart_id, CartStatus::Open, CartStatus::Open).await? {
+            return Err(cart_not_open(CartStatus::CheckingOut));
+        }
+        let n = on_conn!(&mut tx.conn(), c => {
+            let q = match quantity {
+                Some(q) => sqlx::query("UPDATE cart_items SET quantity = $3 WHERE id = $1 AND cart_id = $2").bind(item_id).bind(cart_id).bind(q),
+                None => sqlx::query("DELETE FROM cart_items WHERE id = $1 AND cart_id = $2").bind(item_id).bind(cart_id),
+            };
+            q.execute(&mut *c).await.map(|r| r.rows_affected()).map_err(storage)
+        })?;
+        if n == 0 {
+            return Err(Error::not_found("cart item"));
+        }
+        let cart = load(&mut tx.conn(), cart_id).await?.ok_or(Error::not_found("cart"))?;
+        tx.commit().await?;
+        Ok(cart)
+    }
+}

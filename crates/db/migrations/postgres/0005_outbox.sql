@@ -1,0 +1,16 @@
+-- The transactional outbox: events written in the business transaction, delivered at least
+-- once by the worker, with retries, backoff and a dead-letter state.
+CREATE TABLE outbox (
+    id              BIGSERIAL PRIMARY KEY,
+    event_id        TEXT NOT NULL UNIQUE,
+    topic           TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    created_at      TIMESTAMPTZ NOT NULL,
+    attempts        BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMPTZ NOT NULL,
+    claimed_until   TIMESTAMPTZ,
+    delivered_at    TIMESTAMPTZ,
+    dead_at         TIMESTAMPTZ,
+    last_error      TEXT
+);
+CREATE INDEX outbox_pending ON outbox(next_attempt_at) WHERE delivered_at IS NULL AND dead_at IS NULL;

@@ -1,0 +1,149 @@
+//! The transactional outbox (P5). A module that changes state others must learn about calls
+//! [`enqueue`] inside its own transaction; the worker [`claim`]s due events, hands them to
+//! consumers, and marks them [`delivered`] or [`failed`] (with backoff, then dead-lettered).
+//!
+//! Claims are leases (`claimed_until`): on PostgreSQL several workers claim with
+//! `FOR UPDATE SKIP LOCKED` and never take the same event; on SQLite the single writer
+//! serialises claims. An event whose worker died is claimed again when its lease runs out,
+//! so delivery is at least once; consumers de-duplicate by `event_id`.
+
+use std::time::Duration;
+
+use backroom_kernel::{Error, Result, id, now};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::{Conn, Db, Dialect, on_conn, storage};
+
+/// After this many failed deliveries an event is dead-lettered.
+pub const MAX_ATTEMPTS: i64 = 10;
+
+/// An event as the worker sees it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+pub struct Event {
+    pub id: i64,
+    pub event_id: String,
+    pub topic: String,
+    /// The event's JSON document.
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+    pub attempts: i64,
+}
+
+/// Writes an event in the caller's transaction. Returns its `evt_…` id.
+pub async fn enqueue(conn: &mut Conn<'_>, topic: &str, payload: &serde_json::Value) -> Result<String> {
+    let event_id = id::new("evt");
+    let ts = now();
+    let body = serde_json::to_string(payload).map_err(Error::internal)?;
+    on_conn!(conn, c => sqlx::query(
+        "INSERT INTO outbox (event_id, topic, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $4)",
+    )
+    .bind(&event_id)
+    .bind(topic)
+    .bind(&body)
+    .bind(ts)
+    .execute(&mut *c)
+    .await
+    .map(|_| ())
+    .map_err(storage))?;
+    Ok(event_id)
+}
+
+/// Claims up to `limit` due events for `lease`; nobody else gets them until it runs out.
+pub async fn claim(db: &Db, limit: i64, lease: Duration) -> Result<Vec<Event>> {
+    let ts = now();
+    let until = ts + chrono::Duration::from_std(lease).map_err(Error::internal)?;
+    let mut tx = db.begin().await?;
+    let mut conn = tx.conn();
+    let lock = match conn.dialect() {
+        Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        Dialect::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE outbox SET claimed_until = $2, attempts = attempts + 1 WHERE id IN (\
+         SELECT id FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $1 \
+         AND (claimed_until IS NULL OR claimed_until < $1) ORDER BY id LIMIT $3{lock}) \
+         RETURNING id, event_id, topic, payload, created_at, attempts"
+    );
+    let mut events: Vec<Event> = on_conn!(&mut conn, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(ts)
+        .bind(until)
+        .bind(limit)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(storage))?;
+    tx.commit().await?;
+    events.sort_by_key(|e| e.id);
+    Ok(events)
+}
+
+/// Marks an event delivered.
+pub async fn delivered(db: &Db, id: i64) -> Result<()> {
+    let mut tx = db.begin().await?;
+    on_conn!(&mut tx.conn(), c => sqlx::query("UPDATE outbox SET delivered_at = $2, claimed_until = NULL WHERE id = $1")
+        .bind(id)
+        .bind(now())
+        .execute(&mut *c)
+        .await
+        .map(|_| ())
+        .map_err(storage))?;
+    tx.commit().await
+}
+
+/// Records a failed delivery: retried after an exponential backoff (1 s, 2 s, 4 s, … capped
+/// at 10 min), dead-lettered after [`MAX_ATTEMPTS`].
+pub async fn failed(db: &Db, event: &Event, error: &str) -> Result<()> {
+    let ts = now();
+    let backoff = chrono::Duration::seconds(1_i64 << event.attempts.clamp(0, 10)).min(chrono::Duration::minutes(10));
+    let dead = event.attempts >= MAX_ATTEMPTS;
+    let mut tx = db.begin().await?;
+    on_conn!(&mut tx.conn(), c => sqlx::query(
+        "UPDATE outbox SET claimed_until = NULL, next_attempt_at = $2, last_error = $3, \
+         dead_at = CASE WHEN $4 THEN $5 ELSE NULL END WHERE id = $1",
+    )
+    .bind(event.id)
+    .bind(ts + backoff)
+    .bind(error.chars().take(1000).collect::<String>())
+    .bind(dead)
+    .bind(ts)
+    .execute(&mut *c)
+    .await
+    .map(|_| ())
+    .map_err(storage))?;
+    tx.commit().await
+}
+
+/// Counts for monitoring: events waiting, dead, and the age of the oldest waiting one.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Stats {
+    pub pending: i64,
+    pub dead: i64,
+    pub oldest_pending_seconds: f64,
+}
+
+pub async fn stats(db: &Db) -> Result<Stats> {
+    let mut r = db.read().await?;
+    let (pending, dead, oldest): (i64, i64, Option<DateTime<Utc>>) = on_conn!(&mut r.conn(), c => sqlx::query_as(
+        "SELECT \
+           (SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL), \
+           (SELECT COUNT(*) FROM outbox WHERE dead_at IS NOT NULL), \
+           (SELECT MIN(created_at) FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL)",
+    )
+    .fetch_one(&mut *c)
+    .await
+    .map_err(storage))?;
+    let oldest_pending_seconds = oldest.map_or(0.0, |o| (now() - o).num_milliseconds().max(0) as f64 / 1000.0);
+    Ok(Stats { pending, dead, oldest_pending_seconds })
+}
+
+/// Events of a topic, oldest first (for tests and the admin view).
+pub async fn list(db: &Db, topic: &str) -> Result<Vec<Event>> {
+    let mut r = db.read().await?;
+    on_conn!(&mut r.conn(), c => sqlx::query_as(
+        "SELECT id, event_id, topic, payload, created_at, attempts FROM outbox WHERE topic = $1 ORDER BY id",
+    )
+    .bind(topic)
+    .fetch_all(&mut *c)
+    .await
+    .map_err(storage))
+}

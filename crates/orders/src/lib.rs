@@ -1,0 +1,420 @@
+//! Orders (OMS): the order with a snapshot of its lines, prices and totals, its state machine
+//! and the history of its state changes. Owns `orders`, `order_lines`, `order_history`.
+//!
+//! States: `pending_payment` → `placed` (payment captured), `payment_failed` (declined), or
+//! `cancelled` (recovery voided an attempt whose outcome was lost). Every transition is one
+//! conditional UPDATE from the expected state, so two actors (a request and the recovery
+//! worker) can never both apply one.
+
+use std::collections::HashMap;
+
+use backroom_db::{Conn, Db, Dialect, on_conn, storage};
+use backroom_kernel::{Currency, Error, Money, Page, PageRequest, Result, id, now};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    PendingPayment,
+    Placed,
+    PaymentFailed,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub const ALL: [OrderStatus; 4] =
+        [OrderStatus::PendingPayment, OrderStatus::Placed, OrderStatus::PaymentFailed, OrderStatus::Cancelled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::PendingPayment => "pending_payment",
+            OrderStatus::Placed => "placed",
+            OrderStatus::PaymentFailed => "payment_failed",
+            OrderStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
+    /// The transitions the state machine allows.
+    pub fn can_become(self, to: OrderStatus) -> bool {
+        use OrderStatus::*;
+        matches!((self, to), (PendingPayment, Placed | PaymentFailed | Cancelled))
+    }
+}
+
+/// A shipping address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    pub name: String,
+    pub line1: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    pub city: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2, such as `PT`.
+    pub country: String,
+}
+
+/// One line of an order: what was bought, at what price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrderLine {
+    pub variant_id: String,
+    pub sku: String,
+    pub title: String,
+    pub quantity: i64,
+    pub unit_price: Money,
+    pub total: Money,
+}
+
+/// The payment of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PaymentSummary {
+    pub id: String,
+    pub provider: String,
+    /// `pending`, `unknown`, `captured`, `declined` or `voided`.
+    pub status: String,
+    /// The provider's reference for the charge, once known.
+    pub reference: Option<String>,
+}
+
+/// One state change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::FromRow)]
+pub struct HistoryEntry {
+    pub status: String,
+    pub note: String,
+    pub at: DateTime<Utc>,
+}
+
+/// An order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Order {
+    pub id: String,
+    /// The human order number, such as `#1001`.
+    pub number: String,
+    pub status: OrderStatus,
+    pub cart_id: String,
+    pub email: String,
+    pub currency: Currency,
+    pub items: Vec<OrderLine>,
+    pub subtotal: Money,
+    pub tax_total: Money,
+    pub shipping_total: Money,
+    pub total: Money,
+    pub shipping_address: Address,
+    pub payment: Option<PaymentSummary>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// State changes, oldest first (admin answers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<HistoryEntry>>,
+}
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub id: String,
+    pub cart_id: String,
+    pub email: String,
+    pub currency: Currency,
+    pub items: Vec<OrderLine>,
+    pub subtotal: Money,
+    pub tax_total: Money,
+    pub shipping_total: Money,
+    pub total: Money,
+    pub shipping_address: Address,
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: String,
+    number: i64,
+    status: String,
+    cart_id: String,
+    email: String,
+    currency: String,
+    subtotal: i64,
+    tax_total: i64,
+    shipping_total: i64,
+    total: i64,
+    shipping_address: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct LineRow {
+    order_id: String,
+    variant_id: String,
+    sku: String,
+    title: String,
+    quantity: i64,
+    unit_price: i64,
+    total: i64,
+}
+
+const ORDER_COLUMNS: &str = "id, number, status, cart_id, email, currency, subtotal, tax_total, shipping_total, total, \
+                             shipping_address, created_at, updated_at";
+
+/// Creates an order in `pending_payment` inside the caller's transaction.
+pub async fn create(conn: &mut Conn<'_>, o: &NewOrder) -> Result<()> {
+    let ts = now();
+    // The next human number: a sequence on PostgreSQL; on SQLite the single writer makes
+    // MAX + 1 safe.
+    let number: i64 = match conn.dialect() {
+        Dialect::Postgres => on_conn!(conn, c => sqlx::query_scalar("SELECT nextval('order_numbers')")
+            .fetch_one(&mut *c)
+            .await
+            .map_err(storage))?,
+        Dialect::Sqlite => on_conn!(conn, c => sqlx::query_scalar("SELECT COALESCE(MAX(number), 1000) + 1 FROM orders")
+            .fetch_one(&mut *c)
+            .await
+            .map_err(storage))?,
+    };
+    let address = serde_json::to_string(&o.shipping_address).map_err(Error::internal)?;
+    on_conn!(conn, c => sqlx::query(
+        "INSERT INTO orders (id, number, status, cart_id, email, currency, subtotal, tax_total, shipping_total, total, \
+         shipping_address, created_at, updated_at) VALUES ($1, $2, 'pending_payment', $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+    )
+    .bind(&o.id)
+    .bind(number)
+    .bind(&o.cart_id)
+    .bind(&o.email)
+    .bind(o.currency.code())
+    .bind(o.subtotal.amount())
+    .bind(o.tax_total.amount())
+    .bind(o.shipping_total.amount())
+    .bind(o.total.amount())
+    .bind(&address)
+    .bind(ts)
+    .execute(&mut *c)
+    .await
+    .map(|_| ())
+    .map_err(storage))?;
+    on_conn!(conn, c, DB => {
+        let mut qb = sqlx::QueryBuilder::<DB>::new(
+            "INSERT INTO order_lines (order_id, position, variant_id, sku, title, quantity, unit_price, total) ",
+        );
+        qb.push_values(o.items.iter().enumerate(), |mut b, (i, l)| {
+            b.push_bind(o.id.as_str())
+                .push_bind(i as i64)
+                .push_bind(l.variant_id.as_str())
+                .push_bind(l.sku.as_str())
+                .push_bind(l.title.as_str())
+                .push_bind(l.quantity)
+                .push_bind(l.unit_price.amount())
+                .push_bind(l.total.amount());
+        });
+        qb.build().execute(&mut *c).await.map(|_| ()).map_err(storage)
+    })?;
+    history(conn, &o.id, OrderStatus::PendingPayment, "order created; waiting for payment", ts).await
+}
+
+async fn history(
+    conn: &mut Conn<'_>,
+    order_id: &str,
+    status: OrderStatus,
+    note: &str,
+    ts: DateTime<Utc>,
+) -> Result<()> {
+    on_conn!(conn, c => sqlx::query("INSERT INTO order_history (id, order_id, status, note, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(id::new("ohist"))
+        .bind(order_id)
+        .bind(status.as_str())
+        .bind(note)
+        .bind(ts)
+        .execute(&mut *c)
+        .await
+        .map(|_| ())
+        .map_err(storage))
+}
+
+/// Moves an order from `from` to `to` with a note; `false` if it was not in `from`.
+pub async fn transition(
+    conn: &mut Conn<'_>,
+    order_id: &str,
+    from: OrderStatus,
+    to: OrderStatus,
+    note: &str,
+) -> Result<bool> {
+    if !from.can_become(to) {
+        return Err(Error::internal(format!("order transition {} -> {} is not allowed", from.as_str(), to.as_str())));
+    }
+    let ts = now();
+    let n = on_conn!(conn, c => sqlx::query("UPDATE orders SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2")
+        .bind(order_id)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(ts)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(storage))?;
+    if n == 1 {
+        history(conn, order_id, to, note, ts).await?;
+    }
+    Ok(n == 1)
+}
+
+/// Loads orders by id, in the order given, with lines and payment; `with_history` adds the
+/// state changes. A constant number of queries for any number of orders.
+pub async fn load(conn: &mut Conn<'_>, ids: &[String], with_history: bool) -> Result<Vec<Order>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    macro_rules! by_ids {
+        ($sql:expr, $tail:expr) => {
+            on_conn!(conn, c, DB => {
+                let mut qb = sqlx::QueryBuilder::<DB>::new($sql);
+                let mut sep = qb.separated(", ");
+                for id in ids {
+                    sep.push_bind(id.as_str());
+                }
+                qb.push($tail);
+                qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)
+            })
+        };
+    }
+    let rows: Vec<OrderRow> = by_ids!(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id IN ("), ")")?;
+    let lines: Vec<LineRow> = by_ids!(
+        "SELECT order_id, variant_id, sku, title, quantity, unit_price, total FROM order_lines WHERE order_id IN (",
+        ") ORDER BY order_id, position"
+    )?;
+    let hist: Vec<(String, String, String, DateTime<Utc>)> = if with_history {
+        by_ids!(
+            "SELECT order_id, status, note, created_at FROM order_history WHERE order_id IN (",
+            ") ORDER BY order_id, id"
+        )?
+    } else {
+        Vec::new()
+    };
+    let attempts = backroom_payments::attempts_for_orders(conn, ids).await?;
+
+    let mut lines_by: HashMap<String, Vec<LineRow>> = HashMap::new();
+    for l in lines {
+        lines_by.entry(l.order_id.clone()).or_default().push(l);
+    }
+    let mut hist_by: HashMap<String, Vec<HistoryEntry>> = HashMap::new();
+    for (order_id, status, note, at) in hist {
+        hist_by.entry(order_id).or_default().push(HistoryEntry { status, note, at });
+    }
+    let mut pay_by: HashMap<String, PaymentSummary> = attempts
+        .into_iter()
+        .map(|a| {
+            (
+                a.order_id.clone(),
+                PaymentSummary { id: a.id, provider: a.provider, status: a.status, reference: a.reference },
+            )
+        })
+        .collect();
+    let mut by_id = HashMap::new();
+    for r in rows {
+        let currency = Currency::parse(&r.currency).map_err(Error::internal)?;
+        let m = |amount: i64| Money::new(amount, currency).map_err(Error::internal);
+        let items = lines_by
+            .remove(&r.id)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| {
+                Ok(OrderLine {
+                    variant_id: l.variant_id,
+                    sku: l.sku,
+                    title: l.title,
+                    quantity: l.quantity,
+                    unit_price: m(l.unit_price)?,
+                    total: m(l.total)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let order = Order {
+            number: format!("#{}", r.number),
+            status: OrderStatus::parse(&r.status)
+                .ok_or_else(|| Error::internal(format!("order status {}", r.status)))?,
+            items,
+            subtotal: m(r.subtotal)?,
+            tax_total: m(r.tax_total)?,
+            shipping_total: m(r.shipping_total)?,
+            total: m(r.total)?,
+            shipping_address: serde_json::from_str(&r.shipping_address).map_err(Error::internal)?,
+            payment: pay_by.remove(&r.id),
+            history: if with_history { Some(hist_by.remove(&r.id).unwrap_or_default()) } else { None },
+            currency,
+            cart_id: r.cart_id,
+            email: r.email,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            id: r.id.clone(),
+        };
+        by_id.insert(r.id, order);
+    }
+    Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+}
+
+/// The orders service (reads).
+#[derive(Debug, Clone)]
+pub struct Orders {
+    db: Db,
+}
+
+impl Orders {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// One order with its history.
+    pub async fn get(&self, id: &str) -> Result<Order> {
+        let mut r = self.db.read().await?;
+        load(&mut r.conn(), &[id.to_owned()], true).await?.pop().ok_or(Error::not_found("order"))
+    }
+
+    /// Newest first, optionally of one status.
+    pub async fn list(&self, status: Option<OrderStatus>, page: &PageRequest) -> Result<Page<Order>> {
+        let mut r = self.db.read().await?;
+        let after = page.after.as_ref().map(|c| c.0.clone()).unwrap_or_else(|| "~".into());
+        let ids: Vec<String> = on_conn!(&mut r.conn(), c => sqlx::query_scalar(
+            "SELECT id FROM orders WHERE ($1 = '' OR status = $1) AND id < $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(status.map_or("", OrderStatus::as_str))
+        .bind(after)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(storage))?;
+        let orders = load(&mut r.conn(), &ids, false).await?;
+        Ok(page.finish(orders, |o| o.id.clone()))
+    }
+
+    /// Counts by status (tests and monitoring).
+    pub async fn count_by_status(&self) -> Result<HashMap<String, i64>> {
+        let mut r = self.db.read().await?;
+        let rows: Vec<(String, i64)> = on_conn!(&mut r.conn(), c => sqlx::query_as(
+            "SELECT status, COUNT(*) FROM orders GROUP BY status",
+        )
+        .fetch_all(&mut *c)
+        .await
+        .map_err(storage))?;
+        Ok(rows.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pending_orders_move() {
+        use OrderStatus::*;
+        for from in OrderStatus::ALL {
+            for to in OrderStatus::ALL {
+                assert_eq!(from.can_become(to), from == PendingPayment && to != PendingPayment, "{from:?} -> {to:?}");
+            }
+        }
+    }
+}

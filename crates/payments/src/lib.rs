@@ -1,0 +1,250 @@
+//! Payments: one trait for every payment provider, the built-in `test` provider, and the
+//! payment attempts (owns `payment_attempts`; the test provider owns `test_provider_charges`).
+//!
+//! Every provider call carries the attempt's idempotency key (P2), so asking twice never
+//! charges twice, and a lost answer can be recovered by asking for the status of the key.
+
+mod test_provider;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use backroom_db::{Conn, Db, on_conn, storage};
+use backroom_kernel::{Money, Result, now};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use test_provider::TestProvider;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What to charge.
+#[derive(Debug, Clone)]
+pub struct ChargeRequest {
+    /// The attempt's idempotency key: the same key never charges twice.
+    pub idempotency_key: String,
+    pub amount: Money,
+    /// The storefront's provider token (never card data).
+    pub token: String,
+    /// Capture at once (sale) rather than only authorise.
+    pub capture: bool,
+}
+
+/// A provider's answer about a charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeStatus {
+    Authorized {
+        reference: String,
+    },
+    Captured {
+        reference: String,
+    },
+    Declined {
+        reason: String,
+    },
+    Voided,
+    Refunded {
+        reference: String,
+    },
+    /// The provider has no charge under this key.
+    NotFound,
+}
+
+/// The provider could not be asked or its answer was lost; the outcome is unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderError {
+    Timeout,
+    Unavailable(String),
+}
+
+impl std::fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProviderError::Timeout => f.write_str("the provider's answer was lost (timeout)"),
+            ProviderError::Unavailable(why) => write!(f, "the provider is unavailable: {why}"),
+        }
+    }
+}
+
+pub type ProviderResult = std::result::Result<ChargeStatus, ProviderError>;
+
+/// A payment provider. Every method is idempotent by `idempotency_key`.
+pub trait PaymentProvider: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Authorises (and, with `capture`, captures) a charge.
+    fn authorize(&self, req: ChargeRequest) -> BoxFuture<'_, ProviderResult>;
+    /// Captures an authorised charge.
+    fn capture<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult>;
+    /// Cancels an authorisation, or makes sure a charge under this key never happens.
+    fn void<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult>;
+    /// Gives captured money back.
+    fn refund<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult>;
+    /// What happened to the charge under this key.
+    fn status<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult>;
+}
+
+/// The providers this store accepts, by name.
+#[derive(Clone, Default)]
+pub struct Providers(Vec<Arc<dyn PaymentProvider>>);
+
+impl Providers {
+    /// The built-in set: the `test` provider.
+    pub fn builtin(db: Db) -> Self {
+        Providers(vec![Arc::new(TestProvider::new(db))])
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn PaymentProvider>> {
+        self.0.iter().find(|p| p.name() == name).cloned()
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|p| p.name()).collect()
+    }
+}
+
+/// Where a payment attempt stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptStatus {
+    /// Recorded; the provider is being asked.
+    Pending,
+    /// The provider's answer was lost; recovery will ask again.
+    Unknown,
+    Captured,
+    Declined,
+    Voided,
+}
+
+impl AttemptStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptStatus::Pending => "pending",
+            AttemptStatus::Unknown => "unknown",
+            AttemptStatus::Captured => "captured",
+            AttemptStatus::Declined => "declined",
+            AttemptStatus::Voided => "voided",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Unknown, Self::Captured, Self::Declined, Self::Voided]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
+}
+
+/// A payment attempt as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Attempt {
+    pub id: String,
+    pub order_id: String,
+    pub provider: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub reference: Option<String>,
+    pub decline_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const ATTEMPT_COLUMNS: &str =
+    "id, order_id, provider, amount, currency, status, reference, decline_reason, created_at, updated_at";
+
+/// Records a pending attempt in the caller's transaction.
+pub async fn create_attempt(
+    conn: &mut Conn<'_>,
+    id: &str,
+    order_id: &str,
+    provider: &str,
+    amount: Money,
+) -> Result<()> {
+    let ts = now();
+    on_conn!(conn, c => sqlx::query(
+        "INSERT INTO payment_attempts (id, order_id, provider, amount, currency, status, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6)",
+    )
+    .bind(id)
+    .bind(order_id)
+    .bind(provider)
+    .bind(amount.amount())
+    .bind(amount.currency().code())
+    .bind(ts)
+    .execute(&mut *c)
+    .await
+    .map(|_| ())
+    .map_err(storage))
+}
+
+/// Moves an attempt from one of `from` to `to`; `false` if it was in another state.
+pub async fn transition(
+    conn: &mut Conn<'_>,
+    id: &str,
+    from: &[AttemptStatus],
+    to: AttemptStatus,
+    reference: Option<&str>,
+    decline_reason: Option<&str>,
+) -> Result<bool> {
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let n = on_conn!(conn, c => sqlx::query(
+        "UPDATE payment_attempts SET status = $2, reference = COALESCE($3, reference), \
+         decline_reason = COALESCE($4, decline_reason), updated_at = $5 \
+         WHERE id = $1 AND status IN ($6, $7, $8)",
+    )
+    .bind(id)
+    .bind(to.as_str())
+    .bind(reference)
+    .bind(decline_reason)
+    .bind(now())
+    .bind(from.first().copied().unwrap_or(""))
+    .bind(from.get(1).copied().unwrap_or(""))
+    .bind(from.get(2).copied().unwrap_or(""))
+    .execute(&mut *c)
+    .await
+    .map(|r| r.rows_affected())
+    .map_err(storage))?;
+    Ok(n == 1)
+}
+
+/// The attempt of an order.
+pub async fn attempt_for_order(conn: &mut Conn<'_>, order_id: &str) -> Result<Option<Attempt>> {
+    let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM payment_attempts WHERE order_id = $1");
+    on_conn!(conn, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(order_id)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(storage))
+}
+
+/// The attempts of several orders, in one query.
+pub async fn attempts_for_orders(conn: &mut Conn<'_>, order_ids: &[String]) -> Result<Vec<Attempt>> {
+    if order_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    on_conn!(conn, c, DB => {
+        let mut qb = sqlx::QueryBuilder::<DB>::new(format!("SELECT {ATTEMPT_COLUMNS} FROM payment_attempts WHERE order_id IN ("));
+        let mut sep = qb.separated(", ");
+        for id in order_ids {
+            sep.push_bind(id.as_str());
+        }
+        qb.push(")");
+        qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)
+    })
+}
+
+/// Attempts whose outcome is not known: `unknown` ones, and `pending` ones older than
+/// `pending_before` (their request died or is hung). Oldest first.
+pub async fn unsettled(db: &Db, pending_before: DateTime<Utc>, limit: i64) -> Result<Vec<Attempt>> {
+    let sql = format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM payment_attempts \
+         WHERE status = 'unknown' OR (status = 'pending' AND created_at < $1) ORDER BY created_at LIMIT $2"
+    );
+    let mut r = db.read().await?;
+    on_conn!(&mut r.conn(), c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(pending_before)
+        .bind(limit)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(storage))
+}

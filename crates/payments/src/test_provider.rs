@@ -1,0 +1,140 @@
+//! The built-in `test` provider. It keeps its own ledger of charges in its own table, as an
+//! outside provider would, so recovery can ask it about an answer that was lost and tests can
+//! count captures per key. Tokens (API.md):
+//!
+//! | token | behaviour |
+//! |---|---|
+//! | `tok_visa` | approved and captured |
+//! | `tok_declined` | declined (`card_declined`) |
+//! | `tok_insufficient_funds` | declined (`insufficient_funds`) |
+//! | `tok_timeout` | the charge is captured, but the answer is lost |
+//! | anything else | declined (`invalid_token`) |
+
+use backroom_db::{Db, on_conn, storage};
+use backroom_kernel::{id, now};
+
+use crate::{BoxFuture, ChargeRequest, ChargeStatus, PaymentProvider, ProviderError, ProviderResult};
+
+pub struct TestProvider {
+    db: Db,
+}
+
+impl TestProvider {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Captures recorded under a key (tests use it to prove "at most one").
+    pub async fn captures(&self, idempotency_key: &str) -> backroom_kernel::Result<i64> {
+        let mut r = self.db.read().await?;
+        on_conn!(&mut r.conn(), c => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM test_provider_charges WHERE idempotency_key = $1 AND status = 'captured'",
+        )
+        .bind(idempotency_key)
+        .fetch_one(&mut *c)
+        .await
+        .map_err(storage))
+    }
+
+    async fn lookup(&self, key: &str) -> ProviderResult {
+        let unavailable = |e: backroom_kernel::Error| ProviderError::Unavailable(e.to_string());
+        let mut r = self.db.read().await.map_err(unavailable)?;
+        let row: Option<(String, Option<String>, String)> = on_conn!(&mut r.conn(), c => sqlx::query_as(
+            "SELECT status, reason, reference FROM test_provider_charges WHERE idempotency_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(|e| ProviderError::Unavailable(e.to_string())))?;
+        Ok(match row {
+            None => ChargeStatus::NotFound,
+            Some((status, reason, reference)) => match status.as_str() {
+                "captured" => ChargeStatus::Captured { reference },
+                "voided" => ChargeStatus::Voided,
+                _ => ChargeStatus::Declined { reason: reason.unwrap_or_else(|| "card_declined".into()) },
+            },
+        })
+    }
+
+    /// Records a charge under `key` unless one is there already (then that one stands).
+    async fn record(&self, req: &ChargeRequest, status: &str, reason: Option<&str>) -> Result<(), ProviderError> {
+        let mut tx = self.db.begin().await.map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+        on_conn!(&mut tx.conn(), c => sqlx::query(
+            "INSERT INTO test_provider_charges (idempotency_key, token, amount, currency, status, reason, reference, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(&req.idempotency_key)
+        .bind(&req.token)
+        .bind(req.amount.amount())
+        .bind(req.amount.currency().code())
+        .bind(status)
+        .bind(reason)
+        .bind(id::new("ch"))
+        .bind(now())
+        .execute(&mut *c)
+        .await
+        .map(|_| ())
+        .map_err(|e| ProviderError::Unavailable(e.to_string())))?;
+        tx.commit().await.map_err(|e| ProviderError::Unavailable(e.to_string()))
+    }
+}
+
+impl PaymentProvider for TestProvider {
+    fn name(&self) -> &'static str {
+        "test"
+    }
+
+    fn authorize(&self, req: ChargeRequest) -> BoxFuture<'_, ProviderResult> {
+        Box::pin(async move {
+            let (status, reason) = match req.token.as_str() {
+                "tok_visa" | "tok_timeout" => ("captured", None),
+                "tok_declined" => ("declined", Some("card_declined")),
+                "tok_insufficient_funds" => ("declined", Some("insufficient_funds")),
+                _ => ("declined", Some("invalid_token")),
+            };
+            self.record(&req, status, reason).await?;
+            if req.token == "tok_timeout" {
+                return Err(ProviderError::Timeout);
+            }
+            // The ledger's row decides: a repeated key answers what happened the first time.
+            self.lookup(&req.idempotency_key).await
+        })
+    }
+
+    fn capture<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult> {
+        Box::pin(self.lookup(idempotency_key))
+    }
+
+    fn void<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult> {
+        Box::pin(async move {
+            // A tombstone: a charge that arrives later under this key finds it and is refused.
+            let mut tx = self.db.begin().await.map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+            on_conn!(&mut tx.conn(), c => sqlx::query(
+                "INSERT INTO test_provider_charges (idempotency_key, token, amount, currency, status, reason, reference, created_at) \
+                 VALUES ($1, '', 0, 'XXX', 'voided', NULL, $2, $3) ON CONFLICT (idempotency_key) DO NOTHING",
+            )
+            .bind(idempotency_key)
+            .bind(id::new("ch"))
+            .bind(now())
+            .execute(&mut *c)
+            .await
+            .map(|_| ())
+            .map_err(|e| ProviderError::Unavailable(e.to_string())))?;
+            tx.commit().await.map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+            self.lookup(idempotency_key).await
+        })
+    }
+
+    fn refund<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult> {
+        Box::pin(async move {
+            match self.lookup(idempotency_key).await? {
+                ChargeStatus::Captured { reference } => Ok(ChargeStatus::Refunded { reference }),
+                other => Ok(other),
+            }
+        })
+    }
+
+    fn status<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult> {
+        Box::pin(self.lookup(idempotency_key))
+    }
+}
