@@ -61,8 +61,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             let inner = e.into_inner();
             match inner.classify() {
                 serde_json::error::Category::Data => {
-                    let field = if path == "." { "body".to_owned() } else { path };
                     let msg = inner.to_string();
+                    // A missing field is reported at its own path, not its parent's.
+                    let missing = msg.strip_prefix("missing field `").and_then(|m| m.split('`').next());
+                    let field = match (path.as_str(), missing) {
+                        (".", Some(name)) => name.to_owned(),
+                        (parent, Some(name)) => format!("{parent}.{name}"),
+                        (".", None) => "body".to_owned(),
+                        (_, None) => path,
+                    };
                     // serde appends " at line 1 column 42"; the path already says where.
                     let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
                     Err(ApiError::Domain(Error::Validation(vec![FieldError::new(field, msg)])))

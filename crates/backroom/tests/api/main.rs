@@ -4,7 +4,9 @@
 mod support;
 
 mod auth;
+mod carts;
 mod catalog;
+mod checkout;
 mod errors;
 mod ops;
 mod stock;

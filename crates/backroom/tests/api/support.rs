@@ -37,6 +37,14 @@ macro_rules! both {
     };
 }
 
+/// A valid checkout body paying with `token`.
+pub fn checkout_body(token: &str) -> Value {
+    json!({"email": "ana@example.com",
+           "shipping_address": {"name": "Ana Silva", "line1": "Rua Augusta 1", "city": "Lisboa",
+                                "postal_code": "1100-048", "country": "PT"},
+           "payment": {"provider": "test", "token": token}})
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
@@ -118,6 +126,48 @@ impl TestApp {
         let bytes = res.bytes().await.expect("body");
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Res { status, content_type, body, headers }
+    }
+
+    /// A request answered as raw bytes (for byte-identical comparisons).
+    pub async fn send_raw(&self, req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+        let res = req.send().await.expect("request is answered");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        (status, headers, res.bytes().await.expect("body").to_vec())
+    }
+
+    /// Creates a cart in `currency` holding `quantity` of each variant; answers its id.
+    pub async fn cart_with(&self, currency: &str, lines: &[(&str, i64)]) -> String {
+        let cart = self
+            .send(self.client.post(self.url("/store/carts")).json(&json!({"currency": currency})))
+            .await
+            .expect(201);
+        let id = cart["id"].as_str().expect("cart id").to_owned();
+        for (variant, quantity) in lines {
+            self.send(
+                self.client
+                    .post(self.url(&format!("/store/carts/{id}/items")))
+                    .json(&json!({"variant_id": variant, "quantity": quantity})),
+            )
+            .await
+            .expect(200);
+        }
+        id
+    }
+
+    /// A checkout request with this key and token.
+    pub fn checkout_req(&self, cart_id: &str, key: Option<&str>, token: &str) -> reqwest::RequestBuilder {
+        let mut req =
+            self.client.post(self.url(&format!("/store/carts/{cart_id}/checkout"))).json(&checkout_body(token));
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        req
+    }
+
+    /// Sets a variant's stock at the default location.
+    pub async fn stock(&self, variant_id: &str, on_hand: i64) {
+        self.admin_put(&format!("/admin/variants/{variant_id}/stock"), json!({"on_hand": on_hand})).await.expect(200);
     }
 
     /// A public request.
