@@ -1,0 +1,273 @@
+//! Crash test: the real binary under checkout load, killed with SIGKILL at random moments
+//! and restarted, several rounds; then the promises are checked against the database:
+//! no acknowledged order lost, nothing stuck in `pending_payment`, no capture without a placed
+//! order (and at most one per order), stock conserved, an `order.placed` event per order.
+//!
+//! Rounds: `BACKROOM_CRASH_ROUNDS` (default 5) on each database.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backroom_db::Db;
+use rand::Rng;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "crash-test-admin-token-0123456789";
+const VARIANTS: usize = 3;
+const ON_HAND: i64 = 60;
+const CLIENTS: usize = 8;
+
+fn start(dir: &std::path::Path, db_url: &str) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_backroom"))
+        .current_dir(dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db_url])
+        .env("BACKROOM_ADMIN_TOKEN", TOKEN)
+        .env("BACKROOM_RECOVERY_INTERVAL", "200ms")
+        .env("BACKROOM_RECOVERY_GRACE", "1s")
+        .env("BACKROOM_LOG", "error")
+        .env_remove("BACKROOM_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("backroom listening on ").unwrap_or_else(|| panic!("got {line:?}")).to_owned();
+    (child, url)
+}
+
+/// What clients were told.
+#[derive(Default)]
+struct Acks {
+    /// 201: the order is placed.
+    placed: HashSet<String>,
+    /// 202: the order exists, payment unknown.
+    pending: HashSet<String>,
+    declined: usize,
+    sold_out: usize,
+}
+
+async fn client(base: String, variants: Vec<String>, acks: Arc<Mutex<Acks>>, deadline: Instant) {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        n += 1;
+        let (variant, qty, token) = {
+            let mut rng = rand::rng();
+            let token = match rng.random_range(0..10) {
+                0 => "tok_declined",
+                1 => "tok_timeout",
+                _ => "tok_visa",
+            };
+            (variants[rng.random_range(0..variants.len())].clone(), rng.random_range(1..=2), token)
+        };
+        let Ok(r) = http.post(format!("{base}/store/carts")).json(&json!({"currency": "EUR"})).send().await else {
+            return;
+        };
+        let Ok(cart) = r.json::<Value>().await else { return };
+        let Some(cart) = cart["id"].as_str().map(str::to_owned) else { return };
+        let Ok(r) = http
+            .post(format!("{base}/store/carts/{cart}/items"))
+            .json(&json!({"variant_id": variant, "quantity": qty}))
+            .send()
+            .await
+        else {
+            return;
+        };
+        if r.status() != 200 {
+            continue; // sold out already
+        }
+        let key = format!("{cart}-{n}");
+        let body = json!({"email": "crash@example.com",
+            "shipping_address": {"name": "C", "line1": "L", "city": "X", "postal_code": "1", "country": "PT"},
+            "payment": {"provider": "test", "token": token}});
+        let Ok(r) = http
+            .post(format!("{base}/store/carts/{cart}/checkout"))
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+            .await
+        else {
+            return;
+        };
+        let status = r.status().as_u16();
+        let Ok(body) = r.json::<Value>().await else { return };
+        let mut a = acks.lock().unwrap();
+        match status {
+            201 => {
+                a.placed.insert(body["id"].as_str().unwrap().to_owned());
+            }
+            202 => {
+                a.pending.insert(body["id"].as_str().unwrap().to_owned());
+            }
+            402 => a.declined += 1,
+            409 => a.sold_out += 1,
+            other => panic!("unexpected answer {other}: {body}"),
+        }
+    }
+}
+
+async fn scalar(db: &Db, sql: &'static str) -> i64 {
+    match db {
+        Db::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_one(reader).await.unwrap(),
+        Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+    }
+}
+
+async fn strings(db: &Db, sql: &'static str) -> Vec<String> {
+    match db {
+        Db::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_all(reader).await.unwrap(),
+        Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
+    }
+}
+
+async fn pairs(db: &Db, sql: &'static str) -> Vec<(String, i64)> {
+    match db {
+        Db::Sqlite { reader, .. } => sqlx::query_as(sql).fetch_all(reader).await.unwrap(),
+        Db::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
+    }
+}
+
+async fn crash_rounds(db_url: String) {
+    let rounds: usize = std::env::var("BACKROOM_CRASH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = start(dir.path(), &db_url);
+    let http = reqwest::Client::new();
+    let variants: Vec<Value> = (0..VARIANTS)
+        .map(|i| json!({"sku": format!("CRASH-{i}"), "prices": [{"amount": 1000 + i as i64, "currency": "EUR"}]}))
+        .collect();
+    let product: Value = http
+        .post(format!("{base}/admin/products"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"title": "Crash", "handle": "crash", "status": "published", "variants": variants}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let variant_ids: Vec<String> =
+        product["variants"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap().to_owned()).collect();
+    for v in &variant_ids {
+        let r = http
+            .put(format!("{base}/admin/variants/{v}/stock"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"on_hand": ON_HAND}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    let acks = Arc::new(Mutex::new(Acks::default()));
+    let mut base = base;
+    for round in 0..rounds {
+        let kill_after = Duration::from_millis(rand::rng().random_range(150..700));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let tasks: Vec<_> = (0..CLIENTS)
+            .map(|_| tokio::spawn(client(base.clone(), variant_ids.clone(), acks.clone(), deadline)))
+            .collect();
+        tokio::time::sleep(kill_after).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let restarted = start(dir.path(), &db_url);
+        child = restarted.0;
+        base = restarted.1;
+        eprintln!("round {round}: killed after {kill_after:?}");
+    }
+
+    // Let recovery settle everything (grace 1 s, interval 200 ms).
+    let db = Db::connect(&backroom_db::ConnectOptions::new(&db_url)).await.unwrap();
+    let mut stuck = i64::MAX;
+    for _ in 0..100 {
+        stuck = scalar(&db, "SELECT COUNT(*) FROM orders WHERE status = 'pending_payment'").await;
+        if stuck == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stuck, 0, "orders stuck in pending_payment after recovery");
+
+    let acks = acks.lock().unwrap();
+    let placed: HashSet<String> =
+        strings(&db, "SELECT id FROM orders WHERE status = 'placed'").await.into_iter().collect();
+    let all: HashSet<String> = strings(&db, "SELECT id FROM orders").await.into_iter().collect();
+    for id in &acks.placed {
+        assert!(placed.contains(id), "acknowledged order {id} is not placed");
+    }
+    for id in &acks.pending {
+        assert!(all.contains(id), "acknowledged pending order {id} is missing");
+    }
+    // Every capture belongs to exactly one placed order, and every placed order has one.
+    let captured_keys =
+        strings(&db, "SELECT idempotency_key FROM test_provider_charges WHERE status = 'captured'").await;
+    let placed_attempts: HashSet<String> = strings(
+        &db,
+        "SELECT a.id FROM payment_attempts a JOIN orders o ON o.id = a.order_id WHERE o.status = 'placed' AND a.status = 'captured'",
+    )
+    .await
+    .into_iter()
+    .collect();
+    assert_eq!(captured_keys.len(), placed_attempts.len(), "captures = placed orders");
+    for k in &captured_keys {
+        assert!(placed_attempts.contains(k), "capture {k} without a placed order");
+    }
+    assert_eq!(placed_attempts.len(), placed.len(), "every placed order has one captured attempt");
+    // Stock adds up.
+    let levels: HashMap<String, i64> =
+        pairs(&db, "SELECT variant_id, on_hand FROM stock_levels").await.into_iter().collect();
+    let reserved: HashMap<String, i64> =
+        pairs(&db, "SELECT variant_id, reserved FROM stock_levels").await.into_iter().collect();
+    let allocated: HashMap<String, i64> =
+        pairs(&db, "SELECT variant_id, allocated FROM stock_levels").await.into_iter().collect();
+    let sold: HashMap<String, i64> = pairs(
+        &db,
+        "SELECT l.variant_id, CAST(SUM(l.quantity) AS BIGINT) FROM order_lines l JOIN orders o ON o.id = l.order_id \
+         WHERE o.status = 'placed' GROUP BY l.variant_id",
+    )
+    .await
+    .into_iter()
+    .collect();
+    for v in &variant_ids {
+        assert_eq!(levels[v], ON_HAND, "on_hand of {v}");
+        assert_eq!(reserved[v], 0, "nothing stays reserved for {v}");
+        assert_eq!(allocated[v], sold.get(v).copied().unwrap_or(0), "allocated = sold for {v}");
+        assert!(allocated[v] <= ON_HAND, "no oversell of {v}");
+    }
+    let events = backroom_db::outbox::list(&db, "order.placed").await.unwrap();
+    let with_event: HashSet<String> = events
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(&e.payload).unwrap()["order_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(with_event, placed, "an order.placed event for every placed order");
+    eprintln!(
+        "{rounds} rounds: {} orders placed ({} acknowledged 201, {} answered 202), {} declined, {} sold out, {} captures",
+        placed.len(),
+        acks.placed.len(),
+        acks.pending.len(),
+        acks.declined,
+        acks.sold_out,
+        captured_keys.len()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_checkout_load_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    crash_rounds(backroom_db::sqlite_url_in(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_checkout_load_on_postgres() {
+    if let Some(url) = backroom_db::testing::fresh_postgres_url().await {
+        crash_rounds(url).await;
+    }
+}
