@@ -194,7 +194,7 @@ async fn crash_rounds(db_url: String) {
     }
     assert_eq!(stuck, 0, "orders stuck in pending_payment after recovery");
 
-    let acks = acks.lock().unwrap();
+    let acks = std::mem::take(&mut *acks.lock().unwrap());
     let placed: HashSet<String> =
         strings(&db, "SELECT id FROM orders WHERE status = 'placed'").await.into_iter().collect();
     let all: HashSet<String> = strings(&db, "SELECT id FROM orders").await.into_iter().collect();
