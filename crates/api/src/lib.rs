@@ -127,6 +127,7 @@ pub fn router(state: AppState) -> Router {
         .route("/store/carts/{id}/checkout", post(checkout::checkout))
         .route("/admin/orders", get(checkout::list_orders))
         .route("/admin/orders/{id}", get(checkout::get_order))
+        .route("/admin/outbox", get(checkout::outbox))
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(middleware::from_fn(track))
         .layer(middleware::from_fn(problems_only))

@@ -20,7 +20,7 @@ use crate::routes::{admin, checkout, ops, store};
         admin::list_keys, admin::create_key, admin::revoke_key,
         store::list_products, store::get_product, store::list_categories,
         checkout::create_cart, checkout::get_cart, checkout::add_item, checkout::set_quantity, checkout::remove_item,
-        checkout::checkout, checkout::list_orders, checkout::get_order,
+        checkout::checkout, checkout::list_orders, checkout::get_order, checkout::outbox,
     ),
     modifiers(&BearerAuth),
     tags(

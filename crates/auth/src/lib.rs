@@ -38,6 +38,8 @@ pub enum Permission {
     InventoryRead,
     InventoryWrite,
     OrdersRead,
+    /// The outbox and other operational views.
+    OpsRead,
     KeysManage,
 }
 

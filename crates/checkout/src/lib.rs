@@ -96,7 +96,10 @@ pub struct Settings {
     pub recovery_interval: Duration,
     /// A `pending` attempt older than this is considered abandoned (`BACKROOM_RECOVERY_GRACE`).
     pub recovery_grace: Duration,
-    /// How long a reservation holds stock (`BACKROOM_RESERVATION_TTL`).
+    /// How long a reservation is meant to hold stock (`BACKROOM_RESERVATION_TTL`). Abandoned
+    /// attempts are settled after `recovery_grace`, well within it; an attempt whose provider
+    /// still cannot be asked when it runs out is reported (log and metric) but keeps its
+    /// stock, since its money may have been taken.
     pub reservation_ttl: Duration,
 }
 
@@ -116,6 +119,8 @@ pub struct Recovered {
     pub placed: usize,
     pub failed: usize,
     pub unreachable: usize,
+    /// Unreachable past the reservation TTL.
+    pub expired: usize,
 }
 
 /// The checkout service.
@@ -462,7 +467,16 @@ impl Checkout {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(attempt = attempt.id, error = %e, "provider unreachable; will ask again");
+                    // The money's fate is unknown, so the stock stays reserved (releasing it
+                    // could sell units a captured order owns). Past the reservation TTL this
+                    // needs a person: say so loudly.
+                    if attempt.created_at < now() - dur(self.settings.reservation_ttl) {
+                        tracing::error!(attempt = attempt.id, order_id = attempt.order_id, error = %e,
+                            "reservation expired but the provider cannot be asked; stock stays held until it answers");
+                        done.expired += 1;
+                    } else {
+                        tracing::warn!(attempt = attempt.id, error = %e, "provider unreachable; will ask again");
+                    }
                     done.unreachable += 1;
                 }
             }
@@ -480,8 +494,14 @@ impl Checkout {
             tokio::select! {
                 _ = &mut stop => return,
                 _ = tick.tick() => {
-                    if let Err(e) = self.recover().await {
-                        tracing::error!(error = %e, "recovery pass failed");
+                    match self.recover().await {
+                        Ok(r) => {
+                            metrics::counter!("recovery_settled_total", "result" => "placed").increment(r.placed as u64);
+                            metrics::counter!("recovery_settled_total", "result" => "failed").increment(r.failed as u64);
+                            metrics::gauge!("recovery_unreachable_attempts").set(r.unreachable as f64);
+                            metrics::gauge!("recovery_expired_attempts").set(r.expired as f64);
+                        }
+                        Err(e) => tracing::error!(error = %e, "recovery pass failed"),
                     }
                 }
             }

@@ -136,6 +136,30 @@ pub async fn stats(db: &Db) -> Result<Stats> {
     Ok(Stats { pending, dead, oldest_pending_seconds })
 }
 
+/// The dead-letter list: events given up on, newest first, with their last error.
+pub async fn dead(db: &Db, limit: i64) -> Result<Vec<DeadEvent>> {
+    let mut r = db.read().await?;
+    on_conn!(&mut r.conn(), c => sqlx::query_as(
+        "SELECT event_id, topic, payload, created_at, attempts, last_error FROM outbox \
+         WHERE dead_at IS NOT NULL ORDER BY id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&mut *c)
+    .await
+    .map_err(storage))
+}
+
+/// An event on the dead-letter list.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+pub struct DeadEvent {
+    pub event_id: String,
+    pub topic: String,
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
 /// Events of a topic, oldest first (for tests and the admin view).
 pub async fn list(db: &Db, topic: &str) -> Result<Vec<Event>> {
     let mut r = db.read().await?;

@@ -407,6 +407,27 @@ impl Orders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever transitions are attempted, in whatever order (a request and the recovery
+        /// worker racing), an order leaves `pending_payment` at most once and never returns.
+        #[test]
+        fn an_order_settles_at_most_once(attempts in proptest::collection::vec(0usize..4, 0..20)) {
+            let mut state = OrderStatus::PendingPayment;
+            let mut moves = 0;
+            for a in attempts {
+                let to = OrderStatus::ALL[a];
+                // The conditional UPDATE: applies only from the expected state.
+                if state == OrderStatus::PendingPayment && state.can_become(to) {
+                    state = to;
+                    moves += 1;
+                }
+            }
+            prop_assert!(moves <= 1);
+            prop_assert!(moves == 0 || state != OrderStatus::PendingPayment);
+        }
+    }
 
     #[test]
     fn only_pending_orders_move() {

@@ -228,3 +228,23 @@ pub async fn get_order(State(s): State<AppState>, staff: Staff, Path(id): Path<S
     staff.require(Permission::OrdersRead)?;
     Ok(Json(s.orders.get(&id).await?))
 }
+
+/// The outbox: how many events wait, how old the oldest is, and the dead-letter list.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct OutboxView {
+    #[serde(flatten)]
+    pub stats: backroom_db::outbox::Stats,
+    pub dead_events: Vec<backroom_db::outbox::DeadEvent>,
+}
+
+#[utoipa::path(get, path = "/admin/outbox", tag = "orders",
+    responses((status = 200, body = OutboxView), (status = 403, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn outbox(State(s): State<AppState>, staff: Staff) -> ApiResult<Json<OutboxView>> {
+    staff.require(Permission::OpsRead)?;
+    let db = s.checkout.db();
+    Ok(Json(OutboxView {
+        stats: backroom_db::outbox::stats(db).await?,
+        dead_events: backroom_db::outbox::dead(db, 100).await?,
+    }))
+}

@@ -346,3 +346,25 @@ both!(untracked_and_backorder_variants_can_be_sold, |app: TestApp| async move {
     let stock = app.admin_get(&format!("/admin/variants/{back}/stock")).await.expect(200);
     assert_eq!((stock["allocated"].as_i64(), stock["available"].as_i64()), (Some(3), Some(-2)));
 });
+
+both!(the_worker_delivers_the_outbox, |app: TestApp| async move {
+    let p = app.product("ob", &["OB-1"]).await;
+    let v = p["variants"][0]["id"].as_str().unwrap().to_owned();
+    let cart = app.cart_with("EUR", &[(&v, 1)]).await;
+    app.send(app.checkout_req(&cart, Some("o-1"), "tok_visa")).await.expect(201);
+    let mut view = Value::Null;
+    for _ in 0..50 {
+        view = app.admin_get("/admin/outbox").await.expect(200);
+        if view["pending"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(view["pending"], 0, "{view}");
+    assert_eq!(view["dead"], 0);
+    assert_eq!(view["dead_events"], json!([]));
+    let viewer = app.admin_post("/admin/api-keys", json!({"name": "v", "role": "viewer"})).await.expect(201);
+    app.as_key(viewer["token"].as_str().unwrap(), reqwest::Method::GET, "/admin/outbox", None)
+        .await
+        .problem(403, "forbidden");
+});
