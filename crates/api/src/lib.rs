@@ -46,12 +46,19 @@ pub struct AppState {
     pub carts: Carts,
     pub checkout: Checkout,
     pub orders: Orders,
+    /// This process's search index; `None` runs listings from the database only.
+    pub search: Option<std::sync::Arc<backroom_search::SearchIndex>>,
     pub metrics: PrometheusHandle,
 }
 
 impl AppState {
     /// The state over `db`; `admin_token` is `BACKROOM_ADMIN_TOKEN`, when set.
-    pub fn new(db: Db, admin_token: Option<&str>, checkout: backroom_checkout::Settings) -> Self {
+    pub fn new(
+        db: Db,
+        admin_token: Option<&str>,
+        checkout: backroom_checkout::Settings,
+        search: Option<std::sync::Arc<backroom_search::SearchIndex>>,
+    ) -> Self {
         Self {
             catalog: Catalog::new(db.clone()),
             inventory: Inventory::new(db.clone()),
@@ -59,6 +66,7 @@ impl AppState {
             carts: Carts::new(db.clone()),
             checkout: Checkout::new(db.clone(), Providers::builtin(db.clone()), checkout),
             orders: Orders::new(db.clone()),
+            search,
             metrics: metrics_handle(),
             db,
         }

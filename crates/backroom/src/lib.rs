@@ -5,8 +5,11 @@ pub mod config;
 pub mod seed;
 pub mod worker;
 
+use std::sync::Arc;
+
 use backroom_api::AppState;
 use backroom_db::{ConnectOptions, Db};
+use backroom_search::SearchIndex;
 
 /// Opens the database and applies migrations.
 pub async fn open_db(url: &str) -> anyhow::Result<Db> {
@@ -18,6 +21,38 @@ pub async fn open_db(url: &str) -> anyhow::Result<Db> {
 }
 
 /// The HTTP app over an open, migrated database.
-pub fn app(db: Db, admin_token: Option<&str>, checkout: backroom_checkout::Settings) -> axum::Router {
-    backroom_api::router(AppState::new(db, admin_token, checkout))
+pub fn app(
+    db: Db,
+    admin_token: Option<&str>,
+    checkout: backroom_checkout::Settings,
+    search: Option<Arc<SearchIndex>>,
+) -> axum::Router {
+    backroom_api::router(AppState::new(db, admin_token, checkout, search))
+}
+
+/// Where a process keeps its search index.
+pub fn search_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("search-index")
+}
+
+/// Opens this process's search index; a clear error when another process holds it.
+pub fn open_search(data_dir: &std::path::Path) -> anyhow::Result<Arc<SearchIndex>> {
+    let dir = search_dir(data_dir);
+    SearchIndex::open(&dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the search index in {}: {e} (each running process needs its own --data-dir)",
+            dir.display()
+        )
+    })
+}
+
+/// The follower that keeps `index` in step with the outbox.
+pub fn follower(db: &Db, index: Arc<SearchIndex>) -> backroom_search::follow::Follower {
+    backroom_search::follow::Follower {
+        db: db.clone(),
+        index,
+        catalog: backroom_catalog::Catalog::new(db.clone()),
+        inventory: backroom_inventory::Inventory::new(db.clone()),
+        on_change: Arc::new(|_| {}),
+    }
 }

@@ -34,6 +34,8 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Rebuild this process's search index from the database.
+    Reindex,
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,8 +100,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let addr = listener.local_addr()?;
             tracing::info!(%addr, database = %backroom::config::redact(&settings.database_url), "backroom listening");
             println!("backroom listening on http://{addr}");
-            let app = backroom::app(db.clone(), settings.admin_token.as_deref(), settings.checkout);
+            let search = backroom::open_search(&settings.data_dir)?;
+            let app =
+                backroom::app(db.clone(), settings.admin_token.as_deref(), settings.checkout, Some(search.clone()));
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let follow = backroom::follower(&db, search);
+            let follow_task = tokio::spawn(
+                follow.run(std::time::Duration::from_millis(200), backroom::worker::stopped(stop_rx.clone())),
+            );
             let checkout = backroom_checkout::Checkout::new(
                 db.clone(),
                 backroom_payments::Providers::builtin(db.clone()),
@@ -115,6 +123,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             for w in workers {
                 let _ = w.await;
             }
+            let _ = follow_task.await;
             db.close().await;
         }
         Command::Migrate => println!("migrations applied"),
@@ -128,6 +137,29 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             eprintln!("created API key {} ({}); the key above is shown only this once", key.id, role);
         }
         Command::Openapi => unreachable!("handled before start-up"),
+        Command::Reindex => {
+            let index = backroom::open_search(&settings.data_dir)?;
+            let position = backroom_search::follow::head(&db).await?;
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} products ({per_sec}, {eta} left)")
+                    .expect("a valid template"),
+            );
+            let started = std::time::Instant::now();
+            let n = backroom_search::rebuild(
+                &index,
+                &backroom_catalog::Catalog::new(db.clone()),
+                &backroom_inventory::Inventory::new(db.clone()),
+                &position,
+                |done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                },
+            )
+            .await?;
+            bar.finish_and_clear();
+            println!("search index rebuilt: {n} products in {:.1?}", started.elapsed());
+        }
     }
     db.close().await;
     Ok(())

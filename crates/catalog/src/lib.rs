@@ -58,6 +58,7 @@ impl Catalog {
         repo::set_attributes(&mut tx.conn(), &id, &valid.attributes).await?;
         repo::set_categories(&mut tx.conn(), &id, &valid.category_ids).await?;
         repo::insert_variants(&mut tx.conn(), &id, &valid.variants, 0, ts).await?;
+        changed(&mut tx, &id, "created").await?;
         let product = load_one(&mut tx, &id).await?;
         tx.commit().await?;
         Ok(product)
@@ -67,6 +68,25 @@ impl Catalog {
     pub async fn product(&self, id: &str) -> Result<Product> {
         let mut r = self.db.read().await?;
         repo::load_products(&mut r.conn(), &[id.to_owned()]).await?.pop().ok_or(Error::not_found("product"))
+    }
+
+    /// Products by id (any status), in the order given; unknown ids are left out.
+    pub async fn products(&self, ids: &[String]) -> Result<Vec<Product>> {
+        let mut r = self.db.read().await?;
+        repo::load_products(&mut r.conn(), ids).await
+    }
+
+    /// Ids of the products in a category or its sub-categories (any status).
+    pub async fn product_ids_in_category(&self, category_id: &str) -> Result<Vec<String>> {
+        let mut r = self.db.read().await?;
+        let filter = ProductFilter { category: Some(category_id.to_owned()), ..Default::default() };
+        repo::list_product_ids(&mut r.conn(), &filter, None, u32::MAX / 2).await
+    }
+
+    /// How many products there are (of one status).
+    pub async fn count_products(&self, status: Option<ProductStatus>) -> Result<u64> {
+        let mut r = self.db.read().await?;
+        repo::count_products(&mut r.conn(), status).await
     }
 
     /// A product by id or handle; with `published_only`, others are "not found".
@@ -123,6 +143,7 @@ impl Catalog {
             check_categories(&mut tx, c, "category_ids").await?;
             repo::set_categories(&mut tx.conn(), id, c).await?;
         }
+        changed(&mut tx, id, "updated").await?;
         let product = load_one(&mut tx, id).await?;
         tx.commit().await?;
         Ok(product)
@@ -136,6 +157,7 @@ impl Catalog {
         if !repo::delete_row(&mut tx.conn(), "products", id).await? {
             return Err(Error::not_found("product"));
         }
+        changed(&mut tx, id, "deleted").await?;
         tx.commit().await
     }
 
@@ -299,6 +321,7 @@ impl Catalog {
         }
         cat.updated_at = now();
         repo::update_category(&mut tx.conn(), &cat).await?;
+        category_changed(&mut tx, id, "updated").await?;
         tx.commit().await?;
         Ok(cat)
     }
@@ -315,6 +338,18 @@ impl Catalog {
     }
 }
 
+/// Tells the rest of the store (search, caches) that a product changed, in the same
+/// transaction as the change (P5).
+async fn changed(tx: &mut Tx, product_id: &str, action: &str) -> Result<()> {
+    backroom_db::outbox::enqueue(
+        &mut tx.conn(),
+        "product.changed",
+        &serde_json::json!({"product_id": product_id, "action": action}),
+    )
+    .await?;
+    Ok(())
+}
+
 async fn load_one(tx: &mut Tx, id: &str) -> Result<Product> {
     repo::load_products(&mut tx.conn(), &[id.to_owned()]).await?.pop().ok_or(Error::not_found("product"))
 }
@@ -323,8 +358,21 @@ async fn load_variant(tx: &mut Tx, id: &str) -> Result<Variant> {
     repo::load_variants(&mut tx.conn(), &[id.to_owned()]).await?.pop().ok_or(Error::not_found("variant"))
 }
 
+/// Marks a product updated because one of its variants changed.
 async fn touch_product(tx: &mut Tx, product_id: &str) -> Result<()> {
     repo::update_row(&mut tx.conn(), "products", product_id, &[], now(), "").await?;
+    changed(tx, product_id, "updated").await
+}
+
+/// A category's name, handle or place changed: its products (and those of its
+/// sub-categories) show it in their category path.
+async fn category_changed(tx: &mut Tx, category_id: &str, action: &str) -> Result<()> {
+    backroom_db::outbox::enqueue(
+        &mut tx.conn(),
+        "category.changed",
+        &serde_json::json!({"category_id": category_id, "action": action}),
+    )
+    .await?;
     Ok(())
 }
 

@@ -264,6 +264,15 @@ pub async fn list_product_ids(
     })
 }
 
+pub async fn count_products(conn: &mut Conn<'_>, status: Option<ProductStatus>) -> Result<u64> {
+    let n: i64 = on_conn!(conn, c => sqlx::query_scalar("SELECT COUNT(*) FROM products WHERE ($1 = '' OR status = $1)")
+        .bind(status.map_or("", ProductStatus::as_str))
+        .fetch_one(&mut *c)
+        .await
+        .map_err(storage))?;
+    Ok(n.max(0) as u64)
+}
+
 /// Which of `ids` name no category.
 pub async fn missing_categories(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<String>> {
     if ids.is_empty() {

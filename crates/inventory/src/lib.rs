@@ -227,6 +227,8 @@ impl Inventory {
         let level = StockLevel::from(row);
         let delta = level.on_hand - before;
         record(&mut conn, &level, delta, 0, 0, reason, actor, ts).await?;
+        backroom_db::outbox::enqueue(&mut conn, "stock.changed", &serde_json::json!({"variant_ids": [variant_id]}))
+            .await?;
         tx.commit().await?;
         Ok(level)
     }

@@ -40,6 +40,12 @@ impl Currency {
         Ok(Currency(c))
     }
 
+    /// Every currency [`Currency::parse`] accepts.
+    pub fn all() -> impl Iterator<Item = Currency> {
+        use iso_currency::IntoEnumIterator;
+        iso_currency::Currency::iter().filter_map(|c| Currency::parse(c.code()).ok())
+    }
+
     pub fn code(self) -> &'static str {
         self.0.code()
     }

@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Path, State};
 use backroom_catalog::{Category, CategoryRef, Product, ProductFilter, ProductStatus};
-use backroom_kernel::{Error, Money, Page, PageRequest};
+use backroom_kernel::{Currency, Error, Money, PageRequest};
+use backroom_search::{SearchParams, Sort};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::error::{ApiResult, Problem};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiQuery;
 use crate::routes::admin::Items;
 
@@ -45,17 +46,158 @@ pub struct StoreVariant {
     pub allow_backorder: bool,
 }
 
-/// Filters of `GET /store/products`.
+/// Parameters of `GET /store/products`. Any other parameter filters by attribute or
+/// option value: `color=white&size=M` (case-insensitive; `size=M,L` or a repeated `size`
+/// means either; different names must all match).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StoreProductsQuery {
     /// 1–100, default 20.
     pub limit: Option<i64>,
     pub cursor: Option<String>,
-    /// Words of the title (at most 256 characters).
+    /// Full text (at most 256 characters): typo tolerant for words of 5+ letters, the last
+    /// word also matches as a prefix.
     pub q: Option<String>,
     /// Category id or handle (sub-categories included).
     pub category: Option<String>,
+    /// `relevance` (default; newest first without `q`), `price_asc`, `price_desc`, `newest`.
+    pub sort: Option<String>,
+    /// ISO 4217 code for price filters, price sorting and price-range facets.
+    pub currency: Option<String>,
+    /// Lowest price in minor units of `currency`, inclusive.
+    pub price_min: Option<i64>,
+    /// Highest price in minor units of `currency`, inclusive.
+    pub price_max: Option<i64>,
+    /// Only products with at least one variant that can be bought now.
+    pub in_stock: Option<bool>,
+    /// Include facet counts (default true when searching).
+    pub facets: Option<bool>,
+}
+
+/// A page of products; `total` and `facets` when the search index answered.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProductList {
+    pub items: Vec<StoreProduct>,
+    pub next_cursor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facets: Option<backroom_search::Facets>,
+}
+
+/// The deepest page a search serves; past it, narrow the search.
+const MAX_OFFSET: u32 = 10_000;
+
+/// Parses the raw query pairs into search parameters; every mistake is reported.
+fn parse_list_query(pairs: &[(String, String)]) -> Result<(SearchParams, PageRequest, bool, bool), Error> {
+    let mut p = backroom_kernel::error::Problems::new();
+    let mut params = SearchParams::default();
+    let (mut limit, mut cursor, mut q) = (None, None, None);
+    let mut wants_facets = None;
+    let mut searching = false;
+    let mut filters: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let int = |p: &mut backroom_kernel::error::Problems, k: &str, v: &str| match v.parse::<i64>() {
+        Ok(n) if (0..=Money::MAX_AMOUNT).contains(&n) => Some(n),
+        _ => {
+            p.add(k, format!("must be a whole number of minor units from 0 to {}", Money::MAX_AMOUNT));
+            None
+        }
+    };
+    for (k, v) in pairs {
+        match k.as_str() {
+            "limit" => limit = Some(v.parse::<i64>().unwrap_or(-1)),
+            "cursor" => cursor = Some(v.clone()),
+            "q" => q = Some(v.clone()),
+            "category" => {
+                params.category = Some(v.clone());
+                searching = true;
+            }
+            "sort" => match Sort::parse(v) {
+                Some(s) => {
+                    params.sort = s;
+                    searching |= s != Sort::Relevance;
+                }
+                None => p.add("sort", "must be relevance, price_asc, price_desc or newest"),
+            },
+            "currency" => params.currency = p.check("currency", Currency::parse(v)),
+            "price_min" => {
+                params.price_min = int(&mut p, "price_min", v);
+                searching = true;
+            }
+            "price_max" => {
+                params.price_max = int(&mut p, "price_max", v);
+                searching = true;
+            }
+            "in_stock" => match v.as_str() {
+                "true" => {
+                    params.in_stock = true;
+                    searching = true;
+                }
+                "false" => {}
+                _ => p.add("in_stock", "must be true or false"),
+            },
+            "facets" => match v.as_str() {
+                "true" => wants_facets = Some(true),
+                "false" => wants_facets = Some(false),
+                _ => p.add("facets", "must be true or false"),
+            },
+            name => {
+                let valid = |s: &str| !s.is_empty() && s.chars().count() <= 100 && !s.chars().any(char::is_control);
+                if !valid(name) {
+                    p.add(name.chars().take(100).collect::<String>(), "is not a parameter or an attribute name");
+                    continue;
+                }
+                for value in v.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+                    if !valid(value) {
+                        p.add(name, "values must be 1–100 characters");
+                    }
+                    filters.entry(name.to_lowercase()).or_default().push(value.to_owned());
+                }
+                searching = true;
+            }
+        }
+    }
+    if filters.len() > 20 {
+        p.add("query", "at most 20 attribute filters");
+    }
+    params.filters = filters.into_iter().collect();
+    let q = match check_q(q) {
+        Ok(q) => q,
+        Err(Error::Validation(errs)) => {
+            for e in errs {
+                p.add(e.field, e.message);
+            }
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    searching |= q.is_some();
+    params.q = q;
+    if let (Some(lo), Some(hi)) = (params.price_min, params.price_max)
+        && lo > hi
+    {
+        p.add("price_min", "must not be above price_max");
+    }
+    let needs_currency = params.price_min.is_some()
+        || params.price_max.is_some()
+        || matches!(params.sort, Sort::PriceAsc | Sort::PriceDesc);
+    if needs_currency && params.currency.is_none() && !pairs.iter().any(|(k, _)| k == "currency") {
+        p.add("currency", "is required to filter or sort by price");
+    }
+    let page = match PageRequest::parse(limit, cursor.as_deref()) {
+        Ok(page) => Some(page),
+        Err(Error::Validation(errs)) => {
+            for e in errs {
+                p.add(e.field, e.message);
+            }
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    p.finish()?;
+    let page = page.expect("checked");
+    let facets = wants_facets.unwrap_or(searching);
+    Ok((params, page, searching || facets, facets))
 }
 
 /// Refuses an over-long `q`; an empty one means no filter.
@@ -100,15 +242,65 @@ async fn to_store(s: &AppState, products: Vec<Product>) -> ApiResult<Vec<StorePr
 }
 
 #[utoipa::path(get, path = "/store/products", tag = "storefront", params(StoreProductsQuery),
-    responses((status = 200, body = Page<StoreProduct>), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = ProductList), (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The search index is being rebuilt; plain listing still works", body = Problem, content_type = "application/problem+json")))]
 pub async fn list_products(
     State(s): State<AppState>,
-    ApiQuery(q): ApiQuery<StoreProductsQuery>,
-) -> ApiResult<Json<Page<StoreProduct>>> {
-    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
-    let filter = ProductFilter { status: Some(ProductStatus::Published), q: check_q(q.q)?, category: q.category };
-    let found = s.catalog.list_products(&filter, &page).await?;
-    Ok(Json(Page { items: to_store(&s, found.items).await?, next_cursor: found.next_cursor }))
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
+) -> ApiResult<Json<ProductList>> {
+    let (mut params, page, searching, with_facets) = parse_list_query(&pairs)?;
+    let index = s.search.as_ref().filter(|i| i.is_ready());
+    let Some(index) = index.filter(|_| searching) else {
+        // A plain listing (or no index yet): straight from the database, always fresh.
+        let plain_enough = params.filters.is_empty()
+            && params.price_min.is_none()
+            && params.price_max.is_none()
+            && !params.in_stock
+            && matches!(params.sort, Sort::Relevance | Sort::Newest);
+        if searching && !plain_enough {
+            return Err(ApiError::Custom {
+                status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                code: "search_unavailable",
+                title: "Search unavailable",
+                detail: "the search index is being built; plain listing works meanwhile".into(),
+                extra: serde_json::Value::Null,
+            });
+        }
+        let filter = ProductFilter { status: Some(ProductStatus::Published), q: params.q, category: params.category };
+        let found = s.catalog.list_products(&filter, &page).await?;
+        return Ok(Json(ProductList {
+            items: to_store(&s, found.items).await?,
+            next_cursor: found.next_cursor,
+            total: None,
+            facets: None,
+        }));
+    };
+    let offset: u32 = match &page.after {
+        None => 0,
+        Some(c) => {
+            c.0.strip_prefix('o')
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| Error::field("cursor", "is not a cursor of this search"))?
+        }
+    };
+    if offset > MAX_OFFSET {
+        return Err(Error::field("cursor", "pages this deep are not served; narrow the search").into());
+    }
+    params.limit = page.limit;
+    params.offset = offset;
+    let idx = index.clone();
+    let found = tokio::task::spawn_blocking(move || idx.search(&params)).await.map_err(Error::internal)??;
+    // What the results show comes from the database, like the product page and the cart (P4).
+    let products: Vec<Product> =
+        s.catalog.products(&found.ids).await?.into_iter().filter(|p| p.status == ProductStatus::Published).collect();
+    let next = offset + page.limit;
+    let next_cursor = (u64::from(next) < found.total).then(|| backroom_kernel::Cursor::encode(&format!("o{next}")));
+    Ok(Json(ProductList {
+        items: to_store(&s, products).await?,
+        next_cursor,
+        total: Some(found.total),
+        facets: with_facets.then_some(found.facets),
+    }))
 }
 
 #[utoipa::path(get, path = "/store/products/{id_or_handle}", tag = "storefront", params(("id_or_handle" = String, Path)),

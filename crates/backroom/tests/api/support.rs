@@ -99,13 +99,18 @@ impl TestApp {
             recovery_interval: std::time::Duration::from_millis(200),
             ..Default::default()
         };
-        let app = backroom::app(db.clone(), Some(ADMIN_TOKEN), settings);
+        let search = backroom::open_search(dir.path()).expect("search index");
+        let app = backroom::app(db.clone(), Some(ADMIN_TOKEN), settings, Some(search.clone()));
         let checkout =
             backroom_checkout::Checkout::new(db.clone(), backroom_payments::Providers::builtin(db.clone()), settings);
         // The worker runs for the whole test (the sender is leaked on purpose).
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         std::mem::forget(stop_tx);
-        backroom::worker::spawn(db.clone(), checkout, Vec::new(), stop_rx);
+        backroom::worker::spawn(db.clone(), checkout, Vec::new(), stop_rx.clone());
+        tokio::spawn(
+            backroom::follower(&db, search)
+                .run(std::time::Duration::from_millis(50), backroom::worker::stopped(stop_rx)),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         tokio::spawn(async move {
@@ -168,6 +173,21 @@ impl TestApp {
     /// Sets a variant's stock at the default location.
     pub async fn stock(&self, variant_id: &str, on_hand: i64) {
         self.admin_put(&format!("/admin/variants/{variant_id}/stock"), json!({"on_hand": on_hand})).await.expect(200);
+    }
+
+    /// GETs `path` until `done` holds for the answer (the search index follows the outbox
+    /// within a second); fails after 5 s.
+    pub async fn get_until(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..100 {
+            let r = self.get(path).await;
+            if r.status == 200 && done(&r.body) {
+                return r.body;
+            }
+            last = r.body;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{path} never satisfied the condition; last answer: {last}");
     }
 
     /// A public request.
