@@ -282,6 +282,7 @@ impl Catalog {
         if !repo::insert_category(&mut tx.conn(), &cat).await? {
             return Err(Error::conflict("conflict", format!("a category with handle `{}` already exists", cat.handle)));
         }
+        category_changed(&mut tx, &cat.id, "created").await?;
         tx.commit().await?;
         Ok(cat)
     }
@@ -334,6 +335,7 @@ impl Catalog {
         if !repo::delete_category(&mut tx.conn(), id).await? {
             return Err(Error::conflict("category_has_children", "move or delete its sub-categories first"));
         }
+        category_changed(&mut tx, id, "deleted").await?;
         tx.commit().await
     }
 }

@@ -151,6 +151,9 @@ impl Follower {
     pub async fn step(&self, position: &str) -> Result<String> {
         let (rows, next) = read(&self.db, position).await?;
         let mut c = changes(&rows);
+        if !rows.is_empty() {
+            tracing::debug!(events = rows.len(), from = position, to = %next, changes = ?c, "search index follows the outbox");
+        }
         if c.is_empty() {
             if next != position {
                 // Nothing for the index, but remember how far we read.

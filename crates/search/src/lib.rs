@@ -240,6 +240,7 @@ impl SearchIndex {
             writer.delete_term(Term::from_field_text(self.fields.id, &p.id));
             if p.status == ProductStatus::Published {
                 let doc = self.document(p, available);
+                tracing::debug!(product = p.id, categories = ?p.categories.iter().map(|c| self.category_path(&c.id)).collect::<Vec<_>>(), "indexing");
                 writer.add_document(doc).map_err(tantivy_err)?;
             }
         }

@@ -89,6 +89,10 @@ impl TestApp {
     }
 
     pub async fn try_spawn(backend: Backend) -> Option<TestApp> {
+        // Quiet unless TEST_LOG is set (then it is the filter, such as `debug`).
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
         let dir = tempfile::tempdir().expect("temp dir");
         let url = match backend {
             Backend::Sqlite => backroom_db::sqlite_url_in(dir.path()),
