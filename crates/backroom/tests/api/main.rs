@@ -9,4 +9,5 @@ mod catalog;
 mod checkout;
 mod errors;
 mod ops;
+mod search;
 mod stock;

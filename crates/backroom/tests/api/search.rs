@@ -1,0 +1,196 @@
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::both;
+use crate::support::TestApp;
+
+fn titles(body: &Value) -> Vec<String> {
+    body["items"].as_array().unwrap().iter().map(|p| p["title"].as_str().unwrap().to_owned()).collect()
+}
+
+fn variant(sku: &str, options: Value, eur: i64) -> Value {
+    json!({"sku": sku, "options": options, "prices": [{"amount": eur, "currency": "EUR"}, {"amount": eur + 400, "currency": "USD"}]})
+}
+
+/// A small catalog; answers once the index holds all four products.
+async fn shop(app: &TestApp) {
+    let clothing = app.admin_post("/admin/categories", json!({"name": "Clothing"})).await.expect(201);
+    let shirts =
+        app.admin_post("/admin/categories", json!({"name": "Shirts", "parent_id": clothing["id"]})).await.expect(201);
+    let shoes = app.admin_post("/admin/categories", json!({"name": "Shoes"})).await.expect(201);
+    let products = [
+        json!({"title": "Linen shirt", "description": "Breezy summer linen", "category_ids": [shirts["id"]],
+               "attributes": {"brand": "Nordhavn"},
+               "variants": [variant("LIN-M-W", json!({"color": "White", "size": "M"}), 4900), variant("LIN-L-N", json!({"color": "Navy", "size": "L"}), 5200)]}),
+        json!({"title": "Oxford shirt", "description": "Button-down cotton", "category_ids": [shirts["id"]],
+               "attributes": {"brand": "Atelier"}, "variants": [variant("OXF-M-W", json!({"color": "White", "size": "M"}), 5900)]}),
+        json!({"title": "Trail runner", "description": "Grippy shoes for muddy trails", "category_ids": [shoes["id"]],
+               "attributes": {"brand": "Ridgeway"}, "variants": [variant("TRL-42", json!({"color": "Olive", "size": "42"}), 12900)]}),
+        json!({"title": "Canvas tote", "description": "Carries everything", "variants": [variant("TOTE", json!({"color": "Sand"}), 2500)]}),
+    ];
+    for mut p in products {
+        p["status"] = json!("published");
+        let created = app.admin_post("/admin/products", p).await.expect(201);
+        for v in created["variants"].as_array().unwrap() {
+            let stock = if v["sku"] == "TRL-42" { 0 } else { 10 };
+            if v["sku"] != "TOTE" {
+                app.stock(v["id"].as_str().unwrap(), stock).await;
+            }
+        }
+    }
+    app.get_until("/store/products?facets=true&in_stock=false", |b| b["total"] == 4).await;
+    // Stock events are applied too.
+    app.get_until("/store/products?in_stock=true", |b| b["total"] == 3).await;
+}
+
+both!(search_finds_filters_sorts_and_counts, |app: TestApp| async move {
+    shop(&app).await;
+    let s = |path: &'static str| {
+        let app = &app;
+        async move { app.get(path).await.expect(200) }
+    };
+    assert_eq!(titles(&s("/store/products?q=linen").await), ["Linen shirt"]);
+    assert_eq!(titles(&s("/store/products?q=linnen").await), ["Linen shirt"], "one typo in a longer word");
+    assert_eq!(titles(&s("/store/products?q=oxf").await), ["Oxford shirt"], "prefix of the last word");
+    assert_eq!(titles(&s("/store/products?q=LIN-M-W").await), ["Linen shirt"], "SKUs are searchable");
+    assert_eq!(s("/store/products?q=shirt").await["total"], 2);
+    assert_eq!(s("/store/products?q=muddy%20trails").await["total"], 1, "descriptions are searchable");
+    assert_eq!(s("/store/products?q=olive").await["total"], 1, "option values are searchable");
+    assert_eq!(s("/store/products?q=zzzzzz").await["total"], 0);
+    // Query syntax is just text.
+    for q in ["shirt%20AND%20(title:%22", "%2B%2B%2B", "%5B%7B%7D%5D", "*", "~2"] {
+        app.get(&format!("/store/products?q={q}")).await.expect(200);
+    }
+
+    assert_eq!(s("/store/products?category=clothing").await["total"], 2, "sub-categories count");
+    assert_eq!(s("/store/products?category=shoes").await["total"], 1);
+    assert_eq!(s("/store/products?category=nowhere").await["total"], 0);
+    assert_eq!(s("/store/products?color=white").await["total"], 2);
+    assert_eq!(s("/store/products?color=White&size=M").await["total"], 2);
+    // Names match at product level: some variant is navy, some variant is M.
+    assert_eq!(s("/store/products?color=navy&size=m").await["total"], 1);
+    assert_eq!(s("/store/products?color=olive,white").await["total"], 3);
+    assert_eq!(s("/store/products?brand=ridgeway").await["total"], 1, "attributes filter too");
+
+    let eur = s("/store/products?currency=EUR&price_min=5000&price_max=20000&sort=price_asc").await;
+    assert_eq!(titles(&eur), ["Oxford shirt", "Trail runner"]);
+    assert_eq!(
+        titles(&s("/store/products?in_stock=true&sort=price_asc&currency=EUR").await),
+        ["Canvas tote", "Linen shirt", "Oxford shirt"]
+    );
+    assert_eq!(
+        titles(&s("/store/products?sort=price_desc&currency=USD").await),
+        ["Trail runner", "Oxford shirt", "Linen shirt", "Canvas tote"]
+    );
+    assert_eq!(titles(&s("/store/products?sort=newest").await)[0], "Canvas tote");
+
+    // Facets for the current filters.
+    let all = s("/store/products?currency=EUR&facets=true").await;
+    let f = &all["facets"];
+    assert_eq!(f["categories"], json!([{"value": "clothing", "count": 2}, {"value": "shoes", "count": 1}]));
+    assert_eq!(
+        f["attributes"]["color"],
+        json!([{"value": "White", "count": 2}, {"value": "Navy", "count": 1}, {"value": "Olive", "count": 1}, {"value": "Sand", "count": 1}])
+    );
+    assert_eq!(f["attributes"]["brand"].as_array().unwrap().len(), 3);
+    let ranges: Vec<(i64, i64)> = f["price_ranges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["min"].as_i64().unwrap(), r["count"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(ranges[..4], [(0, 0), (2500, 2), (5000, 1), (10000, 1)]);
+    let shirts = s("/store/products?category=clothing&currency=EUR").await;
+    assert_eq!(
+        shirts["facets"]["categories"],
+        json!([{"value": "shirts", "count": 2}]),
+        "children of the selected category"
+    );
+    assert_eq!(
+        shirts["facets"]["attributes"]["color"],
+        json!([{"value": "White", "count": 2}, {"value": "Navy", "count": 1}])
+    );
+
+    // Pages.
+    let first = s("/store/products?sort=price_asc&currency=EUR&limit=3").await;
+    assert_eq!(first["items"].as_array().unwrap().len(), 3);
+    let next = first["next_cursor"].as_str().unwrap().to_owned();
+    let rest = app.get(&format!("/store/products?sort=price_asc&currency=EUR&limit=3&cursor={next}")).await.expect(200);
+    assert_eq!(titles(&rest), ["Trail runner"]);
+    assert_eq!(rest["next_cursor"], Value::Null);
+    // Results show what the product page shows: prices and availability from the database.
+    let runner = &rest["items"][0];
+    assert_eq!(runner["variants"][0]["available"], 0);
+    assert_eq!(runner["variants"][0]["prices"][0], json!({"amount": 12900, "currency": "EUR"}));
+});
+
+both!(bad_search_input_is_refused, |app: TestApp| async move {
+    app.get_until("/store/products?facets=true", |b| b["total"] == 0).await;
+    for (query, field) in [
+        ("sort=cheapest", "sort"),
+        ("currency=EUR&price_min=-1", "price_min"),
+        ("currency=EUR&price_max=abc", "price_max"),
+        ("currency=EUR&price_min=500&price_max=100", "price_min"),
+        ("price_min=100", "currency"),
+        ("sort=price_asc", "currency"),
+        ("currency=EURO", "currency"),
+        ("currency=XYZ&sort=price_asc", "currency"),
+        ("limit=101", "limit"),
+        ("limit=-5", "limit"),
+        ("cursor=garbage", "cursor"),
+        ("in_stock=maybe", "in_stock"),
+        ("facets=1", "facets"),
+    ] {
+        let r = app.get(&format!("/store/products?{query}")).await.problem(422, "validation_failed");
+        assert!(r["errors"].as_array().unwrap().iter().any(|e| e["field"] == field), "{query}: {r}");
+    }
+    let long = "a".repeat(257);
+    app.get(&format!("/store/products?q={long}")).await.problem(422, "validation_failed");
+    app.get(&format!("/store/products?q={}", "a".repeat(256))).await.expect(200);
+    // A cursor of the database listing is not one of a search.
+    app.get("/store/products?q=x&cursor=c1.prod_01abc").await.problem(422, "validation_failed");
+});
+
+both!(the_index_follows_changes_within_a_second, |app: TestApp| async move {
+    app.get_until("/store/products?facets=true", |b| b["total"] == 0).await;
+    let started = Instant::now();
+    let p = app.product("lagtest", &["LAG-1"]).await;
+    app.get_until("/store/products?q=lagtest", |b| b["total"] == 1).await;
+    eprintln!("search sync lag ({:?}): {:?}", app.db.dialect(), started.elapsed());
+    // Archived: gone from search. Deleted: gone too.
+    let id = p["id"].as_str().unwrap();
+    app.admin_patch(&format!("/admin/products/{id}"), json!({"status": "archived"})).await.expect(200);
+    app.get_until("/store/products?q=lagtest", |b| b["total"] == 0).await;
+    app.admin_patch(&format!("/admin/products/{id}"), json!({"status": "published", "title": "Renamed thing"}))
+        .await
+        .expect(200);
+    app.get_until("/store/products?q=renamed", |b| b["total"] == 1).await;
+    app.admin_delete(&format!("/admin/products/{id}")).await.expect(204);
+    app.get_until("/store/products?q=renamed", |b| b["total"] == 0).await;
+    assert!(started.elapsed() < Duration::from_secs(30));
+});
+
+both!(one_price_everywhere, |app: TestApp| async move {
+    let p = app.product("priced", &["PRICED-1"]).await;
+    let v = p["variants"][0]["id"].as_str().unwrap().to_owned();
+    app.stock(&v, 5).await;
+    app.get_until("/store/products?q=priced", |b| b["total"] == 1).await;
+    app.admin_patch(&format!("/admin/variants/{v}"), json!({"prices": [{"amount": 3333, "currency": "EUR"}]}))
+        .await
+        .expect(200);
+    // At once, before the index has caught up: every view shows the new price.
+    let listed = app.get("/store/products?q=priced").await.expect(200);
+    let plain = app.get("/store/products").await.expect(200);
+    let page = app.get("/store/products/priced").await.expect(200);
+    let cart = app.cart_with("EUR", &[(&v, 1)]).await;
+    let cart = app.get(&format!("/store/carts/{cart}")).await.expect(200);
+    let want = json!({"amount": 3333, "currency": "EUR"});
+    assert_eq!(listed["items"][0]["variants"][0]["prices"][0], want);
+    assert_eq!(plain["items"][0]["variants"][0]["prices"][0], want);
+    assert_eq!(page["variants"][0]["prices"][0], want);
+    assert_eq!(cart["items"][0]["unit_price"], want);
+    assert_eq!(listed["items"][0]["variants"][0]["available"], page["variants"][0]["available"]);
+    // And the index catches up for price filters.
+    app.get_until("/store/products?currency=EUR&price_max=3333", |b| b["total"] == 1).await;
+});
