@@ -2,6 +2,7 @@
 //! problem+json, the OpenAPI document, and request metrics. Modules never see HTTP; this
 //! crate turns their results and errors into responses.
 
+pub mod cache;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub orders: Orders,
     /// This process's search index; `None` runs listings from the database only.
     pub search: Option<std::sync::Arc<backroom_search::SearchIndex>>,
+    /// Cached public catalog answers; see [`cache`].
+    pub cache: std::sync::Arc<cache::ResponseCache>,
     pub metrics: PrometheusHandle,
 }
 
@@ -67,6 +70,7 @@ impl AppState {
             checkout: Checkout::new(db.clone(), Providers::builtin(db.clone()), checkout),
             orders: Orders::new(db.clone()),
             search,
+            cache: Default::default(),
             metrics: metrics_handle(),
             db,
         }
@@ -137,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/orders/{id}", get(checkout::get_order))
         .route("/admin/outbox", get(checkout::outbox))
         .fallback(|| async { ApiError::RouteNotFound })
+        .layer(middleware::from_fn_with_state(state.clone(), cache::layer))
         .layer(middleware::from_fn(track))
         .layer(middleware::from_fn(problems_only))
         .layer(DefaultBodyLimit::max(MAX_BODY))

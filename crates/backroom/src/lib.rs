@@ -26,8 +26,9 @@ pub fn app(
     admin_token: Option<&str>,
     checkout: backroom_checkout::Settings,
     search: Option<Arc<SearchIndex>>,
-) -> axum::Router {
-    backroom_api::router(AppState::new(db, admin_token, checkout, search))
+) -> (axum::Router, AppState) {
+    let state = AppState::new(db, admin_token, checkout, search);
+    (backroom_api::router(state.clone()), state)
 }
 
 /// Where a process keeps its search index.
@@ -46,13 +47,15 @@ pub fn open_search(data_dir: &std::path::Path) -> anyhow::Result<Arc<SearchIndex
     })
 }
 
-/// The follower that keeps `index` in step with the outbox.
-pub fn follower(db: &Db, index: Arc<SearchIndex>) -> backroom_search::follow::Follower {
+/// The follower that keeps `index` in step with the outbox and drops the process's cached
+/// catalog answers when something changed.
+pub fn follower(state: &AppState, index: Arc<SearchIndex>) -> backroom_search::follow::Follower {
+    let cache = state.cache.clone();
     backroom_search::follow::Follower {
-        db: db.clone(),
+        db: state.db.clone(),
         index,
-        catalog: backroom_catalog::Catalog::new(db.clone()),
-        inventory: backroom_inventory::Inventory::new(db.clone()),
-        on_change: Arc::new(|_| {}),
+        catalog: backroom_catalog::Catalog::new(state.db.clone()),
+        inventory: backroom_inventory::Inventory::new(state.db.clone()),
+        on_change: Arc::new(move |_| cache.invalidate()),
     }
 }

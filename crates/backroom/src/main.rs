@@ -94,17 +94,17 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     let db = backroom::open_db(&settings.database_url).await?;
     match command {
         Command::Serve => {
+            let search = backroom::open_search(&settings.data_dir)?;
             let listener = tokio::net::TcpListener::bind(settings.listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
             let addr = listener.local_addr()?;
             tracing::info!(%addr, database = %backroom::config::redact(&settings.database_url), "backroom listening");
             println!("backroom listening on http://{addr}");
-            let search = backroom::open_search(&settings.data_dir)?;
-            let app =
+            let (app, state) =
                 backroom::app(db.clone(), settings.admin_token.as_deref(), settings.checkout, Some(search.clone()));
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            let follow = backroom::follower(&db, search);
+            let follow = backroom::follower(&state, search);
             let follow_task = tokio::spawn(
                 follow.run(std::time::Duration::from_millis(200), backroom::worker::stopped(stop_rx.clone())),
             );

@@ -194,3 +194,44 @@ both!(one_price_everywhere, |app: TestApp| async move {
     // And the index catches up for price filters.
     app.get_until("/store/products?currency=EUR&price_max=3333", |b| b["total"] == 1).await;
 });
+
+both!(catalog_reads_carry_etags_and_cache_headers, |app: TestApp| async move {
+    let p = app.product("cached", &["CACHED-1"]).await;
+    let v = p["variants"][0]["id"].as_str().unwrap().to_owned();
+    let url = app.url("/store/products/cached");
+    let first = app.client.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"'));
+    assert!(first.headers()["cache-control"].to_str().unwrap().contains("public"));
+    let body = first.text().await.unwrap();
+    let again = app.client.get(&url).header("If-None-Match", &etag).send().await.unwrap();
+    assert_eq!(again.status(), 304);
+    assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
+    assert!(again.text().await.unwrap().is_empty());
+    assert_eq!(
+        app.client.get(&url).send().await.unwrap().text().await.unwrap(),
+        body,
+        "a cache hit is the same answer"
+    );
+
+    // A write through this process: the next read is fresh at once.
+    app.admin_patch(&format!("/admin/variants/{v}"), json!({"prices": [{"amount": 7777, "currency": "EUR"}]}))
+        .await
+        .expect(200);
+    let changed = app.client.get(&url).header("If-None-Match", &etag).send().await.unwrap();
+    assert_eq!(changed.status(), 200);
+    let new_etag = changed.headers()["etag"].to_str().unwrap().to_owned();
+    assert_ne!(new_etag, etag);
+    let changed: Value = changed.json().await.unwrap();
+    assert_eq!(changed["variants"][0]["prices"][0]["amount"], 7777);
+
+    // A write that did not pass through this process's HTTP layer (as from another
+    // process): the outbox follower drops the cache.
+    let catalog = backroom_catalog::Catalog::new(app.db.clone());
+    let patch: backroom_catalog::VariantPatch =
+        serde_json::from_value(json!({"prices": [{"amount": 8888, "currency": "EUR"}]})).unwrap();
+    catalog.update_variant(&v, &patch).await.unwrap();
+    app.get_until("/store/products/cached", |b| b["variants"][0]["prices"][0]["amount"] == 8888).await;
+    app.get_until("/store/products", |b| b["items"][0]["variants"][0]["prices"][0]["amount"] == 8888).await;
+});

@@ -104,7 +104,7 @@ impl TestApp {
             ..Default::default()
         };
         let search = backroom::open_search(dir.path()).expect("search index");
-        let app = backroom::app(db.clone(), Some(ADMIN_TOKEN), settings, Some(search.clone()));
+        let (app, state) = backroom::app(db.clone(), Some(ADMIN_TOKEN), settings, Some(search.clone()));
         let checkout =
             backroom_checkout::Checkout::new(db.clone(), backroom_payments::Providers::builtin(db.clone()), settings);
         // The worker runs for the whole test (the sender is leaked on purpose).
@@ -112,7 +112,7 @@ impl TestApp {
         std::mem::forget(stop_tx);
         backroom::worker::spawn(db.clone(), checkout, Vec::new(), stop_rx.clone());
         tokio::spawn(
-            backroom::follower(&db, search)
+            backroom::follower(&state, search)
                 .run(std::time::Duration::from_millis(50), backroom::worker::stopped(stop_rx)),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -1,0 +1,145 @@
+//! Public catalog reads: an in-process response cache, `ETag` with `If-None-Match` → `304`,
+//! and `Cache-Control` fit for a CDN.
+//!
+//! The cache is dropped as a whole whenever the catalog or stock may have changed: at once
+//! for writes made through this process (any successful non-GET request), and through the
+//! outbox follower for writes made by other processes. Dropping everything is O(1) (a new
+//! generation) and keeps the rule simple enough to trust: a cached answer never outlives a
+//! change this process knows about (P4). Written here rather than with a cache crate because
+//! whole-generation invalidation is the only eviction it needs, besides a size cap.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use crate::AppState;
+
+/// What public catalog answers say to browsers and CDNs: short-lived, revalidated by ETag.
+pub const CACHE_CONTROL: &str = "public, max-age=5, stale-while-revalidate=30";
+
+/// Entries kept at most; past it the cache starts over.
+const MAX_ENTRIES: usize = 20_000;
+
+#[derive(Clone)]
+struct Entry {
+    body: Bytes,
+    etag: HeaderValue,
+    content_type: HeaderValue,
+}
+
+/// The response cache of one process.
+#[derive(Default)]
+pub struct ResponseCache {
+    generation: AtomicU64,
+    entries: RwLock<HashMap<String, (u64, Entry)>>,
+}
+
+impl ResponseCache {
+    /// Forgets every cached answer.
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.entries.write().expect("cache lock").clear();
+    }
+
+    fn get(&self, key: &str) -> Option<Entry> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let entries = self.entries.read().expect("cache lock");
+        entries.get(key).filter(|(g, _)| *g == generation).map(|(_, e)| e.clone())
+    }
+
+    /// Stores an answer computed when the generation was `generation`, unless the cache has
+    /// been invalidated since (the answer may predate the change).
+    fn put(&self, key: String, generation: u64, entry: Entry) {
+        let mut entries = self.entries.write().expect("cache lock");
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
+        if entries.len() >= MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(key, (generation, entry));
+    }
+}
+
+fn etag_of(body: &[u8]) -> HeaderValue {
+    let digest = Sha256::digest(body);
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    HeaderValue::from_str(&format!("\"{hex}\"")).expect("hex is a valid header value")
+}
+
+fn not_modified(req_headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    req_headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == etag))
+}
+
+fn answer(entry: &Entry, req_headers: &HeaderMap) -> Response {
+    let mut res = if not_modified(req_headers, &entry.etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut r = Response::new(Body::from(entry.body.clone()));
+        r.headers_mut().insert(header::CONTENT_TYPE, entry.content_type.clone());
+        r
+    };
+    res.headers_mut().insert(header::ETAG, entry.etag.clone());
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL));
+    res
+}
+
+fn is_public_catalog(path: &str) -> bool {
+    path == "/store/products" || path.starts_with("/store/products/") || path == "/store/categories"
+}
+
+/// The middleware: serves public catalog GETs from the cache, and invalidates the cache
+/// after every successful write through this process.
+pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    if method != Method::GET && method != Method::HEAD {
+        let res = next.run(req).await;
+        if res.status().is_success()
+            || res.status() == StatusCode::PAYMENT_REQUIRED
+            || res.status() == StatusCode::ACCEPTED
+        {
+            s.cache.invalidate();
+        }
+        return res;
+    }
+    if !is_public_catalog(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let key = req.uri().to_string();
+    let headers = req.headers().clone();
+    if let Some(hit) = s.cache.get(&key) {
+        metrics::counter!("catalog_cache_total", "result" => "hit").increment(1);
+        return answer(&hit, &headers);
+    }
+    metrics::counter!("catalog_cache_total", "result" => "miss").increment(1);
+    let generation = s.cache.generation.load(Ordering::SeqCst);
+    let res = next.run(req).await;
+    if res.status() != StatusCode::OK {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let entry = Entry {
+        etag: etag_of(&bytes),
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("application/json")),
+        body: bytes,
+    };
+    s.cache.put(key, generation, entry.clone());
+    answer(&entry, &headers)
+}
