@@ -1,6 +1,7 @@
 //! The `backroom` binary's library: settings, start-up, and the demo seed. `main.rs` only
 //! parses the command line.
 
+pub mod bench;
 pub mod config;
 pub mod seed;
 pub mod worker;

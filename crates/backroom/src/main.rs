@@ -36,6 +36,37 @@ enum Command {
     Openapi,
     /// Rebuild this process's search index from the database.
     Reindex,
+    /// Benchmarks that print figures (see docs/benchmarks.md).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Generate a catalog in a temporary SQLite store, index it, and measure search and
+    /// product pages over HTTP.
+    Search {
+        /// Products to generate.
+        #[arg(long, default_value_t = 100_000)]
+        products: usize,
+        /// Search requests a second (open loop).
+        #[arg(long, default_value_t = 500)]
+        search_rate: u32,
+        /// Product page requests a second (open loop).
+        #[arg(long, default_value_t = 5_000)]
+        detail_rate: u32,
+        /// Product page requests in flight for the throughput run (closed loop).
+        #[arg(long, default_value_t = 64)]
+        detail_concurrency: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +101,15 @@ fn main() -> ExitCode {
     };
     init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
+    if let Command::Bench { command } = cli.command {
+        return match rt.block_on(bench(command)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("backroom: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match rt.block_on(run(cli.command, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -136,7 +176,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("{token}");
             eprintln!("created API key {} ({}); the key above is shown only this once", key.id, role);
         }
-        Command::Openapi => unreachable!("handled before start-up"),
+        Command::Openapi | Command::Bench { .. } => unreachable!("handled before start-up"),
         Command::Reindex => {
             let index = backroom::open_search(&settings.data_dir)?;
             let position = backroom_search::follow::head(&db).await?;
@@ -179,4 +219,80 @@ async fn shutdown() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutting down");
+}
+
+async fn bench(command: BenchCommand) -> anyhow::Result<()> {
+    let BenchCommand::Search { products, search_rate, detail_rate, detail_concurrency, seconds, json } = command;
+    use backroom::bench;
+    let dir = tempfile::tempdir()?;
+    let db = backroom::open_db(&backroom_db::sqlite_url_in(dir.path())).await?;
+    eprintln!("generating {products} products in {}", dir.path().display());
+    let bar = indicatif::ProgressBar::new(products as u64);
+    let started = std::time::Instant::now();
+    let (handles, variants) = bench::generate(&db, products, 42, |n| bar.set_position(n as u64)).await?;
+    bar.finish_and_clear();
+    let generate_seconds = started.elapsed().as_secs_f64();
+    eprintln!("generated {products} products, {variants} variants in {generate_seconds:.1}s; indexing");
+    let index = backroom::open_search(dir.path())?;
+    let position = backroom_search::follow::head(&db).await?;
+    let started = std::time::Instant::now();
+    backroom_search::rebuild(
+        &index,
+        &backroom_catalog::Catalog::new(db.clone()),
+        &backroom_inventory::Inventory::new(db.clone()),
+        &position,
+        |_, _| {},
+    )
+    .await?;
+    let index_seconds = started.elapsed().as_secs_f64();
+    eprintln!("indexed in {index_seconds:.1}s");
+
+    // The server runs on its own runtime, as a separate process would.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (app, _) = backroom::app(db.clone(), None, Default::default(), Some(index));
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("server runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            tx.send(listener.local_addr().expect("addr")).expect("send addr");
+            axum::serve(listener, app).await.expect("serve");
+        });
+    });
+    let base = format!("http://{}", rx.recv()?);
+    let client = reqwest::Client::builder().pool_max_idle_per_host(2048).build()?;
+    let searches = bench::search_urls(&base, 5_000, 42);
+    let details: Vec<String> =
+        handles.iter().step_by((handles.len() / 5_000).max(1)).map(|h| format!("{base}/store/products/{h}")).collect();
+    eprintln!("warming up");
+    bench::closed_loop("warm-up", &client, std::sync::Arc::new(searches.clone()), 8, 2).await;
+    let mut runs = Vec::new();
+    eprintln!("search: {search_rate}/s for {seconds}s");
+    runs.push(bench::open_loop("search (open loop)", &client, &searches, search_rate, seconds).await);
+    let details = std::sync::Arc::new(details);
+    eprintln!("product page: {detail_concurrency} in flight for {seconds}s");
+    runs.push(
+        bench::closed_loop("product page (closed loop)", &client, details.clone(), detail_concurrency, seconds).await,
+    );
+    eprintln!("product page: {detail_rate}/s for {seconds}s");
+    runs.push(bench::open_loop("product page (open loop)", &client, &details, detail_rate, seconds).await);
+    let report = bench::SearchReport { products, variants, generate_seconds, index_seconds, runs };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "catalog: {} products, {} variants; generated in {:.1}s, indexed in {:.1}s",
+            report.products, report.variants, report.generate_seconds, report.index_seconds
+        );
+        println!(
+            "{:<28} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}",
+            "run", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"
+        );
+        for r in &report.runs {
+            println!(
+                "{:<28} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+                r.name, r.requests, r.errors, r.throughput_per_s, r.p50_ms, r.p95_ms, r.p99_ms, r.max_ms
+            );
+        }
+    }
+    Ok(())
 }

@@ -33,35 +33,37 @@ impl Catalog {
     pub async fn create_product(&self, input: &NewProduct) -> Result<Product> {
         let valid = validate::new_product(input)?;
         let mut tx = self.db.begin().await?;
-        check_categories(&mut tx, &valid.category_ids, "category_ids").await?;
-        check_skus_free(&mut tx, valid.variants.iter().map(|v| v.sku.as_str()), None).await?;
-        let id = id::new("prod");
-        let ts = now();
-        let inserted = repo::insert_product(
-            &mut tx.conn(),
-            &repo::ProductInsert {
-                id: &id,
-                handle: valid.handle.as_str(),
-                title: valid.title.as_str(),
-                description: &valid.description,
-                status: valid.status,
-                now: ts,
-            },
-        )
-        .await?;
-        if !inserted {
-            return Err(Error::conflict(
-                "conflict",
-                format!("a product with handle `{}` already exists", valid.handle),
-            ));
-        }
-        repo::set_attributes(&mut tx.conn(), &id, &valid.attributes).await?;
-        repo::set_categories(&mut tx.conn(), &id, &valid.category_ids).await?;
-        repo::insert_variants(&mut tx.conn(), &id, &valid.variants, 0, ts).await?;
-        changed(&mut tx, &id, "created").await?;
+        let id = insert_new(&mut tx, &valid).await?;
         let product = load_one(&mut tx, &id).await?;
         tx.commit().await?;
         Ok(product)
+    }
+
+    /// Creates many products in one transaction (imports, benchmarks): all or none. Answers
+    /// the new product ids in input order. Each is validated like [`Catalog::create_product`];
+    /// the first refusal names the product's index in the batch.
+    #[tracing::instrument(skip_all, fields(products = inputs.len()))]
+    pub async fn import(&self, inputs: &[NewProduct]) -> Result<Vec<String>> {
+        let mut valid = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.iter().enumerate() {
+            valid.push(validate::new_product(input).map_err(|e| {
+                match e {
+                    Error::Validation(errs) => Error::Validation(
+                        errs.into_iter()
+                            .map(|f| backroom_kernel::FieldError::new(format!("[{i}].{}", f.field), f.message))
+                            .collect(),
+                    ),
+                    other => other,
+                }
+            })?);
+        }
+        let mut tx = self.db.begin().await?;
+        let mut ids = Vec::with_capacity(valid.len());
+        for v in &valid {
+            ids.push(insert_new(&mut tx, v).await?);
+        }
+        tx.commit().await?;
+        Ok(ids)
     }
 
     /// A product by id (any status).
@@ -338,6 +340,34 @@ impl Catalog {
         category_changed(&mut tx, id, "deleted").await?;
         tx.commit().await
     }
+}
+
+/// Inserts a checked new product with its variants; answers its id.
+async fn insert_new(tx: &mut Tx, valid: &validate::ValidProduct) -> Result<String> {
+    check_categories(tx, &valid.category_ids, "category_ids").await?;
+    check_skus_free(tx, valid.variants.iter().map(|v| v.sku.as_str()), None).await?;
+    let id = id::new("prod");
+    let ts = now();
+    let inserted = repo::insert_product(
+        &mut tx.conn(),
+        &repo::ProductInsert {
+            id: &id,
+            handle: valid.handle.as_str(),
+            title: valid.title.as_str(),
+            description: &valid.description,
+            status: valid.status,
+            now: ts,
+        },
+    )
+    .await?;
+    if !inserted {
+        return Err(Error::conflict("conflict", format!("a product with handle `{}` already exists", valid.handle)));
+    }
+    repo::set_attributes(&mut tx.conn(), &id, &valid.attributes).await?;
+    repo::set_categories(&mut tx.conn(), &id, &valid.category_ids).await?;
+    repo::insert_variants(&mut tx.conn(), &id, &valid.variants, 0, ts).await?;
+    changed(tx, &id, "created").await?;
+    Ok(id)
 }
 
 /// Tells the rest of the store (search, caches) that a product changed, in the same

@@ -233,6 +233,46 @@ impl Inventory {
         Ok(level)
     }
 
+    /// Sets the initial `on_hand` of many variants at the default location in one
+    /// transaction (imports, benchmarks), one ledger line each. Variants that already have
+    /// stock there are left alone (use [`Inventory::set_on_hand`]); answers how many were set.
+    #[tracing::instrument(skip_all, fields(levels = levels.len()))]
+    pub async fn import_levels(&self, levels: &[(String, i64)], reason: &str, actor: &str) -> Result<usize> {
+        if let Some((v, _)) = levels.iter().find(|(_, n)| !(0..=MAX_ON_HAND).contains(n)) {
+            return Err(Error::field("on_hand", format!("out of range for {v}")));
+        }
+        let ts = now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let mut set = 0;
+        for (variant_id, on_hand) in levels {
+            let row: Option<LevelRow> = on_conn!(&mut conn, c => sqlx::query_as(
+                "INSERT INTO stock_levels (variant_id, location_id, on_hand, reserved, allocated, updated_at) \
+                 VALUES ($1, $2, $3, 0, 0, $4) ON CONFLICT (variant_id, location_id) DO NOTHING \
+                 RETURNING variant_id, location_id, on_hand, reserved, allocated",
+            )
+            .bind(variant_id)
+            .bind(DEFAULT_LOCATION)
+            .bind(on_hand)
+            .bind(ts)
+            .fetch_optional(&mut *c)
+            .await
+            .map_err(storage))?;
+            if let Some(row) = row {
+                let level = StockLevel::from(row);
+                record(&mut conn, &level, level.on_hand, 0, 0, reason, actor, ts).await?;
+                set += 1;
+            }
+        }
+        let ids: Vec<&String> = levels.iter().map(|(v, _)| v).collect();
+        for chunk in ids.chunks(1000) {
+            backroom_db::outbox::enqueue(&mut conn, "stock.changed", &serde_json::json!({"variant_ids": chunk}))
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(set)
+    }
+
     /// A variant's stock, per location and summed. A variant without any stock row has
     /// zeros and no locations.
     pub async fn variant_stock(&self, variant_id: &str) -> Result<VariantStock> {

@@ -1,0 +1,447 @@
+//! `backroom bench search`: a realistic generated catalog, indexed, then driven over real HTTP
+//! by an in-process load generator. Prints figures; asserts nothing (machines are noisy).
+//!
+//! Open-loop runs send at a fixed rate and measure each request from the moment it was due,
+//! so a slow server shows up as latency instead of quietly lowering the rate (no
+//! coordinated omission). Closed-loop runs keep N requests in flight for maximum throughput.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backroom_catalog::{Catalog, NewCategory, NewProduct, NewVariant, PriceInput, ProductStatus};
+use backroom_db::Db;
+use backroom_inventory::Inventory;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+const ROOTS: &[(&str, &[&str])] = &[
+    ("Clothing", &["Shirts", "T-shirts", "Trousers", "Jackets", "Knitwear", "Dresses"]),
+    ("Shoes", &["Sneakers", "Boots", "Sandals", "Loafers"]),
+    ("Accessories", &["Bags", "Hats", "Scarves", "Belts", "Wallets"]),
+    ("Home", &["Mugs", "Candles", "Blankets", "Cushions", "Lamps"]),
+];
+const NOUNS: &[&str] = &[
+    "shirt", "tee", "chinos", "jacket", "sweater", "dress", "sneaker", "boot", "sandal", "loafer", "tote", "cap",
+    "scarf", "belt", "wallet", "mug", "candle", "throw", "cushion", "lamp", "hoodie", "parka", "cardigan", "backpack",
+];
+const ADJECTIVES: &[&str] = &[
+    "classic",
+    "relaxed",
+    "slim",
+    "organic",
+    "recycled",
+    "vintage",
+    "everyday",
+    "heavyweight",
+    "lightweight",
+    "cosy",
+    "tailored",
+    "oversized",
+    "cropped",
+    "waterproof",
+    "packable",
+    "hand-knit",
+    "washed",
+    "brushed",
+    "quilted",
+    "ribbed",
+    "striped",
+    "plain",
+    "textured",
+    "soft",
+    "rugged",
+    "minimal",
+    "modern",
+    "heritage",
+    "summer",
+    "winter",
+];
+const MATERIALS: &[&str] = &[
+    "linen",
+    "cotton",
+    "merino",
+    "wool",
+    "cashmere",
+    "denim",
+    "leather",
+    "suede",
+    "canvas",
+    "nylon",
+    "silk",
+    "hemp",
+    "alpaca",
+    "corduroy",
+    "fleece",
+    "stoneware",
+    "beeswax",
+    "oak",
+    "jute",
+    "bamboo",
+];
+const BRANDS: &[&str] = &[
+    "Nordhavn",
+    "Atelier Sol",
+    "Ridgeway",
+    "Maré",
+    "Passo",
+    "Casa Barro",
+    "Fjellstua",
+    "Lumen & Co",
+    "Oakmere",
+    "Vento",
+    "Halden",
+    "Brisa",
+    "Kinfolk Goods",
+    "Tideline",
+    "Ember",
+    "Northbound",
+    "Saltmarsh",
+    "Greyfield",
+    "Otto Weiss",
+    "Aurelia",
+    "Moss & Stone",
+    "Pioneer",
+    "Cedarline",
+    "Blue Harbour",
+    "Quietwear",
+];
+const COLOURS: &[&str] =
+    &["White", "Black", "Navy", "Olive", "Charcoal", "Sand", "Rust", "Sky", "Forest", "Cream", "Burgundy", "Stone"];
+const SIZES: &[&str] = &["XS", "S", "M", "L", "XL"];
+const WORDS: &[&str] = &[
+    "made",
+    "to",
+    "last",
+    "for",
+    "years",
+    "with",
+    "care",
+    "and",
+    "a",
+    "relaxed",
+    "fit",
+    "that",
+    "works",
+    "every",
+    "day",
+    "cut",
+    "from",
+    "soft",
+    "fabric",
+    "finished",
+    "by",
+    "hand",
+    "in",
+    "small",
+    "workshop",
+    "durable",
+    "breathable",
+    "comfortable",
+    "travel",
+    "weekend",
+    "office",
+    "city",
+    "mountain",
+    "coast",
+    "rain",
+    "sun",
+    "layer",
+    "pair",
+    "gift",
+    "timeless",
+    "design",
+    "stitching",
+    "pockets",
+    "collar",
+    "sleeves",
+    "lining",
+    "warm",
+    "cool",
+    "light",
+    "heavy",
+];
+
+/// Options of `backroom bench search`.
+#[derive(Debug, Clone)]
+pub struct SearchBench {
+    pub products: usize,
+    pub search_rate: u32,
+    pub detail_rate: u32,
+    pub detail_concurrency: usize,
+    pub seconds: u64,
+    pub seed: u64,
+}
+
+/// Latency and throughput of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunStats {
+    pub name: String,
+    pub requests: usize,
+    pub errors: usize,
+    pub throughput_per_s: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Everything `bench search` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchReport {
+    pub products: usize,
+    pub variants: usize,
+    pub generate_seconds: f64,
+    pub index_seconds: f64,
+    pub runs: Vec<RunStats>,
+}
+
+fn stats(name: &str, mut lat: Vec<Duration>, errors: usize, elapsed: Duration) -> RunStats {
+    lat.sort();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+        lat[i].as_secs_f64() * 1000.0
+    };
+    RunStats {
+        name: name.to_owned(),
+        requests: lat.len(),
+        errors,
+        throughput_per_s: lat.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p95_ms: pct(0.95),
+        p99_ms: pct(0.99),
+        max_ms: lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+    }
+}
+
+/// Sends a request and reads the whole body; `true` for a 2xx answer.
+async fn fetch(req: reqwest::RequestBuilder) -> bool {
+    match req.send().await {
+        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+        _ => false,
+    }
+}
+
+/// Sends `rate` requests a second for `seconds`, each to the next URL of `urls`.
+pub async fn open_loop(name: &str, client: &reqwest::Client, urls: &[String], rate: u32, seconds: u64) -> RunStats {
+    let total = rate as u64 * seconds;
+    let every = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = start + every * i as u32;
+        tokio::time::sleep_until(due).await;
+        let req = client.get(&urls[i as usize % urls.len()]);
+        tasks.push(tokio::spawn(async move {
+            let ok = fetch(req).await;
+            (due.elapsed(), ok)
+        }));
+    }
+    let mut lat = Vec::with_capacity(tasks.len());
+    let mut errors = 0;
+    for t in tasks {
+        let (d, ok) = t.await.unwrap_or((Duration::ZERO, false));
+        if ok {
+            lat.push(d);
+        } else {
+            errors += 1;
+        }
+    }
+    stats(name, lat, errors, start.elapsed())
+}
+
+/// Keeps `concurrency` requests in flight for `seconds`.
+pub async fn closed_loop(
+    name: &str,
+    client: &reqwest::Client,
+    urls: Arc<Vec<String>>,
+    concurrency: usize,
+    seconds: u64,
+) -> RunStats {
+    let start = Instant::now();
+    let until = start + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let (client, urls) = (client.clone(), urls.clone());
+            tokio::spawn(async move {
+                let (mut lat, mut errors, mut i) = (Vec::new(), 0usize, w);
+                while Instant::now() < until {
+                    let t0 = Instant::now();
+                    if fetch(client.get(&urls[i % urls.len()])).await {
+                        lat.push(t0.elapsed());
+                    } else {
+                        errors += 1;
+                    }
+                    i += concurrency;
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await.unwrap_or_default();
+        lat.extend(l);
+        errors += e;
+    }
+    stats(name, lat, errors, start.elapsed())
+}
+
+fn pick<'a>(rng: &mut StdRng, xs: &[&'a str]) -> &'a str {
+    xs[rng.random_range(0..xs.len())]
+}
+
+/// Generates and imports `n` products (and their stock); answers (handles, variants).
+pub async fn generate(
+    db: &Db,
+    n: usize,
+    seed: u64,
+    mut progress: impl FnMut(usize),
+) -> anyhow::Result<(Vec<String>, usize)> {
+    let catalog = Catalog::new(db.clone());
+    let inventory = Inventory::new(db.clone());
+    let mut leaves = Vec::new();
+    for (i, (root, children)) in ROOTS.iter().enumerate() {
+        let r = catalog
+            .create_category(&NewCategory {
+                name: root.to_string(),
+                handle: None,
+                parent_id: None,
+                position: Some(i as i64),
+            })
+            .await?;
+        for (j, c) in children.iter().enumerate() {
+            let c = catalog
+                .create_category(&NewCategory {
+                    name: c.to_string(),
+                    handle: None,
+                    parent_id: Some(r.id.clone()),
+                    position: Some(j as i64),
+                })
+                .await?;
+            leaves.push(c.id);
+        }
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut handles = Vec::with_capacity(n);
+    let mut variants = 0;
+    let batch = 500;
+    for start in (0..n).step_by(batch) {
+        let mut inputs = Vec::with_capacity(batch);
+        for i in start..(start + batch).min(n) {
+            let (adj, mat, noun) = (pick(&mut rng, ADJECTIVES), pick(&mut rng, MATERIALS), pick(&mut rng, NOUNS));
+            let title = format!("{} {mat} {noun}", capitalise(adj));
+            let handle = format!("{adj}-{mat}-{noun}-{i}");
+            // A price spread from 5 to 500 EUR, skewed to the low end, in whole .90 prices.
+            let eur = ((rng.random_range(0.0f64..1.0).powi(2) * 495.0 + 5.0) as i64) * 100 + 90;
+            let usd = eur * 108 / 100 / 100 * 100 + 99;
+            let colours: Vec<&str> = (0..rng.random_range(1..=3)).map(|_| pick(&mut rng, COLOURS)).collect();
+            let sizes: Vec<&str> =
+                if rng.random_bool(0.6) { SIZES[1..rng.random_range(2..=5)].to_vec() } else { vec!["One size"] };
+            let mut vs = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for c in &colours {
+                for s in &sizes {
+                    if !seen.insert((*c, *s)) {
+                        continue;
+                    }
+                    vs.push(NewVariant {
+                        sku: format!("B{i}-{}-{}", &c[..3].to_uppercase(), s.replace(' ', "")),
+                        title: None,
+                        options: Some([("color".to_owned(), c.to_string()), ("size".to_owned(), s.to_string())].into()),
+                        prices: Some(vec![
+                            PriceInput { amount: eur, currency: "EUR".into() },
+                            PriceInput { amount: usd, currency: "USD".into() },
+                        ]),
+                        allow_backorder: Some(false),
+                    });
+                }
+            }
+            variants += vs.len();
+            let words: Vec<&str> = (0..rng.random_range(12..30)).map(|_| pick(&mut rng, WORDS)).collect();
+            inputs.push(NewProduct {
+                title,
+                handle: Some(handle.clone()),
+                description: Some(format!("{} {mat} {noun}: {}.", capitalise(adj), words.join(" "))),
+                status: Some(ProductStatus::Published),
+                attributes: Some(
+                    [("brand".to_owned(), pick(&mut rng, BRANDS).to_owned()), ("material".to_owned(), mat.to_owned())]
+                        .into(),
+                ),
+                category_ids: Some(vec![leaves[rng.random_range(0..leaves.len())].clone()]),
+                variants: Some(vs),
+            });
+            handles.push(handle);
+        }
+        let ids = catalog.import(&inputs).await?;
+        let products = catalog.products(&ids).await?;
+        let levels: Vec<(String, i64)> = products
+            .iter()
+            .flat_map(|p| p.variants.iter().map(|v| v.id.clone()))
+            .map(|v| {
+                let n = if rng.random_bool(0.15) { 0 } else { rng.random_range(1..50) };
+                (v, n)
+            })
+            .collect();
+        inventory.import_levels(&levels, "bench import", "bench").await?;
+        progress(handles.len());
+    }
+    Ok((handles, variants))
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+}
+
+/// A query mix with facets: words (some misspelt or cut short), categories, colours, price
+/// ranges, stock and sort orders, in combinations.
+pub fn search_urls(base: &str, count: usize, seed: u64) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let categories: Vec<String> = ROOTS
+        .iter()
+        .flat_map(|(r, cs)| std::iter::once(*r).chain(cs.iter().copied()))
+        .map(|c| c.to_lowercase())
+        .collect();
+    (0..count)
+        .map(|_| {
+            let mut q = vec!["facets=true".to_owned(), "currency=EUR".to_owned()];
+            let word = match rng.random_range(0..4) {
+                0 => pick(&mut rng, MATERIALS).to_owned(),
+                1 => pick(&mut rng, NOUNS).to_owned(),
+                2 => {
+                    // search-as-you-type: a prefix
+                    let w = pick(&mut rng, ADJECTIVES);
+                    w[..w.len().min(rng.random_range(3..6))].to_owned()
+                }
+                _ => {
+                    // a typo: one letter doubled
+                    let w = pick(&mut rng, MATERIALS);
+                    let i = rng.random_range(1..w.len());
+                    format!("{}{}", &w[..i], &w[i - 1..])
+                }
+            };
+            if rng.random_bool(0.8) {
+                q.push(format!("q={}", word.replace(' ', "%20")));
+            }
+            if rng.random_bool(0.3) {
+                q.push(format!("category={}", categories[rng.random_range(0..categories.len())].replace(' ', "-")));
+            }
+            if rng.random_bool(0.3) {
+                q.push(format!("color={}", pick(&mut rng, COLOURS)));
+            }
+            if rng.random_bool(0.2) {
+                let lo = rng.random_range(0..100) * 100;
+                q.push(format!("price_min={lo}&price_max={}", lo + 10000));
+            }
+            if rng.random_bool(0.3) {
+                q.push("in_stock=true".into());
+            }
+            q.push(format!("sort={}", ["relevance", "price_asc", "price_desc", "newest"][rng.random_range(0..4)]));
+            format!("{base}/store/products?{}", q.join("&"))
+        })
+        .collect()
+}
