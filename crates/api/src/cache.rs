@@ -9,8 +9,8 @@
 //! whole-generation invalidation is the only eviction it needs, besides a size cap.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
+use crate::routes::store::StoreProduct;
 
 /// What public catalog answers say to browsers and CDNs: short-lived, revalidated by ETag.
 pub const CACHE_CONTROL: &str = "public, max-age=5, stale-while-revalidate=30";
@@ -34,18 +35,49 @@ struct Entry {
     content_type: HeaderValue,
 }
 
-/// The response cache of one process.
+/// The response cache of one process, and the storefront view of single products that
+/// search results are assembled from (popular products recur across many searches).
 #[derive(Default)]
 pub struct ResponseCache {
     generation: AtomicU64,
     entries: RwLock<HashMap<String, (u64, Entry)>>,
+    products: RwLock<HashMap<String, (u64, Arc<StoreProduct>)>>,
 }
 
 impl ResponseCache {
-    /// Forgets every cached answer.
+    /// Forgets every cached answer and product.
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.write().expect("cache lock").clear();
+        self.products.write().expect("cache lock").clear();
+    }
+
+    /// The current generation, to pass back to [`ResponseCache::put_products`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Cached products among `ids`.
+    pub fn products(&self, ids: &[String]) -> HashMap<String, Arc<StoreProduct>> {
+        let generation = self.generation();
+        let products = self.products.read().expect("cache lock");
+        ids.iter()
+            .filter_map(|id| products.get(id).filter(|(g, _)| *g == generation).map(|(_, p)| (id.clone(), p.clone())))
+            .collect()
+    }
+
+    /// Caches products read when the generation was `generation` (unless it moved since).
+    pub fn put_products(&self, generation: u64, items: &[Arc<StoreProduct>]) {
+        let mut products = self.products.write().expect("cache lock");
+        if self.generation() != generation {
+            return;
+        }
+        if products.len() + items.len() > MAX_ENTRIES {
+            products.clear();
+        }
+        for p in items {
+            products.insert(p.id.clone(), (generation, p.clone()));
+        }
     }
 
     fn get(&self, key: &str) -> Option<Entry> {

@@ -445,3 +445,45 @@ pub fn search_urls(base: &str, count: usize, seed: u64) -> Vec<String> {
         })
         .collect()
 }
+
+/// The handles of every product in the store, and its number of variants.
+pub async fn handles(db: &Db) -> anyhow::Result<(Vec<String>, usize)> {
+    let catalog = Catalog::new(db.clone());
+    let filter = backroom_catalog::ProductFilter::default();
+    let mut out = Vec::new();
+    let mut variants = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = backroom_kernel::PageRequest::parse(Some(100), cursor.as_deref())?;
+        let found = catalog.list_products(&filter, &page).await?;
+        for p in &found.items {
+            variants += p.variants.len();
+            out.push(p.handle.clone());
+        }
+        match found.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok((out, variants)),
+        }
+    }
+}
+
+/// Runs one search straight on the index, with the query parameters of a URL.
+pub fn search_in_process(index: &backroom_search::SearchIndex, pairs: &[(String, String)]) -> anyhow::Result<u64> {
+    let mut p = backroom_search::SearchParams { limit: 20, ..Default::default() };
+    let mut filters: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "q" => p.q = Some(v.clone()),
+            "category" => p.category = Some(v.clone()),
+            "currency" => p.currency = backroom_kernel::Currency::parse(v).ok(),
+            "price_min" => p.price_min = v.parse().ok(),
+            "price_max" => p.price_max = v.parse().ok(),
+            "in_stock" => p.in_stock = v == "true",
+            "sort" => p.sort = backroom_search::Sort::parse(v).unwrap_or_default(),
+            "facets" => {}
+            name => filters.entry(name.to_owned()).or_default().push(v.clone()),
+        }
+    }
+    p.filters = filters.into_iter().collect();
+    Ok(index.search(&p)?.total)
+}

@@ -66,6 +66,9 @@ enum BenchCommand {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Keep the generated store in this directory, and reuse it when it is there already.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -222,18 +225,29 @@ async fn shutdown() {
 }
 
 async fn bench(command: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Search { products, search_rate, detail_rate, detail_concurrency, seconds, json } = command;
+    let BenchCommand::Search { products, search_rate, detail_rate, detail_concurrency, seconds, json, dir } = command;
     use backroom::bench;
-    let dir = tempfile::tempdir()?;
-    let db = backroom::open_db(&backroom_db::sqlite_url_in(dir.path())).await?;
-    eprintln!("generating {products} products in {}", dir.path().display());
-    let bar = indicatif::ProgressBar::new(products as u64);
+    let temp = tempfile::tempdir()?;
+    let dir = dir.unwrap_or_else(|| temp.path().to_owned());
+    std::fs::create_dir_all(&dir)?;
+    let db = backroom::open_db(&backroom_db::sqlite_url_in(&dir)).await?;
+    let catalog = backroom_catalog::Catalog::new(db.clone());
     let started = std::time::Instant::now();
-    let (handles, variants) = bench::generate(&db, products, 42, |n| bar.set_position(n as u64)).await?;
-    bar.finish_and_clear();
+    let existing = catalog.count_products(None).await?;
+    let (handles, variants) = if existing > 0 {
+        eprintln!("reusing the {existing} products in {}", dir.display());
+        bench::handles(&db).await?
+    } else {
+        eprintln!("generating {products} products in {}", dir.display());
+        let bar = indicatif::ProgressBar::new(products as u64);
+        let out = bench::generate(&db, products, 42, |n| bar.set_position(n as u64)).await?;
+        bar.finish_and_clear();
+        out
+    };
+    let products = handles.len();
     let generate_seconds = started.elapsed().as_secs_f64();
-    eprintln!("generated {products} products, {variants} variants in {generate_seconds:.1}s; indexing");
-    let index = backroom::open_search(dir.path())?;
+    eprintln!("{products} products, {variants} variants ready in {generate_seconds:.1}s; indexing");
+    let index = backroom::open_search(&dir)?;
     let position = backroom_search::follow::head(&db).await?;
     let started = std::time::Instant::now();
     backroom_search::rebuild(
@@ -246,6 +260,22 @@ async fn bench(command: BenchCommand) -> anyhow::Result<()> {
     .await?;
     let index_seconds = started.elapsed().as_secs_f64();
     eprintln!("indexed in {index_seconds:.1}s");
+    // The index alone, without HTTP or the database: where the search time goes.
+    let probe = bench::search_urls("", 2_000, 7);
+    let started = std::time::Instant::now();
+    let mut slowest = std::time::Duration::ZERO;
+    for url in &probe {
+        let pairs: Vec<(String, String)> = serde_urlencoded_pairs(url.split_once('?').map_or("", |(_, q)| q));
+        let t = std::time::Instant::now();
+        bench::search_in_process(&index, &pairs)?;
+        slowest = slowest.max(t.elapsed());
+    }
+    eprintln!(
+        "index alone: {:.2} ms per search on average, slowest {:.2} ms ({} searches)",
+        started.elapsed().as_secs_f64() * 1000.0 / probe.len() as f64,
+        slowest.as_secs_f64() * 1000.0,
+        probe.len()
+    );
 
     // The server runs on its own runtime, as a separate process would.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -266,8 +296,16 @@ async fn bench(command: BenchCommand) -> anyhow::Result<()> {
     eprintln!("warming up");
     bench::closed_loop("warm-up", &client, std::sync::Arc::new(searches.clone()), 8, 2).await;
     let mut runs = Vec::new();
+    eprintln!("search: one at a time for {seconds}s");
+    runs.push(
+        bench::closed_loop("search (one at a time)", &client, std::sync::Arc::new(searches.clone()), 1, seconds).await,
+    );
+    // Fresh queries, not the ones above: the response cache would answer those.
+    let fresh = bench::search_urls(&base, (search_rate as u64 * seconds) as usize, 4242);
     eprintln!("search: {search_rate}/s for {seconds}s");
-    runs.push(bench::open_loop("search (open loop)", &client, &searches, search_rate, seconds).await);
+    runs.push(bench::open_loop("search (open loop, new queries)", &client, &fresh, search_rate, seconds).await);
+    eprintln!("search: {search_rate}/s for {seconds}s, queries seen before");
+    runs.push(bench::open_loop("search (open loop, cached)", &client, &searches, search_rate, seconds).await);
     let details = std::sync::Arc::new(details);
     eprintln!("product page: {detail_concurrency} in flight for {seconds}s");
     runs.push(
@@ -295,4 +333,8 @@ async fn bench(command: BenchCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn serde_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.replace("%20", " "))).collect()
 }

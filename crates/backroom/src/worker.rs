@@ -38,6 +38,7 @@ pub fn spawn(
 /// Claims due events, hands each to the consumers of its topic, records the result.
 async fn dispatch(db: Db, consumers: Vec<Box<dyn Consumer>>, stop: watch::Receiver<bool>) {
     let mut last_stats = std::time::Instant::now() - Duration::from_secs(60);
+    let mut last_prune = std::time::Instant::now();
     loop {
         if *stop.borrow() {
             return;
@@ -66,6 +67,14 @@ async fn dispatch(db: Db, consumers: Vec<Box<dyn Consumer>>, stop: watch::Receiv
             };
             if let Err(e) = recorded {
                 tracing::warn!(error = %e, "could not record an outbox delivery");
+            }
+        }
+        if last_prune.elapsed() >= Duration::from_secs(3600) {
+            last_prune = std::time::Instant::now();
+            match outbox::prune(&db).await {
+                Ok(n) if n > 0 => tracing::info!(events = n, "pruned delivered outbox events"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "outbox prune failed"),
             }
         }
         if last_stats.elapsed() >= Duration::from_secs(5) {

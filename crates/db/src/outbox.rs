@@ -113,6 +113,23 @@ pub async fn failed(db: &Db, event: &Event, error: &str) -> Result<()> {
     tx.commit().await
 }
 
+/// How long delivered events stay readable (broadcast readers, such as each process's
+/// search index, catch up from them after a restart).
+pub const RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
+/// Deletes delivered events older than [`RETENTION`]; dead ones stay for a person to see.
+pub async fn prune(db: &Db) -> Result<u64> {
+    let mut tx = db.begin().await?;
+    let n = on_conn!(&mut tx.conn(), c => sqlx::query("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < $1")
+        .bind(now() - RETENTION)
+        .execute(&mut *c)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(storage))?;
+    tx.commit().await?;
+    Ok(n)
+}
+
 /// Counts for monitoring: events waiting, dead, and the age of the oldest waiting one.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Stats {

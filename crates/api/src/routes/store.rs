@@ -20,7 +20,7 @@ use crate::routes::admin::Items;
 pub const MAX_Q: usize = 256;
 
 /// A product as shoppers see it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StoreProduct {
     pub id: String,
     pub handle: String,
@@ -34,7 +34,7 @@ pub struct StoreProduct {
 }
 
 /// A variant as shoppers see it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StoreVariant {
     pub id: String,
     pub sku: String,
@@ -241,6 +241,24 @@ async fn to_store(s: &AppState, products: Vec<Product>) -> ApiResult<Vec<StorePr
         .collect())
 }
 
+/// Published products by id, in order, as shoppers see them. What they show comes from the
+/// database, like the product page and the cart (P4), or from the process cache of that,
+/// which every change drops.
+async fn store_products(s: &AppState, ids: &[String]) -> ApiResult<Vec<StoreProduct>> {
+    let generation = s.cache.generation();
+    let mut found = s.cache.products(ids);
+    let missing: Vec<String> = ids.iter().filter(|id| !found.contains_key(*id)).cloned().collect();
+    if !missing.is_empty() {
+        let loaded: Vec<Product> =
+            s.catalog.products(&missing).await?.into_iter().filter(|p| p.status == ProductStatus::Published).collect();
+        let fresh: Vec<std::sync::Arc<StoreProduct>> =
+            to_store(s, loaded).await?.into_iter().map(std::sync::Arc::new).collect();
+        s.cache.put_products(generation, &fresh);
+        found.extend(fresh.into_iter().map(|p| (p.id.clone(), p)));
+    }
+    Ok(ids.iter().filter_map(|id| found.get(id)).map(|p| (**p).clone()).collect())
+}
+
 #[utoipa::path(get, path = "/store/products", tag = "storefront", params(StoreProductsQuery),
     responses((status = 200, body = ProductList), (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The search index is being rebuilt; plain listing still works", body = Problem, content_type = "application/problem+json")))]
@@ -290,17 +308,10 @@ pub async fn list_products(
     params.offset = offset;
     let idx = index.clone();
     let found = tokio::task::spawn_blocking(move || idx.search(&params)).await.map_err(Error::internal)??;
-    // What the results show comes from the database, like the product page and the cart (P4).
-    let products: Vec<Product> =
-        s.catalog.products(&found.ids).await?.into_iter().filter(|p| p.status == ProductStatus::Published).collect();
+    let items = store_products(&s, &found.ids).await?;
     let next = offset + page.limit;
     let next_cursor = (u64::from(next) < found.total).then(|| backroom_kernel::Cursor::encode(&format!("o{next}")));
-    Ok(Json(ProductList {
-        items: to_store(&s, products).await?,
-        next_cursor,
-        total: Some(found.total),
-        facets: with_facets.then_some(found.facets),
-    }))
+    Ok(Json(ProductList { items, next_cursor, total: Some(found.total), facets: with_facets.then_some(found.facets) }))
 }
 
 #[utoipa::path(get, path = "/store/products/{id_or_handle}", tag = "storefront", params(("id_or_handle" = String, Path)),
