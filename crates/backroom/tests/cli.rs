@@ -1,6 +1,7 @@
 //! The real `backroom` binary: settings validation, the newcomer's commands, serve.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
@@ -70,16 +71,9 @@ fn bad_settings_stop_with_one_clear_line() {
 
 /// Starts `backroom serve` on a free port; answers the child and its base URL.
 fn serve(dir: &std::path::Path, db_url: &str) -> (std::process::Child, String) {
-    let mut child = backroom(dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db_url])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("backroom listening on ").unwrap_or_else(|| panic!("got {line:?}")).to_owned();
-    (child, url)
+    let mut cmd = backroom(dir);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", db_url]).stderr(Stdio::inherit());
+    common::spawn_serve(&mut cmd)
 }
 
 async fn newcomer(db_url: String) {

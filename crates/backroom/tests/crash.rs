@@ -5,8 +5,9 @@
 //!
 //! Rounds: `BACKROOM_CRASH_ROUNDS` (default 5) on each database.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,22 +22,16 @@ const ON_HAND: i64 = 60;
 const CLIENTS: usize = 8;
 
 fn start(dir: &std::path::Path, db_url: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_backroom"))
-        .current_dir(dir)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backroom"));
+    cmd.current_dir(dir)
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db_url])
         .env("BACKROOM_ADMIN_TOKEN", TOKEN)
         .env("BACKROOM_RECOVERY_INTERVAL", "200ms")
         .env("BACKROOM_RECOVERY_GRACE", "1s")
         .env("BACKROOM_LOG", "error")
         .env_remove("BACKROOM_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("backroom listening on ").unwrap_or_else(|| panic!("got {line:?}")).to_owned();
-    (child, url)
+        .stderr(Stdio::null());
+    common::spawn_serve(&mut cmd)
 }
 
 /// What clients were told.

@@ -2,7 +2,8 @@
 //! changes in their own search indexes; a corrupt index is rebuilt at start while the API
 //! serves; `backroom reindex` rebuilds on demand.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,21 +13,15 @@ use serde_json::{Value, json};
 const TOKEN: &str = "processes-test-admin-token-0123";
 
 fn serve(data_dir: &Path, db_url: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_backroom"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db_url])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backroom"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", db_url])
         .arg("--data-dir")
         .arg(data_dir)
         .env("BACKROOM_ADMIN_TOKEN", TOKEN)
         .env("BACKROOM_LOG", "error")
         .env_remove("BACKROOM_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("backroom listening on ").unwrap_or_else(|| panic!("got {line:?}")).to_owned();
-    (child, url)
+        .stderr(Stdio::null());
+    common::spawn_serve(&mut cmd)
 }
 
 async fn until(http: &reqwest::Client, url: &str, done: impl Fn(&Value) -> bool) -> Duration {
