@@ -2,7 +2,7 @@
 //! and `Cache-Control` fit for a CDN.
 //!
 //! The cache is dropped as a whole whenever the catalog or stock may have changed: at once
-//! for writes made through this process (any successful non-GET request), and through the
+//! for writes made through this process (admin writes and checkouts), and through the
 //! outbox follower for writes made by other processes. Dropping everything is O(1) (a new
 //! generation) and keeps the rule simple enough to trust: a cached answer never outlives a
 //! change this process knows about (P4). Written here rather than with a cache crate because
@@ -131,15 +131,16 @@ fn is_public_catalog(path: &str) -> bool {
 }
 
 /// The middleware: serves public catalog GETs from the cache, and invalidates the cache
-/// after every successful write through this process.
+/// after every write through this process that can change what the catalog shows (admin
+/// writes, checkouts).
 pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     if method != Method::GET && method != Method::HEAD {
+        // Admin writes change the catalog or stock; checkouts change stock. Carts do not.
+        let path = req.uri().path();
+        let changes_catalog = path.starts_with("/admin/") || path.ends_with("/checkout");
         let res = next.run(req).await;
-        if res.status().is_success()
-            || res.status() == StatusCode::PAYMENT_REQUIRED
-            || res.status() == StatusCode::ACCEPTED
-        {
+        if changes_catalog && (res.status().is_success() || res.status() == StatusCode::PAYMENT_REQUIRED) {
             s.cache.invalidate();
         }
         return res;
