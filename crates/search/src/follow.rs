@@ -20,10 +20,11 @@ use backroom_kernel::{Error, Result};
 
 use crate::SearchIndex;
 
-#[derive(Debug, sqlx::FromRow)]
-struct Row {
-    topic: String,
-    payload: String,
+/// An event as a broadcast reader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Row {
+    pub topic: String,
+    pub payload: String,
 }
 
 /// The head of the outbox now: a position from which nothing committed later is missed.
@@ -57,7 +58,7 @@ fn parse(position: &str) -> Result<i64> {
 }
 
 /// Events after `position`, and the position after them.
-async fn read(db: &Db, position: &str) -> Result<(Vec<Row>, String)> {
+pub async fn read(db: &Db, position: &str) -> Result<(Vec<Row>, String)> {
     let from = parse(position)?;
     let mut r = db.read().await?;
     match db.dialect() {
