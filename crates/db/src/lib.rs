@@ -108,8 +108,11 @@ impl Db {
                     .acquire_timeout(Duration::from_secs(30))
                     .connect_with(base.clone())
                     .await?;
+                // Each SQLite connection runs on its own thread in sqlx: more readers than
+                // twice the cores only adds thread hand-offs.
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
                 let reader = SqlitePoolOptions::new()
-                    .max_connections(opts.max_connections.max(2))
+                    .max_connections(opts.max_connections.min(cores * 2).max(2))
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(base.read_only(true))
                     .await?;

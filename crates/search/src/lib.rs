@@ -120,6 +120,9 @@ pub struct SearchIndex {
     dir: PathBuf,
     /// False while a rebuild runs; callers fall back to the database then.
     ready: std::sync::atomic::AtomicBool,
+    /// Searches running at once: one per core. More only queue on the CPU and add thread
+    /// switches; waiting here keeps the latency of each one low.
+    permits: tokio::sync::Semaphore,
 }
 
 fn tantivy_err(e: impl std::fmt::Display) -> Error {
@@ -168,6 +171,7 @@ impl SearchIndex {
             categories: RwLock::new(HashMap::new()),
             dir: dir.to_owned(),
             ready: std::sync::atomic::AtomicBool::new(false),
+            permits: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         }))
     }
 
@@ -316,6 +320,13 @@ impl SearchIndex {
             known.extend(names);
         }
         doc
+    }
+
+    /// Runs a search on a blocking thread, at most one per core at a time.
+    pub async fn search_async(self: &Arc<Self>, params: SearchParams) -> Result<Found> {
+        let _permit = self.permits.acquire().await.map_err(tantivy_err)?;
+        let index = self.clone();
+        tokio::task::spawn_blocking(move || index.search(&params)).await.map_err(tantivy_err)?
     }
 
     /// Runs a search. CPU-bound: call it from a blocking task.

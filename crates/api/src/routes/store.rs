@@ -306,8 +306,7 @@ pub async fn list_products(
     }
     params.limit = page.limit;
     params.offset = offset;
-    let idx = index.clone();
-    let found = tokio::task::spawn_blocking(move || idx.search(&params)).await.map_err(Error::internal)??;
+    let found = index.search_async(params).await?;
     let items = store_products(&s, &found.ids).await?;
     let next = offset + page.limit;
     let next_cursor = (u64::from(next) < found.total).then(|| backroom_kernel::Cursor::encode(&format!("o{next}")));
