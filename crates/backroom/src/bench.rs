@@ -487,3 +487,153 @@ pub fn search_in_process(index: &backroom_search::SearchIndex, pairs: &[(String,
     p.filters = filters.into_iter().collect();
     Ok(index.search(&p)?.total)
 }
+
+/// Serves `app` on 127.0.0.1 from its own thread and runtime (as another process would);
+/// answers the base URL.
+pub fn serve_in_thread(app: axum::Router) -> anyhow::Result<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("server runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            tx.send(listener.local_addr().expect("addr")).expect("send addr");
+            axum::serve(listener, app).await.expect("serve");
+        });
+    });
+    Ok(format!("http://{}", rx.recv()?))
+}
+
+/// What a flash sale did.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlashSaleReport {
+    pub buyers: usize,
+    pub units: i64,
+    pub orders: usize,
+    pub sold_out_answers: usize,
+    pub other_answers: usize,
+    /// From the first request to the answer of the last placed order.
+    pub sell_out_ms: f64,
+    pub total_ms: f64,
+    pub sold_out_p50_ms: f64,
+    pub sold_out_p99_ms: f64,
+    pub placed_p99_ms: f64,
+    pub allocated: i64,
+    pub available: i64,
+}
+
+impl std::fmt::Display for FlashSaleReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "flash sale: {} buyers, {} units", self.buyers, self.units)?;
+        writeln!(f, "  orders placed          {}", self.orders)?;
+        writeln!(f, "  sold-out answers (409) {}", self.sold_out_answers)?;
+        writeln!(f, "  other answers          {}", self.other_answers)?;
+        writeln!(
+            f,
+            "  sold out after         {:.0} ms (all answered after {:.0} ms)",
+            self.sell_out_ms, self.total_ms
+        )?;
+        writeln!(f, "  sold-out answer        p50 {:.1} ms, p99 {:.1} ms", self.sold_out_p50_ms, self.sold_out_p99_ms)?;
+        writeln!(f, "  placed order answer    p99 {:.1} ms", self.placed_p99_ms)?;
+        write!(
+            f,
+            "  stock afterwards       allocated {}, available {}; {}",
+            self.allocated,
+            self.available,
+            if self.orders as i64 == self.units { "exactly K orders" } else { "ORDERS != K" }
+        )
+    }
+}
+
+/// Runs a flash sale on a temporary SQLite store.
+pub async fn flash_sale(buyers: usize, units: i64) -> anyhow::Result<FlashSaleReport> {
+    let dir = tempfile::tempdir()?;
+    let db = crate::open_db(&backroom_db::sqlite_url_in(dir.path())).await?;
+    let token = "bench-flash-sale-admin-token";
+    let (app, _) = crate::app(db.clone(), Some(token), Default::default(), None);
+    let base = serve_in_thread(app)?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(buyers).build()?;
+    let product: serde_json::Value = client
+        .post(format!("{base}/admin/products"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"title": "Limited drop", "handle": "limited-drop", "status": "published",
+            "variants": [{"sku": "DROP-1", "prices": [{"amount": 9900, "currency": "EUR"}]}]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let variant =
+        product["variants"][0]["id"].as_str().ok_or_else(|| anyhow::anyhow!("no variant: {product}"))?.to_owned();
+    client
+        .put(format!("{base}/admin/variants/{variant}/stock"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"on_hand": units}))
+        .send()
+        .await?
+        .error_for_status()?;
+    eprintln!("preparing {buyers} carts");
+    let mut carts = Vec::with_capacity(buyers);
+    for _ in 0..buyers {
+        let cart: serde_json::Value = client
+            .post(format!("{base}/store/carts"))
+            .json(&serde_json::json!({"currency": "EUR"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let id = cart["id"].as_str().ok_or_else(|| anyhow::anyhow!("no cart: {cart}"))?.to_owned();
+        client
+            .post(format!("{base}/store/carts/{id}/items"))
+            .json(&serde_json::json!({"variant_id": variant, "quantity": 1}))
+            .send()
+            .await?
+            .error_for_status()?;
+        carts.push(id);
+    }
+    eprintln!("{buyers} buyers check out at once");
+    let body = serde_json::json!({"email": "buyer@example.com",
+        "shipping_address": {"name": "B", "line1": "L", "city": "C", "postal_code": "1", "country": "PT"},
+        "payment": {"provider": "test", "token": "tok_visa"}});
+    let start = Instant::now();
+    let tasks: Vec<_> = carts
+        .iter()
+        .map(|cart| {
+            let req = client
+                .post(format!("{base}/store/carts/{cart}/checkout"))
+                .header("Idempotency-Key", "flash")
+                .json(&body);
+            tokio::spawn(async move {
+                let status = req.send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+                (status, start.elapsed())
+            })
+        })
+        .collect();
+    let (mut placed, mut sold_out, mut other) = (Vec::new(), Vec::new(), 0);
+    for t in tasks {
+        match t.await? {
+            (201, d) => placed.push(d),
+            (409, d) => sold_out.push(d),
+            _ => other += 1,
+        }
+    }
+    let total = start.elapsed();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let sell_out = placed.iter().max().copied().unwrap_or_default();
+    let sold = stats("sold out", sold_out.clone(), 0, total);
+    let placed_stats = stats("placed", placed.clone(), 0, total);
+    let stock: serde_json::Value =
+        client.get(format!("{base}/admin/variants/{variant}/stock")).bearer_auth(token).send().await?.json().await?;
+    Ok(FlashSaleReport {
+        buyers,
+        units,
+        orders: placed.len(),
+        sold_out_answers: sold_out.len(),
+        other_answers: other,
+        sell_out_ms: ms(sell_out),
+        total_ms: ms(total),
+        sold_out_p50_ms: sold.p50_ms,
+        sold_out_p99_ms: sold.p99_ms,
+        placed_p99_ms: placed_stats.p99_ms,
+        allocated: stock["allocated"].as_i64().unwrap_or(-1),
+        available: stock["available"].as_i64().unwrap_or(-1),
+    })
+}

@@ -70,6 +70,17 @@ enum BenchCommand {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// N buyers with carts ready race for K units of one variant, all at once, over HTTP, on
+    /// a temporary SQLite store. Fails (exit 1) unless exactly K orders are placed.
+    FlashSale {
+        #[arg(long, default_value_t = 2_000)]
+        buyers: usize,
+        #[arg(long, default_value_t = 200)]
+        units: i64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,7 +236,23 @@ async fn shutdown() {
 }
 
 async fn bench(command: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Search { products, search_rate, detail_rate, detail_concurrency, seconds, json, dir } = command;
+    let (products, search_rate, detail_rate, detail_concurrency, seconds, json, dir) = match command {
+        BenchCommand::Search { products, search_rate, detail_rate, detail_concurrency, seconds, json, dir } => {
+            (products, search_rate, detail_rate, detail_concurrency, seconds, json, dir)
+        }
+        BenchCommand::FlashSale { buyers, units, json } => {
+            let report = backroom::bench::flash_sale(buyers, units).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            if report.orders != units as usize {
+                anyhow::bail!("FAILED: {} orders for {units} units", report.orders);
+            }
+            return Ok(());
+        }
+    };
     use backroom::bench;
     let temp = tempfile::tempdir()?;
     let dir = dir.unwrap_or_else(|| temp.path().to_owned());
@@ -277,18 +304,8 @@ async fn bench(command: BenchCommand) -> anyhow::Result<()> {
         probe.len()
     );
 
-    // The server runs on its own runtime, as a separate process would.
-    let (tx, rx) = std::sync::mpsc::channel();
     let (app, _) = backroom::app(db.clone(), None, Default::default(), Some(index));
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("server runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            tx.send(listener.local_addr().expect("addr")).expect("send addr");
-            axum::serve(listener, app).await.expect("serve");
-        });
-    });
-    let base = format!("http://{}", rx.recv()?);
+    let base = bench::serve_in_thread(app)?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(2048).build()?;
     let searches = bench::search_urls(&base, 5_000, 42);
     let details: Vec<String> =

@@ -154,3 +154,16 @@ fn default_database_is_sqlite_in_the_data_dir() {
     assert_eq!(code, 0, "{err}");
     assert!(dir.path().join("elsewhere/backroom.db").exists());
 }
+
+#[test]
+fn bench_flash_sale_sells_exactly_k_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) =
+        run(backroom(dir.path()).args(["bench", "flash-sale", "--buyers", "40", "--units", "7", "--json"]));
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["orders"], 7);
+    assert_eq!(report["sold_out_answers"], 33);
+    assert_eq!(report["allocated"], 7);
+    assert_eq!(report["available"], 0);
+}
