@@ -87,12 +87,14 @@ pub async fn link_order(conn: &mut Conn<'_>, scope: &str, key: &str, order_id: &
         .map_err(storage))
 }
 
-/// Stores the answer of the request that owns the key.
+/// Stores the answer of the request that owns the key, unless recovery has already stored
+/// a later one (it settled the order while this request was still answering `202`).
 pub async fn finish(db: &Db, scope: &str, key: &str, outcome: &Outcome) -> Result<()> {
     let body = serde_json::to_string(outcome).map_err(Error::internal)?;
     let mut tx = db.begin().await?;
     on_conn!(&mut tx.conn(), c => sqlx::query(
-        "UPDATE idempotency_keys SET state = 'done', outcome = $3, updated_at = $4 WHERE scope = $1 AND key = $2",
+        "UPDATE idempotency_keys SET state = 'done', outcome = $3, updated_at = $4 \
+         WHERE scope = $1 AND key = $2 AND state = 'in_flight'",
     )
     .bind(scope)
     .bind(key)
