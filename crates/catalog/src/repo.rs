@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use backroom_db::{Conn, on_conn, storage};
+use backroom_db::{Conn, on_conn, push_in_list, storage};
 use backroom_kernel::{Currency, Error, Money, Result};
 use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
@@ -86,18 +86,6 @@ impl From<CategoryRow> for Category {
     }
 }
 
-/// Appends `(?, ?, …)` with one bind per id.
-macro_rules! push_ids {
-    ($qb:expr, $ids:expr) => {{
-        $qb.push("(");
-        let mut sep = $qb.separated(", ");
-        for id in $ids {
-            sep.push_bind(id.as_str());
-        }
-        $qb.push(")");
-    }};
-}
-
 fn price_from_row(r: &PriceRow) -> Result<Money> {
     let currency = Currency::parse(&r.currency).map_err(Error::internal)?;
     Money::new(r.amount, currency).map_err(Error::internal)
@@ -113,14 +101,14 @@ pub async fn load_products(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Pr
         let mut qb = QueryBuilder::<DB>::new(
             "SELECT id, handle, title, description, status, created_at, updated_at FROM products WHERE id IN ",
         );
-        push_ids!(qb, ids);
+        push_in_list!(qb, ids);
         let products: Vec<ProductRow> = qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?;
 
         let mut qb = QueryBuilder::<DB>::new(
             "SELECT id, product_id, sku, title, position, allow_backorder, created_at, updated_at \
              FROM variants WHERE product_id IN ",
         );
-        push_ids!(qb, ids);
+        push_in_list!(qb, ids);
         qb.push(" ORDER BY product_id, position, id");
         let variants: Vec<VariantRow> = qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?;
 
@@ -128,28 +116,28 @@ pub async fn load_products(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Pr
             "SELECT o.variant_id AS owner, o.name AS key, o.value AS value FROM variant_options o \
              JOIN variants v ON v.id = o.variant_id WHERE v.product_id IN ",
         );
-        push_ids!(qb, ids);
+        push_in_list!(qb, ids);
         let options: Vec<KeyValueRow> = qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?;
 
         let mut qb = QueryBuilder::<DB>::new(
             "SELECT p.variant_id, p.currency, p.amount FROM variant_prices p \
              JOIN variants v ON v.id = p.variant_id WHERE v.product_id IN ",
         );
-        push_ids!(qb, ids);
+        push_in_list!(qb, ids);
         qb.push(" ORDER BY p.currency");
         let prices: Vec<PriceRow> = qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?;
 
         let mut qb = QueryBuilder::<DB>::new(
             "SELECT product_id AS owner, key, value FROM product_attributes WHERE product_id IN ",
         );
-        push_ids!(qb, ids);
+        push_in_list!(qb, ids);
         let attributes: Vec<KeyValueRow> = qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?;
 
         let mut qb = QueryBuilder::<DB>::new(
             "SELECT pc.product_id, c.id, c.handle, c.name FROM product_categories pc \
              JOIN categories c ON c.id = pc.category_id WHERE pc.product_id IN ",
         );
-        push_ids!(qb, ids);
+        push_in_list!(qb, ids);
         qb.push(" ORDER BY c.handle");
         let categories: Vec<ProductCategoryRow> = qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?;
         (products, variants, options, prices, attributes, categories)
@@ -280,7 +268,7 @@ pub async fn missing_categories(conn: &mut Conn<'_>, ids: &[String]) -> Result<V
     }
     let found: Vec<String> = on_conn!(conn, c, DB => {
         let mut qb = QueryBuilder::<DB>::new("SELECT id FROM categories WHERE id IN ");
-        push_ids!(qb, ids);
+        push_in_list!(qb, ids);
         qb.build_query_scalar().fetch_all(&mut *c).await.map_err(storage)?
     });
     Ok(ids.iter().filter(|id| !found.contains(id)).cloned().collect())
@@ -293,7 +281,7 @@ pub async fn taken_skus(conn: &mut Conn<'_>, skus: &[String], except: Option<&st
     }
     on_conn!(conn, c, DB => {
         let mut qb = QueryBuilder::<DB>::new("SELECT sku FROM variants WHERE sku IN ");
-        push_ids!(qb, skus);
+        push_in_list!(qb, skus);
         qb.push(" AND id <> ");
         qb.push_bind(except.unwrap_or(""));
         qb.push(" ORDER BY sku");
@@ -549,7 +537,7 @@ pub async fn load_variants(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Va
     }
     let product_ids: Vec<String> = on_conn!(conn, c, DB => {
         let mut qb = QueryBuilder::<DB>::new("SELECT DISTINCT product_id FROM variants WHERE id IN ");
-        push_ids!(qb, ids);
+        push_in_list!(qb, ids);
         qb.build_query_scalar().fetch_all(&mut *c).await.map_err(storage)?
     });
     let products = load_products(conn, &product_ids).await?;

@@ -278,6 +278,20 @@ macro_rules! on_conn {
     };
 }
 
+/// Appends `(?, ?, …)` to a `QueryBuilder`, one bind per id: the id list of an
+/// `… IN (…)` written once for both dialects.
+#[macro_export]
+macro_rules! push_in_list {
+    ($qb:expr, $ids:expr) => {{
+        $qb.push("(");
+        let mut sep = $qb.separated(", ");
+        for id in $ids {
+            sep.push_bind(id.as_str());
+        }
+        $qb.push(")");
+    }};
+}
+
 /// Maps a storage error to the domain error: unique violations become `409 conflict`
 /// via [`unique_or`], a closed or exhausted pool is `Unavailable`, anything else `Internal`.
 pub fn storage(e: sqlx::Error) -> Error {

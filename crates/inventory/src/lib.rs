@@ -307,13 +307,10 @@ impl Inventory {
         let mut r = self.db.read().await?;
         let rows: Vec<(String, i64)> = on_conn!(&mut r.conn(), c, DB => {
             let mut qb = QueryBuilder::<DB>::new(
-                "SELECT variant_id, CAST(SUM(on_hand - reserved - allocated) AS BIGINT) FROM stock_levels WHERE variant_id IN (",
+                "SELECT variant_id, CAST(SUM(on_hand - reserved - allocated) AS BIGINT) FROM stock_levels WHERE variant_id IN ",
             );
-            let mut sep = qb.separated(", ");
-            for id in variant_ids {
-                sep.push_bind(id.as_str());
-            }
-            qb.push(") GROUP BY variant_id");
+            backroom_db::push_in_list!(qb, variant_ids);
+            qb.push(" GROUP BY variant_id");
             qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?
         });
         Ok(rows.into_iter().map(|(id, n)| (id, n.max(0))).collect())

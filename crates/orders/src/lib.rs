@@ -273,24 +273,21 @@ pub async fn load(conn: &mut Conn<'_>, ids: &[String], with_history: bool) -> Re
         ($sql:expr, $tail:expr) => {
             on_conn!(conn, c, DB => {
                 let mut qb = sqlx::QueryBuilder::<DB>::new($sql);
-                let mut sep = qb.separated(", ");
-                for id in ids {
-                    sep.push_bind(id.as_str());
-                }
+                backroom_db::push_in_list!(qb, ids);
                 qb.push($tail);
                 qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)
             })
         };
     }
-    let rows: Vec<OrderRow> = by_ids!(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id IN ("), ")")?;
+    let rows: Vec<OrderRow> = by_ids!(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id IN "), "")?;
     let lines: Vec<LineRow> = by_ids!(
-        "SELECT order_id, variant_id, sku, title, quantity, unit_price, total FROM order_lines WHERE order_id IN (",
-        ") ORDER BY order_id, position"
+        "SELECT order_id, variant_id, sku, title, quantity, unit_price, total FROM order_lines WHERE order_id IN ",
+        " ORDER BY order_id, position"
     )?;
     let hist: Vec<(String, String, String, DateTime<Utc>)> = if with_history {
         by_ids!(
-            "SELECT order_id, status, note, created_at FROM order_history WHERE order_id IN (",
-            ") ORDER BY order_id, id"
+            "SELECT order_id, status, note, created_at FROM order_history WHERE order_id IN ",
+            " ORDER BY order_id, id"
         )?
     } else {
         Vec::new()

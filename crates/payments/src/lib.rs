@@ -223,12 +223,8 @@ pub async fn attempts_for_orders(conn: &mut Conn<'_>, order_ids: &[String]) -> R
         return Ok(Vec::new());
     }
     on_conn!(conn, c, DB => {
-        let mut qb = sqlx::QueryBuilder::<DB>::new(format!("SELECT {ATTEMPT_COLUMNS} FROM payment_attempts WHERE order_id IN ("));
-        let mut sep = qb.separated(", ");
-        for id in order_ids {
-            sep.push_bind(id.as_str());
-        }
-        qb.push(")");
+        let mut qb = sqlx::QueryBuilder::<DB>::new(format!("SELECT {ATTEMPT_COLUMNS} FROM payment_attempts WHERE order_id IN "));
+        backroom_db::push_in_list!(qb, order_ids);
         qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)
     })
 }
