@@ -37,7 +37,6 @@ impl TestProvider {
     }
 
     async fn lookup(&self, key: &str) -> ProviderResult {
-        let unavailable = |e: backroom_kernel::Error| ProviderError::Unavailable(e.to_string());
         let mut r = self.db.read().await.map_err(unavailable)?;
         let row: Option<(String, Option<String>, String)> = on_conn!(&mut r.conn(), c => sqlx::query_as(
             "SELECT status, reason, reference FROM test_provider_charges WHERE idempotency_key = $1",
@@ -45,7 +44,7 @@ impl TestProvider {
         .bind(key)
         .fetch_optional(&mut *c)
         .await
-        .map_err(|e| ProviderError::Unavailable(e.to_string())))?;
+        .map_err(unavailable))?;
         Ok(match row {
             None => ChargeStatus::NotFound,
             Some((status, reason, reference)) => match status.as_str() {
@@ -57,16 +56,24 @@ impl TestProvider {
     }
 
     /// Records a charge under `key` unless one is there already (then that one stands).
-    async fn record(&self, req: &ChargeRequest, status: &str, reason: Option<&str>) -> Result<(), ProviderError> {
-        let mut tx = self.db.begin().await.map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+    /// `(token, amount, currency)` is what was asked; a void's tombstone asks nothing.
+    async fn record(
+        &self,
+        key: &str,
+        asked: Option<(&str, i64, &str)>,
+        status: &str,
+        reason: Option<&str>,
+    ) -> Result<(), ProviderError> {
+        let (token, amount, currency) = asked.unwrap_or(("", 0, "XXX"));
+        let mut tx = self.db.begin().await.map_err(unavailable)?;
         on_conn!(&mut tx.conn(), c => sqlx::query(
             "INSERT INTO test_provider_charges (idempotency_key, token, amount, currency, status, reason, reference, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING",
         )
-        .bind(&req.idempotency_key)
-        .bind(&req.token)
-        .bind(req.amount.amount())
-        .bind(req.amount.currency().code())
+        .bind(key)
+        .bind(token)
+        .bind(amount)
+        .bind(currency)
         .bind(status)
         .bind(reason)
         .bind(id::new("ch"))
@@ -74,9 +81,14 @@ impl TestProvider {
         .execute(&mut *c)
         .await
         .map(|_| ())
-        .map_err(|e| ProviderError::Unavailable(e.to_string())))?;
-        tx.commit().await.map_err(|e| ProviderError::Unavailable(e.to_string()))
+        .map_err(unavailable))?;
+        tx.commit().await.map_err(unavailable)
     }
+}
+
+/// The provider could not be reached (here: its ledger).
+fn unavailable(e: impl std::fmt::Display) -> ProviderError {
+    ProviderError::Unavailable(e.to_string())
 }
 
 impl PaymentProvider for TestProvider {
@@ -92,7 +104,8 @@ impl PaymentProvider for TestProvider {
                 "tok_insufficient_funds" => ("declined", Some("insufficient_funds")),
                 _ => ("declined", Some("invalid_token")),
             };
-            self.record(&req, status, reason).await?;
+            let asked = (req.token.as_str(), req.amount.amount(), req.amount.currency().code());
+            self.record(&req.idempotency_key, Some(asked), status, reason).await?;
             if req.token == "tok_timeout" {
                 return Err(ProviderError::Timeout);
             }
@@ -108,19 +121,7 @@ impl PaymentProvider for TestProvider {
     fn void<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult> {
         Box::pin(async move {
             // A tombstone: a charge that arrives later under this key finds it and is refused.
-            let mut tx = self.db.begin().await.map_err(|e| ProviderError::Unavailable(e.to_string()))?;
-            on_conn!(&mut tx.conn(), c => sqlx::query(
-                "INSERT INTO test_provider_charges (idempotency_key, token, amount, currency, status, reason, reference, created_at) \
-                 VALUES ($1, '', 0, 'XXX', 'voided', NULL, $2, $3) ON CONFLICT (idempotency_key) DO NOTHING",
-            )
-            .bind(idempotency_key)
-            .bind(id::new("ch"))
-            .bind(now())
-            .execute(&mut *c)
-            .await
-            .map(|_| ())
-            .map_err(|e| ProviderError::Unavailable(e.to_string())))?;
-            tx.commit().await.map_err(|e| ProviderError::Unavailable(e.to_string()))?;
+            self.record(idempotency_key, None, "voided", None).await?;
             self.lookup(idempotency_key).await
         })
     }
