@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backroom_db::Db;
+use backroom_db::{Db, Pools};
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -106,23 +106,23 @@ async fn client(base: String, variants: Vec<String>, acks: Arc<Mutex<Acks>>, dea
 }
 
 async fn scalar(db: &Db, sql: &'static str) -> i64 {
-    match db {
-        Db::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_one(reader).await.unwrap(),
-        Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+    match db.pools() {
+        Pools::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_one(reader).await.unwrap(),
+        Pools::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
     }
 }
 
 async fn strings(db: &Db, sql: &'static str) -> Vec<String> {
-    match db {
-        Db::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_all(reader).await.unwrap(),
-        Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
+    match db.pools() {
+        Pools::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_all(reader).await.unwrap(),
+        Pools::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
     }
 }
 
 async fn pairs(db: &Db, sql: &'static str) -> Vec<(String, i64)> {
-    match db {
-        Db::Sqlite { reader, .. } => sqlx::query_as(sql).fetch_all(reader).await.unwrap(),
-        Db::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
+    match db.pools() {
+        Pools::Sqlite { reader, .. } => sqlx::query_as(sql).fetch_all(reader).await.unwrap(),
+        Pools::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
     }
 }
 

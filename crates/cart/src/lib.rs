@@ -5,7 +5,8 @@
 //! checkout), or `completed` once its order is placed. Tax and shipping are real fields of
 //! the totals, zero until the pricing module computes them.
 
-use backroom_catalog::{Catalog, ProductStatus, Variant};
+use backroom_catalog::{Catalog, Sellable};
+use backroom_db::writer::Done;
 use backroom_db::{Conn, Db, on_conn, storage};
 use backroom_inventory::Inventory;
 use backroom_kernel::{Currency, Error, Money, Result, id, now};
@@ -218,20 +219,24 @@ impl Carts {
         let currency = Currency::parse(&input.currency).map_err(|e| Error::field("currency", e.to_string()))?;
         let id = id::new("cart");
         let ts = now();
-        let mut tx = self.db.begin().await?;
-        on_conn!(&mut tx.conn(), c => sqlx::query(
-            "INSERT INTO carts (id, currency, status, created_at, updated_at) VALUES ($1, $2, 'open', $3, $3)",
-        )
-        .bind(&id)
-        .bind(currency.code())
-        .bind(ts)
-        .execute(&mut *c)
-        .await
-        .map(|_| ())
-        .map_err(storage))?;
-        let cart = load(&mut tx.conn(), &id).await?.ok_or_else(|| Error::internal("new cart vanished"))?;
-        tx.commit().await?;
-        Ok(cart)
+        self.db
+            .write(move |mut conn| {
+                Box::pin(async move {
+                    on_conn!(&mut conn, c => sqlx::query(
+                        "INSERT INTO carts (id, currency, status, created_at, updated_at) VALUES ($1, $2, 'open', $3, $3)",
+                    )
+                    .bind(&id)
+                    .bind(currency.code())
+                    .bind(ts)
+                    .execute(&mut *c)
+                    .await
+                    .map(|_| ())
+                    .map_err(storage))?;
+                    let cart = load(&mut conn, &id).await?.ok_or_else(|| Error::internal("new cart vanished"))?;
+                    Ok(Done::Commit(cart))
+                })
+            })
+            .await
     }
 
     pub async fn get(&self, id: &str) -> Result<Cart> {
@@ -240,14 +245,10 @@ impl Carts {
     }
 
     /// A published variant and its current price in `currency`, or the reason it can't be sold.
-    async fn sellable(&self, variant_id: &str, currency: Currency) -> Result<(Variant, Money)> {
+    async fn sellable(&self, variant_id: &str, currency: Currency) -> Result<(Sellable, Money)> {
         let unknown = || Error::field("variant_id", "no variant for sale has this id");
-        let variant = self.catalog.variant(variant_id).await.map_err(|e| match e {
-            Error::NotFound { .. } => unknown(),
-            other => other,
-        })?;
-        let product = self.catalog.product(&variant.product_id).await?;
-        if product.status != ProductStatus::Published {
+        let variant = self.catalog.sellable(&[variant_id.to_owned()]).await?.pop().ok_or_else(unknown)?;
+        if !variant.published {
             return Err(unknown());
         }
         let price = variant.price_in(currency).ok_or_else(|| Error::Unprocessable {
@@ -258,16 +259,16 @@ impl Carts {
     }
 
     /// Refuses `quantity` units of a tracked variant without backorders beyond what is available.
-    async fn check_available(&self, variant: &Variant, quantity: i64) -> Result<()> {
+    async fn check_available(&self, variant: &Sellable, quantity: i64) -> Result<()> {
         if variant.allow_backorder {
             return Ok(());
         }
-        let available = self.inventory.availability(std::slice::from_ref(&variant.id)).await?;
-        match available.get(&variant.id) {
+        let available = self.inventory.availability(std::slice::from_ref(&variant.variant_id)).await?;
+        match available.get(&variant.variant_id) {
             Some(&n) if n < quantity => Err(Error::ConflictWith {
                 code: "insufficient_stock",
                 message: "not enough stock for this quantity".into(),
-                details: serde_json::json!({"items": [{"variant_id": variant.id, "requested": quantity, "available": n}]}),
+                details: serde_json::json!({"items": [{"variant_id": variant.variant_id, "requested": quantity, "available": n}]}),
             }),
             _ => Ok(()),
         }
@@ -282,41 +283,46 @@ impl Carts {
             return Err(cart_not_open(cart.status));
         }
         let (variant, price) = self.sellable(&input.variant_id, cart.currency).await?;
-        let existing = cart.items.iter().find(|i| i.variant_id == variant.id).map_or(0, |i| i.quantity);
+        let existing = cart.items.iter().find(|i| i.variant_id == variant.variant_id).map_or(0, |i| i.quantity);
         let wanted = existing + input.quantity;
         check_quantity(wanted)?;
         self.check_available(&variant, wanted).await?;
-        let mut tx = self.db.begin().await?;
-        // Re-checked in the write transaction: the cart may have been checked out meanwhile.
-        if !transition(&mut tx.conn(), cart_id, CartStatus::Open, CartStatus::Open).await? {
-            return Err(cart_not_open(CartStatus::CheckingOut));
-        }
-        on_conn!(&mut tx.conn(), c => sqlx::query(
-            "INSERT INTO cart_items (id, cart_id, variant_id, sku, title, quantity, unit_price, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (cart_id, variant_id) DO UPDATE SET quantity = cart_items.quantity + excluded.quantity",
-        )
-        .bind(id::new("item"))
-        .bind(cart_id)
-        .bind(&variant.id)
-        .bind(&variant.sku)
-        .bind(&variant.title)
-        .bind(input.quantity)
-        .bind(price.amount())
-        .bind(now())
-        .execute(&mut *c)
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            if e.as_database_error().is_some_and(|d| d.is_check_violation()) {
-                Error::field("quantity", format!("a line holds at most {MAX_QUANTITY} units"))
-            } else {
-                storage(e)
-            }
-        }))?;
-        let cart = load(&mut tx.conn(), cart_id).await?.ok_or(Error::not_found("cart"))?;
-        tx.commit().await?;
-        Ok(cart)
+        let (cart_id, quantity) = (cart_id.to_owned(), input.quantity);
+        self.db
+            .write(move |mut conn| {
+                Box::pin(async move {
+                    // Re-checked in the write transaction: the cart may have been checked out meanwhile.
+                    if !transition(&mut conn, &cart_id, CartStatus::Open, CartStatus::Open).await? {
+                        return Err(cart_not_open(CartStatus::CheckingOut));
+                    }
+                    on_conn!(&mut conn, c => sqlx::query(
+                        "INSERT INTO cart_items (id, cart_id, variant_id, sku, title, quantity, unit_price, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                         ON CONFLICT (cart_id, variant_id) DO UPDATE SET quantity = cart_items.quantity + excluded.quantity",
+                    )
+                    .bind(id::new("item"))
+                    .bind(&cart_id)
+                    .bind(&variant.variant_id)
+                    .bind(&variant.sku)
+                    .bind(&variant.title)
+                    .bind(quantity)
+                    .bind(price.amount())
+                    .bind(now())
+                    .execute(&mut *c)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        if e.as_database_error().is_some_and(|d| d.is_check_violation()) {
+                            Error::field("quantity", format!("a line holds at most {MAX_QUANTITY} units"))
+                        } else {
+                            storage(e)
+                        }
+                    }))?;
+                    let cart = load(&mut conn, &cart_id).await?.ok_or(Error::not_found("cart"))?;
+                    Ok(Done::Commit(cart))
+                })
+            })
+            .await
     }
 
     /// Sets a line's quantity.
@@ -328,7 +334,12 @@ impl Carts {
             return Err(cart_not_open(cart.status));
         }
         let item = cart.items.iter().find(|i| i.id == item_id).ok_or(Error::not_found("cart item"))?;
-        let variant = self.catalog.variant(&item.variant_id).await?;
+        let variant = self
+            .catalog
+            .sellable(std::slice::from_ref(&item.variant_id))
+            .await?
+            .pop()
+            .ok_or(Error::not_found("variant"))?;
         self.check_available(&variant, quantity).await?;
         self.change_item(cart_id, item_id, Some(quantity)).await
     }
@@ -344,22 +355,27 @@ impl Carts {
     }
 
     async fn change_item(&self, cart_id: &str, item_id: &str, quantity: Option<i64>) -> Result<Cart> {
-        let mut tx = self.db.begin().await?;
-        if !transition(&mut tx.conn(), cart_id, CartStatus::Open, CartStatus::Open).await? {
-            return Err(cart_not_open(CartStatus::CheckingOut));
-        }
-        let n = on_conn!(&mut tx.conn(), c => {
-            let q = match quantity {
-                Some(q) => sqlx::query("UPDATE cart_items SET quantity = $3 WHERE id = $1 AND cart_id = $2").bind(item_id).bind(cart_id).bind(q),
-                None => sqlx::query("DELETE FROM cart_items WHERE id = $1 AND cart_id = $2").bind(item_id).bind(cart_id),
-            };
-            q.execute(&mut *c).await.map(|r| r.rows_affected()).map_err(storage)
-        })?;
-        if n == 0 {
-            return Err(Error::not_found("cart item"));
-        }
-        let cart = load(&mut tx.conn(), cart_id).await?.ok_or(Error::not_found("cart"))?;
-        tx.commit().await?;
-        Ok(cart)
+        let (cart_id, item_id) = (cart_id.to_owned(), item_id.to_owned());
+        self.db
+            .write(move |mut conn| {
+                Box::pin(async move {
+                    if !transition(&mut conn, &cart_id, CartStatus::Open, CartStatus::Open).await? {
+                        return Err(cart_not_open(CartStatus::CheckingOut));
+                    }
+                    let n = on_conn!(&mut conn, c => {
+                        let q = match quantity {
+                            Some(q) => sqlx::query("UPDATE cart_items SET quantity = $3 WHERE id = $1 AND cart_id = $2").bind(&item_id).bind(&cart_id).bind(q),
+                            None => sqlx::query("DELETE FROM cart_items WHERE id = $1 AND cart_id = $2").bind(&item_id).bind(&cart_id),
+                        };
+                        q.execute(&mut *c).await.map(|r| r.rows_affected()).map_err(storage)
+                    })?;
+                    if n == 0 {
+                        return Err(Error::not_found("cart item"));
+                    }
+                    let cart = load(&mut conn, &cart_id).await?.ok_or(Error::not_found("cart"))?;
+                    Ok(Done::Commit(cart))
+                })
+            })
+            .await
     }
 }

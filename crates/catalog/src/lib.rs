@@ -189,6 +189,12 @@ impl Catalog {
     }
 
     /// Variants by id, in the order asked; unknown ids are left out.
+    /// Variants by id as carts and checkout need them (two queries); unknown ids are skipped.
+    pub async fn sellable(&self, ids: &[String]) -> Result<Vec<Sellable>> {
+        let mut r = self.db.read().await?;
+        repo::sellable(&mut r.conn(), ids).await
+    }
+
     pub async fn variants(&self, ids: &[String]) -> Result<Vec<Variant>> {
         let mut r = self.db.read().await?;
         repo::load_variants(&mut r.conn(), ids).await

@@ -48,6 +48,26 @@ pub struct Variant {
     pub updated_at: DateTime<Utc>,
 }
 
+/// What carts and checkout need to sell a variant: its current prices, whether it may be
+/// sold beyond stock, and whether its product is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sellable {
+    pub variant_id: String,
+    pub product_id: String,
+    pub sku: String,
+    pub title: String,
+    pub prices: Vec<Money>,
+    pub allow_backorder: bool,
+    pub published: bool,
+}
+
+impl Sellable {
+    /// The price in `currency`, if the variant has one.
+    pub fn price_in(&self, currency: backroom_kernel::Currency) -> Option<Money> {
+        self.prices.iter().copied().find(|m| m.currency() == currency)
+    }
+}
+
 impl Variant {
     /// The price in `currency`, if the variant has one.
     pub fn price_in(&self, currency: backroom_kernel::Currency) -> Option<Money> {

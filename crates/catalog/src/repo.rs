@@ -8,7 +8,7 @@ use backroom_kernel::{Currency, Error, Money, Result};
 use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 
-use crate::model::{Category, CategoryRef, Product, ProductFilter, Variant};
+use crate::model::{Category, CategoryRef, Product, ProductFilter, Sellable, Variant};
 use crate::types::ProductStatus;
 use crate::validate::ValidVariant;
 
@@ -543,6 +543,57 @@ pub async fn load_variants(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Va
     let products = load_products(conn, &product_ids).await?;
     let mut by_id: HashMap<String, Variant> =
         products.into_iter().flat_map(|p| p.variants).map(|v| (v.id.clone(), v)).collect();
+    Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct SellableRow {
+    id: String,
+    product_id: String,
+    sku: String,
+    title: String,
+    allow_backorder: bool,
+    status: String,
+}
+
+/// What selling variants needs, in two queries (carts and checkout run this on every call).
+pub async fn sellable(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Sellable>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (rows, prices) = on_conn!(conn, c, DB => {
+        let mut qb = QueryBuilder::<DB>::new(
+            "SELECT v.id, v.product_id, v.sku, v.title, v.allow_backorder, p.status \
+             FROM variants v JOIN products p ON p.id = v.product_id WHERE v.id IN ",
+        );
+        push_in_list!(qb, ids);
+        let rows: Vec<SellableRow> = qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?;
+        let mut qb = QueryBuilder::<DB>::new("SELECT variant_id, currency, amount FROM variant_prices WHERE variant_id IN ");
+        push_in_list!(qb, ids);
+        let prices: Vec<PriceRow> = qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?;
+        (rows, prices)
+    });
+    let mut prices_by: HashMap<String, Vec<Money>> = HashMap::new();
+    for p in &prices {
+        prices_by.entry(p.variant_id.clone()).or_default().push(price_from_row(p)?);
+    }
+    let mut by_id: HashMap<String, Sellable> = HashMap::new();
+    for r in rows {
+        let status = ProductStatus::parse(&r.status)
+            .ok_or_else(|| Error::internal(format!("product {} has status {}", r.product_id, r.status)))?;
+        by_id.insert(
+            r.id.clone(),
+            Sellable {
+                prices: prices_by.remove(&r.id).unwrap_or_default(),
+                variant_id: r.id,
+                product_id: r.product_id,
+                sku: r.sku,
+                title: r.title,
+                allow_backorder: r.allow_backorder,
+                published: status == ProductStatus::Published,
+            },
+        );
+    }
     Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
 }
 

@@ -1,8 +1,10 @@
 //! `Idempotency-Key` records for checkout, scoped per cart (owns `idempotency_keys`).
 //!
-//! The first request with a key inserts an `in_flight` row (`INSERT … ON CONFLICT DO NOTHING`
-//! decides the race: exactly one request wins); its outcome is stored when it ends and replayed
-//! to every later request with the same key and body. Records are kept at least 24 hours.
+//! A checkout claims its key in the same write job that reserves its stock and creates its
+//! order (an `in_flight` row linked to the order), or, when it ends without an order (sold
+//! out, price changed, …), claims it `done` with its outcome at once. `INSERT … ON CONFLICT
+//! DO NOTHING` decides the race: exactly one request wins; every later request with the same
+//! key and body gets the stored outcome. Records are kept at least 24 hours.
 
 use backroom_db::{Conn, Db, on_conn, storage};
 use backroom_kernel::{Error, Result, now};
@@ -37,26 +39,40 @@ pub fn request_hash(canonical_json: &str) -> String {
     hex::encode(Sha256::digest(canonical_json.as_bytes()))
 }
 
-pub async fn begin(db: &Db, scope: &str, key: &str, hash: &str) -> Result<Begin> {
+/// Claims `key` inside a write job: in flight for the checkout that created `order_id`, or
+/// done at once with `outcome`. `INSERT … ON CONFLICT DO NOTHING` decides a race: exactly one
+/// request claims a key. Any other answer means the key was there already; the caller then
+/// rolls its job back.
+pub async fn claim(
+    conn: &mut Conn<'_>,
+    scope: &str,
+    key: &str,
+    hash: &str,
+    order_id: Option<&str>,
+    outcome: Option<&Outcome>,
+) -> Result<Begin> {
     let ts = now();
-    let mut tx = db.begin().await?;
-    let inserted = on_conn!(&mut tx.conn(), c => sqlx::query(
-        "INSERT INTO idempotency_keys (scope, key, request_hash, state, created_at, updated_at) \
-         VALUES ($1, $2, $3, 'in_flight', $4, $4) ON CONFLICT (scope, key) DO NOTHING",
+    let body = outcome.map(serde_json::to_string).transpose().map_err(Error::internal)?;
+    let state = if body.is_some() { "done" } else { "in_flight" };
+    let inserted = on_conn!(conn, c => sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, request_hash, state, order_id, outcome, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (scope, key) DO NOTHING",
     )
     .bind(scope)
     .bind(key)
     .bind(hash)
+    .bind(state)
+    .bind(order_id)
+    .bind(body)
     .bind(ts)
     .execute(&mut *c)
     .await
     .map(|r| r.rows_affected())
     .map_err(storage))?;
     if inserted == 1 {
-        tx.commit().await?;
         return Ok(Begin::New);
     }
-    let (stored_hash, state, outcome): (String, String, Option<String>) = on_conn!(&mut tx.conn(), c => sqlx::query_as(
+    let (stored_hash, state, outcome): (String, String, Option<String>) = on_conn!(conn, c => sqlx::query_as(
         "SELECT request_hash, state, outcome FROM idempotency_keys WHERE scope = $1 AND key = $2",
     )
     .bind(scope)
@@ -64,7 +80,6 @@ pub async fn begin(db: &Db, scope: &str, key: &str, hash: &str) -> Result<Begin>
     .fetch_one(&mut *c)
     .await
     .map_err(storage))?;
-    tx.commit().await?;
     if stored_hash != hash {
         return Ok(Begin::Reused);
     }
@@ -74,25 +89,11 @@ pub async fn begin(db: &Db, scope: &str, key: &str, hash: &str) -> Result<Begin>
     }
 }
 
-/// Links the key to the order its request created (in the checkout's transaction), so that
-/// recovery can finish the record if the request dies.
-pub async fn link_order(conn: &mut Conn<'_>, scope: &str, key: &str, order_id: &str) -> Result<()> {
-    on_conn!(conn, c => sqlx::query("UPDATE idempotency_keys SET order_id = $3 WHERE scope = $1 AND key = $2")
-        .bind(scope)
-        .bind(key)
-        .bind(order_id)
-        .execute(&mut *c)
-        .await
-        .map(|_| ())
-        .map_err(storage))
-}
-
 /// Stores the answer of the request that owns the key, unless recovery has already stored
 /// a later one (it settled the order while this request was still answering `202`).
-pub async fn finish(db: &Db, scope: &str, key: &str, outcome: &Outcome) -> Result<()> {
+pub async fn finish(conn: &mut Conn<'_>, scope: &str, key: &str, outcome: &Outcome) -> Result<()> {
     let body = serde_json::to_string(outcome).map_err(Error::internal)?;
-    let mut tx = db.begin().await?;
-    on_conn!(&mut tx.conn(), c => sqlx::query(
+    on_conn!(conn, c => sqlx::query(
         "UPDATE idempotency_keys SET state = 'done', outcome = $3, updated_at = $4 \
          WHERE scope = $1 AND key = $2 AND state = 'in_flight'",
     )
@@ -103,8 +104,7 @@ pub async fn finish(db: &Db, scope: &str, key: &str, outcome: &Outcome) -> Resul
     .execute(&mut *c)
     .await
     .map(|_| ())
-    .map_err(storage))?;
-    tx.commit().await
+    .map_err(storage))
 }
 
 /// Stores the final outcome for every key linked to an order (recovery settled it).
@@ -120,22 +120,6 @@ pub async fn finish_for_order(conn: &mut Conn<'_>, order_id: &str, outcome: &Out
     .await
     .map(|_| ())
     .map_err(storage))
-}
-
-/// Forgets an in-flight key whose request failed before it changed anything (an internal
-/// error), so that the client's retry runs again.
-pub async fn abandon(db: &Db, scope: &str, key: &str) -> Result<()> {
-    let mut tx = db.begin().await?;
-    on_conn!(&mut tx.conn(), c => sqlx::query(
-        "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND state = 'in_flight' AND order_id IS NULL",
-    )
-    .bind(scope)
-    .bind(key)
-    .execute(&mut *c)
-    .await
-    .map(|_| ())
-    .map_err(storage))?;
-    tx.commit().await
 }
 
 /// Removes finished records older than [`RETENTION`], and in-flight ones without an order

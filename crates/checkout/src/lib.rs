@@ -11,11 +11,15 @@
 
 pub mod idempotency;
 
+use idempotency::Begin;
+
 use std::time::Duration;
 
 use backroom_cart::{Cart, CartStatus};
-use backroom_catalog::{Catalog, ProductStatus};
-use backroom_db::{Db, outbox};
+use backroom_catalog::Catalog;
+use backroom_db::writer::Done;
+use backroom_db::{Conn, Db, outbox};
+use backroom_inventory::Inventory;
 use backroom_inventory::reservations::{self, ReserveLine, Shortage};
 use backroom_kernel::{Error, FieldError, Money, Result, error::Problems, id, now};
 use backroom_orders::{Address, NewOrder, Order, OrderLine, OrderStatus};
@@ -128,6 +132,7 @@ pub struct Recovered {
 pub struct Checkout {
     db: Db,
     catalog: Catalog,
+    inventory: Inventory,
     providers: Providers,
     settings: Settings,
 }
@@ -138,7 +143,7 @@ fn dur(d: Duration) -> chrono::TimeDelta {
 
 impl Checkout {
     pub fn new(db: Db, providers: Providers, settings: Settings) -> Self {
-        Self { catalog: Catalog::new(db.clone()), db, providers, settings }
+        Self { catalog: Catalog::new(db.clone()), inventory: Inventory::new(db.clone()), db, providers, settings }
     }
 
     pub fn settings(&self) -> Settings {
@@ -190,39 +195,121 @@ impl Checkout {
         p.finish()
     }
 
-    /// Runs a checkout that owns its idempotency key, and returns its outcome. The caller
-    /// stores the outcome under the key.
-    #[tracing::instrument(skip(self, req), fields(cart_id = %cart_id))]
-    pub async fn run(&self, cart_id: &str, key: &str, req: &CheckoutRequest) -> Result<Outcome> {
+    /// Runs a checkout under its idempotency key: the whole request as ARCHITECTURE.md
+    /// describes it, with every write going through the group-commit writer ([`Db::write`]):
+    /// one job locks the cart, reserves the stock, creates the order and the attempt and claims
+    /// the key; the provider is called; one job settles. A checkout that ends without an
+    /// order (sold out, price changed, …) is one small job that stores its outcome.
+    #[tracing::instrument(skip(self, hash, req), fields(cart_id = %cart_id))]
+    pub async fn run(&self, cart_id: &str, key: &str, hash: &str, req: &CheckoutRequest) -> Result<Answer> {
+        let key = Key { scope: cart_id.to_owned(), key: key.to_owned(), hash: hash.to_owned() };
+        let (cart, lines) = match self.prepare(cart_id).await? {
+            Prepared::Ended(outcome) => return self.end_without_order(key, outcome).await,
+            Prepared::Ready { cart, lines } => (cart, lines),
+        };
+
+        // 2. Reserve, create the order and the attempt, claim the key: one job.
+        let provider = self.provider(&req.payment.provider)?;
+        let order = new_order(&id::new("ord"), &cart, req)?;
+        let attempt_id = id::new("pay");
+        let expires = now() + dur(self.settings.reservation_ttl);
+        let (order_id, amount, provider_name) = (order.id.clone(), cart.total, provider.name());
+        let (job_key, job_attempt) = (key.clone(), attempt_id.clone());
+        let reserved = self
+            .db
+            .write(move |mut conn| {
+                Box::pin(async move {
+                    let key = job_key;
+                    if !backroom_cart::transition(&mut conn, &key.scope, CartStatus::Open, CartStatus::CheckingOut)
+                        .await?
+                    {
+                        // Checked out meanwhile, or being checked out (maybe under this very key).
+                        let status = backroom_cart::load(&mut conn, &key.scope).await?.map(|c| c.status);
+                        return Ok(Done::Rollback(Err(status_outcome(status))));
+                    }
+                    if let Err(short) = reservations::reserve(&mut conn, &order.id, &lines, expires, ACTOR).await? {
+                        return Ok(Done::Rollback(Err(Outcome::InsufficientStock { items: short })));
+                    }
+                    backroom_orders::create(&mut conn, &order).await?;
+                    backroom_payments::create_attempt(&mut conn, &job_attempt, &order.id, provider_name, amount)
+                        .await?;
+                    match idempotency::claim(&mut conn, &key.scope, &key.key, &key.hash, Some(&order.id), None).await? {
+                        Begin::New => Ok(Done::Commit(Ok(Begin::New))),
+                        // The key was used before: nothing of this job stays.
+                        other => Ok(Done::Rollback(Ok(other))),
+                    }
+                })
+            })
+            .await?;
+        match reserved {
+            Ok(Begin::New) => {}
+            Ok(existing) => return Ok(Answer::from_claim(existing)),
+            Err(outcome) => return self.end_without_order(key, outcome).await,
+        }
+
+        // 3. Money moves only now.
+        let answer = provider
+            .authorize(ChargeRequest {
+                idempotency_key: attempt_id.clone(),
+                amount,
+                token: req.payment.token.clone(),
+                capture: true,
+            })
+            .await;
+
+        // 4. Settle.
+        let outcome = match answer {
+            Ok(status) => self.settle(&order_id, &attempt_id, status).await?,
+            Err(e) => {
+                tracing::warn!(order_id, error = %e, "payment answer lost; recovery will settle the order");
+                self.db
+                    .write(move |mut conn| {
+                        Box::pin(async move {
+                            backroom_payments::transition(
+                                &mut conn,
+                                &attempt_id,
+                                &[AttemptStatus::Pending],
+                                AttemptStatus::Unknown,
+                                None,
+                                None,
+                            )
+                            .await?;
+                            let order = load_order(&mut conn, &order_id).await?;
+                            let outcome = match order.status {
+                                OrderStatus::PendingPayment => Outcome::PaymentPending { order: Box::new(order) },
+                                _ => outcome_of(order),
+                            };
+                            idempotency::finish(&mut conn, &key.scope, &key.key, &outcome).await?;
+                            Ok(Done::Commit(outcome))
+                        })
+                    })
+                    .await?
+            }
+        };
+        Ok(Answer::New(outcome))
+    }
+
+    /// Step 1: reads the cart and the current price and sellability of every line (P4).
+    async fn prepare(&self, cart_id: &str) -> Result<Prepared> {
         let cart = {
             let mut r = self.db.read().await?;
             backroom_cart::load(&mut r.conn(), cart_id).await?
         };
-        let Some(cart) = cart else { return Ok(Outcome::CartNotFound) };
-        match cart.status {
-            CartStatus::Completed => return Ok(Outcome::CartCompleted),
-            CartStatus::CheckingOut => return Ok(Outcome::CartCheckingOut),
-            CartStatus::Open => {}
+        let Some(cart) = cart else { return Ok(Prepared::Ended(Outcome::CartNotFound)) };
+        if cart.status != CartStatus::Open {
+            return Ok(Prepared::Ended(status_outcome(Some(cart.status))));
         }
         if cart.items.is_empty() {
-            return Ok(Outcome::Invalid { errors: vec![FieldError::new("items", "the cart is empty")] });
+            let errors = vec![FieldError::new("items", "the cart is empty")];
+            return Ok(Prepared::Ended(Outcome::Invalid { errors }));
         }
-
-        // 1. Current prices and sellability of every line.
         let ids: Vec<String> = cart.items.iter().map(|i| i.variant_id.clone()).collect();
-        let variants = self.catalog.variants(&ids).await?;
+        let variants = self.catalog.sellable(&ids).await?;
         let mut errors = Vec::new();
         let mut changes = Vec::new();
         let mut lines = Vec::new();
         for (i, item) in cart.items.iter().enumerate() {
-            let variant = variants.iter().find(|v| v.id == item.variant_id);
-            let published = match variant {
-                Some(v) => {
-                    self.catalog.product(&v.product_id).await.is_ok_and(|p| p.status == ProductStatus::Published)
-                }
-                None => false,
-            };
-            let (Some(variant), true) = (variant, published) else {
+            let Some(variant) = variants.iter().find(|v| v.variant_id == item.variant_id && v.published) else {
                 errors.push(FieldError::new(format!("items[{i}]"), "this product is no longer for sale; remove it"));
                 continue;
             };
@@ -245,199 +332,70 @@ impl Checkout {
             });
         }
         if !errors.is_empty() {
-            return Ok(Outcome::Invalid { errors });
+            return Ok(Prepared::Ended(Outcome::Invalid { errors }));
         }
         if !changes.is_empty() {
-            // The cart takes the new prices, so the shopper sees them and can confirm.
-            let mut tx = self.db.begin().await?;
-            for c in &changes {
-                backroom_cart::set_unit_price(&mut tx.conn(), &c.item_id, c.new_unit_price).await?;
-            }
-            tx.commit().await?;
-            return Ok(Outcome::PriceChanged { items: changes });
+            return Ok(Prepared::Ended(Outcome::PriceChanged { items: changes }));
         }
-
-        // 2. Reserve, create the order and the attempt: one transaction.
-        let order_id = id::new("ord");
-        let attempt_id = id::new("pay");
-        let mut tx = self.db.begin().await?;
-        if !backroom_cart::transition(&mut tx.conn(), cart_id, CartStatus::Open, CartStatus::CheckingOut).await? {
-            let mut r = self.db.read().await?;
-            return Ok(match backroom_cart::load(&mut r.conn(), cart_id).await?.map(|c| c.status) {
-                Some(CartStatus::Completed) => Outcome::CartCompleted,
-                Some(_) => Outcome::CartCheckingOut,
-                None => Outcome::CartNotFound,
-            });
-        }
-        let expires = now() + dur(self.settings.reservation_ttl);
-        if let Err(short) = reservations::reserve(&mut tx.conn(), &order_id, &lines, expires, ACTOR).await? {
-            // Dropping the transaction rolls back the reservations made so far and the lock.
-            return Ok(Outcome::InsufficientStock { items: short });
-        }
-        backroom_orders::create(&mut tx.conn(), &new_order(&order_id, &cart, req)?).await?;
-        let provider = self.provider(&req.payment.provider)?;
-        backroom_payments::create_attempt(&mut tx.conn(), &attempt_id, &order_id, provider.name(), cart.total).await?;
-        idempotency::link_order(&mut tx.conn(), cart_id, key, &order_id).await?;
-        tx.commit().await?;
-
-        // 3. Money moves only now.
-        let answer = provider
-            .authorize(ChargeRequest {
-                idempotency_key: attempt_id.clone(),
-                amount: cart.total,
-                token: req.payment.token.clone(),
-                capture: true,
-            })
-            .await;
-
-        // 4. Settle.
-        match answer {
-            Ok(status) => self.settle(&order_id, &attempt_id, status).await,
-            Err(e) => {
-                tracing::warn!(order_id, error = %e, "payment answer lost; recovery will settle the order");
-                let mut tx = self.db.begin().await?;
-                backroom_payments::transition(
-                    &mut tx.conn(),
-                    &attempt_id,
-                    &[AttemptStatus::Pending],
-                    AttemptStatus::Unknown,
-                    None,
-                    None,
-                )
-                .await?;
-                tx.commit().await?;
-                let order = self.order(&order_id).await?;
-                Ok(match order.status {
-                    OrderStatus::PendingPayment => Outcome::PaymentPending { order: Box::new(order) },
-                    _ => self.outcome_of(order),
+        // Sold out already by the last committed state: answer without a reservation attempt
+        // (the shopper asked at a moment the units were not there). A line that might fit goes
+        // on to the conditional UPDATE, which decides (P1).
+        let tracked: Vec<String> = lines.iter().filter(|l| !l.allow_backorder).map(|l| l.variant_id.clone()).collect();
+        let available = self.inventory.availability(&tracked).await?;
+        let short: Vec<Shortage> = lines
+            .iter()
+            .filter(|l| !l.allow_backorder)
+            .filter_map(|l| {
+                let n = *available.get(&l.variant_id)?;
+                (n < l.quantity).then(|| Shortage {
+                    variant_id: l.variant_id.clone(),
+                    requested: l.quantity,
+                    available: n,
                 })
-            }
+            })
+            .collect();
+        if !short.is_empty() {
+            return Ok(Prepared::Ended(Outcome::InsufficientStock { items: short }));
         }
+        Ok(Prepared::Ready { cart, lines })
+    }
+
+    /// Ends a checkout that created no order: one job claims the key with the outcome (a
+    /// changed price is also written to the cart, so the shopper sees it and can confirm).
+    async fn end_without_order(&self, key: Key, outcome: Outcome) -> Result<Answer> {
+        self.db
+            .write(move |mut conn| {
+                Box::pin(async move {
+                    match idempotency::claim(&mut conn, &key.scope, &key.key, &key.hash, None, Some(&outcome)).await? {
+                        Begin::New => {
+                            if let Outcome::PriceChanged { items } = &outcome {
+                                for c in items {
+                                    backroom_cart::set_unit_price(&mut conn, &c.item_id, c.new_unit_price).await?;
+                                }
+                            }
+                            Ok(Done::Commit(Answer::New(outcome)))
+                        }
+                        other => Ok(Done::Rollback(Answer::from_claim(other))),
+                    }
+                })
+            })
+            .await
     }
 
     fn provider(&self, name: &str) -> Result<std::sync::Arc<dyn PaymentProvider>> {
         self.providers.get(name).ok_or_else(|| Error::internal(format!("payment provider {name} is not configured")))
     }
 
-    async fn order(&self, id: &str) -> Result<Order> {
-        let mut r = self.db.read().await?;
-        backroom_orders::load(&mut r.conn(), &[id.to_owned()], false).await?.pop().ok_or(Error::not_found("order"))
-    }
-
-    /// The outcome an order in its current state stands for.
-    fn outcome_of(&self, order: Order) -> Outcome {
-        match order.status {
-            OrderStatus::Placed => Outcome::Placed { order: Box::new(order) },
-            OrderStatus::PendingPayment => Outcome::PaymentPending { order: Box::new(order) },
-            OrderStatus::PaymentFailed | OrderStatus::Cancelled => Outcome::PaymentDeclined {
-                reason: if order.status == OrderStatus::Cancelled { "voided".into() } else { "declined".into() },
-                order_id: order.id,
-            },
-        }
-    }
-
-    /// Applies a provider's answer to an order still in `pending_payment`, in one
-    /// transaction. Whoever comes second (request or recovery) changes nothing and gets the
-    /// outcome the first one produced.
+    /// Applies a provider's answer to an order still in `pending_payment`, in one write job.
+    /// Whoever comes second (request or recovery) changes nothing and gets the outcome the
+    /// first one produced.
     async fn settle(&self, order_id: &str, attempt_id: &str, status: ChargeStatus) -> Result<Outcome> {
-        let mut tx = self.db.begin().await?;
-        let mut conn = tx.conn();
-        let (outcome_status, note) = match &status {
-            ChargeStatus::Captured { .. } | ChargeStatus::Authorized { .. } | ChargeStatus::Refunded { .. } => {
-                (OrderStatus::Placed, "payment captured".to_owned())
-            }
-            ChargeStatus::Declined { reason } => (OrderStatus::PaymentFailed, format!("payment declined: {reason}")),
-            ChargeStatus::Voided | ChargeStatus::NotFound => {
-                (OrderStatus::Cancelled, "payment never completed; voided".to_owned())
-            }
-        };
-        let moved =
-            backroom_orders::transition(&mut conn, order_id, OrderStatus::PendingPayment, outcome_status, &note)
-                .await?;
-        if moved {
-            let cart_id = {
-                let o = backroom_orders::load(&mut conn, &[order_id.to_owned()], false).await?;
-                o.first().map(|o| o.cart_id.clone()).ok_or(Error::not_found("order"))?
-            };
-            let from = [AttemptStatus::Pending, AttemptStatus::Unknown];
-            let changed = match &status {
-                ChargeStatus::Captured { reference }
-                | ChargeStatus::Authorized { reference }
-                | ChargeStatus::Refunded { reference } => {
-                    backroom_payments::transition(
-                        &mut conn,
-                        attempt_id,
-                        &from,
-                        AttemptStatus::Captured,
-                        Some(reference),
-                        None,
-                    )
-                    .await?;
-                    backroom_cart::transition(&mut conn, &cart_id, CartStatus::CheckingOut, CartStatus::Completed)
-                        .await?;
-                    reservations::allocate(&mut conn, order_id, ACTOR).await?
-                }
-                ChargeStatus::Declined { reason } => {
-                    backroom_payments::transition(
-                        &mut conn,
-                        attempt_id,
-                        &from,
-                        AttemptStatus::Declined,
-                        None,
-                        Some(reason),
-                    )
-                    .await?;
-                    backroom_cart::transition(&mut conn, &cart_id, CartStatus::CheckingOut, CartStatus::Open).await?;
-                    reservations::release(&mut conn, order_id, ACTOR).await?
-                }
-                ChargeStatus::Voided | ChargeStatus::NotFound => {
-                    backroom_payments::transition(
-                        &mut conn,
-                        attempt_id,
-                        &from,
-                        AttemptStatus::Voided,
-                        None,
-                        Some("voided"),
-                    )
-                    .await?;
-                    backroom_cart::transition(&mut conn, &cart_id, CartStatus::CheckingOut, CartStatus::Open).await?;
-                    reservations::release(&mut conn, order_id, ACTOR).await?
-                }
-            };
-            let order = backroom_orders::load(&mut conn, &[order_id.to_owned()], false)
-                .await?
-                .pop()
-                .ok_or(Error::not_found("order"))?;
-            let topic = if order.status == OrderStatus::Placed { "order.placed" } else { "order.payment_failed" };
-            outbox::enqueue(
-                &mut conn,
-                topic,
-                &serde_json::json!({
-                    "order_id": order.id, "number": order.number, "status": order.status, "total": order.total,
-                    "cart_id": order.cart_id,
-                }),
-            )
-            .await?;
-            if !changed.is_empty() {
-                outbox::enqueue(
-                    &mut conn,
-                    "stock.changed",
-                    &serde_json::json!({"variant_ids": changed, "order_id": order.id}),
-                )
-                .await?;
-            }
-            let outcome = match (&status, order.status) {
-                (ChargeStatus::Declined { reason }, _) => {
-                    Outcome::PaymentDeclined { order_id: order.id.clone(), reason: reason.clone() }
-                }
-                _ => self.outcome_of(order),
-            };
-            idempotency::finish_for_order(&mut conn, order_id, &outcome).await?;
-            tx.commit().await?;
-            return Ok(outcome);
-        }
-        drop(tx);
-        Ok(self.outcome_of(self.order(order_id).await?))
+        let (order_id, attempt_id) = (order_id.to_owned(), attempt_id.to_owned());
+        self.db
+            .write(move |mut conn| {
+                Box::pin(async move { Ok(Done::Commit(settle_in(&mut conn, &order_id, &attempt_id, status).await?)) })
+            })
+            .await
     }
 
     /// One recovery pass: every attempt whose answer was lost (`unknown`), or that has been
@@ -564,4 +522,129 @@ fn new_order(order_id: &str, cart: &Cart, req: &CheckoutRequest) -> Result<NewOr
             country: a.country.clone(),
         },
     })
+}
+
+/// The answer a checkout request gets.
+#[derive(Debug)]
+pub enum Answer {
+    /// This request ran the checkout; its outcome is stored under the key.
+    New(Outcome),
+    /// The key has an answer already: replay it.
+    Replay(Outcome),
+    /// The first request with this key is still running.
+    InUse,
+    /// The key was used with a different request body.
+    Reused,
+}
+
+impl Answer {
+    fn from_claim(existing: Begin) -> Answer {
+        match existing {
+            Begin::Replay(o) => Answer::Replay(*o),
+            Begin::InUse | Begin::New => Answer::InUse,
+            Begin::Reused => Answer::Reused,
+        }
+    }
+}
+
+/// An idempotency key in its scope (the cart), with the request's hash.
+#[derive(Debug, Clone)]
+struct Key {
+    scope: String,
+    key: String,
+    hash: String,
+}
+
+/// What step 1 found.
+enum Prepared {
+    /// The checkout ends here, without an order.
+    Ended(Outcome),
+    /// Every line is for sale at the price in the cart.
+    Ready { cart: Cart, lines: Vec<ReserveLine> },
+}
+
+/// The outcome of finding a cart that is not open (or gone).
+fn status_outcome(status: Option<CartStatus>) -> Outcome {
+    match status {
+        Some(CartStatus::Completed) => Outcome::CartCompleted,
+        Some(_) => Outcome::CartCheckingOut,
+        None => Outcome::CartNotFound,
+    }
+}
+
+/// The outcome an order in its current state stands for.
+fn outcome_of(order: Order) -> Outcome {
+    match order.status {
+        OrderStatus::Placed => Outcome::Placed { order: Box::new(order) },
+        OrderStatus::PendingPayment => Outcome::PaymentPending { order: Box::new(order) },
+        OrderStatus::PaymentFailed | OrderStatus::Cancelled => Outcome::PaymentDeclined {
+            reason: if order.status == OrderStatus::Cancelled { "voided".into() } else { "declined".into() },
+            order_id: order.id,
+        },
+    }
+}
+
+async fn load_order(conn: &mut Conn<'_>, id: &str) -> Result<Order> {
+    backroom_orders::load(conn, &[id.to_owned()], false).await?.pop().ok_or(Error::not_found("order"))
+}
+
+/// Step 4 inside a write job: `placed` with allocations, or `payment_failed`/`cancelled` with
+/// the stock released; the cart, the attempt, the outbox and the idempotency key follow.
+/// An order no longer in `pending_payment` is left as it is.
+async fn settle_in(conn: &mut Conn<'_>, order_id: &str, attempt_id: &str, status: ChargeStatus) -> Result<Outcome> {
+    let (outcome_status, note) = match &status {
+        ChargeStatus::Captured { .. } | ChargeStatus::Authorized { .. } | ChargeStatus::Refunded { .. } => {
+            (OrderStatus::Placed, "payment captured".to_owned())
+        }
+        ChargeStatus::Declined { reason } => (OrderStatus::PaymentFailed, format!("payment declined: {reason}")),
+        ChargeStatus::Voided | ChargeStatus::NotFound => {
+            (OrderStatus::Cancelled, "payment never completed; voided".to_owned())
+        }
+    };
+    if !backroom_orders::transition(conn, order_id, OrderStatus::PendingPayment, outcome_status, &note).await? {
+        return Ok(outcome_of(load_order(conn, order_id).await?));
+    }
+    let cart_id = load_order(conn, order_id).await?.cart_id;
+    let from = [AttemptStatus::Pending, AttemptStatus::Unknown];
+    let (attempt, reference, reason, cart_to) = match &status {
+        ChargeStatus::Captured { reference }
+        | ChargeStatus::Authorized { reference }
+        | ChargeStatus::Refunded { reference } => {
+            (AttemptStatus::Captured, Some(reference.as_str()), None, CartStatus::Completed)
+        }
+        ChargeStatus::Declined { reason } => (AttemptStatus::Declined, None, Some(reason.as_str()), CartStatus::Open),
+        ChargeStatus::Voided | ChargeStatus::NotFound => {
+            (AttemptStatus::Voided, None, Some("voided"), CartStatus::Open)
+        }
+    };
+    backroom_payments::transition(conn, attempt_id, &from, attempt, reference, reason).await?;
+    backroom_cart::transition(conn, &cart_id, CartStatus::CheckingOut, cart_to).await?;
+    let changed = if outcome_status == OrderStatus::Placed {
+        reservations::allocate(conn, order_id, ACTOR).await?
+    } else {
+        reservations::release(conn, order_id, ACTOR).await?
+    };
+    let order = load_order(conn, order_id).await?;
+    let topic = if order.status == OrderStatus::Placed { "order.placed" } else { "order.payment_failed" };
+    outbox::enqueue(
+        conn,
+        topic,
+        &serde_json::json!({
+            "order_id": order.id, "number": order.number, "status": order.status, "total": order.total,
+            "cart_id": order.cart_id,
+        }),
+    )
+    .await?;
+    if !changed.is_empty() {
+        outbox::enqueue(conn, "stock.changed", &serde_json::json!({"variant_ids": changed, "order_id": order.id}))
+            .await?;
+    }
+    let outcome = match &status {
+        ChargeStatus::Declined { reason } => {
+            Outcome::PaymentDeclined { order_id: order.id.clone(), reason: reason.clone() }
+        }
+        _ => outcome_of(order),
+    };
+    idempotency::finish_for_order(conn, order_id, &outcome).await?;
+    Ok(outcome)
 }

@@ -7,9 +7,11 @@
 //! between the dialects sits beside its twin in the module's repository code.
 
 pub mod outbox;
+pub mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use backroom_kernel::Error;
@@ -26,9 +28,17 @@ pub enum Dialect {
     Postgres,
 }
 
-/// A handle on the store's database. Cheap to clone.
+/// A handle on the store's database: its connection pools and its group-commit writer
+/// ([`Db::write`]). Cheap to clone; clones share the writer.
 #[derive(Debug, Clone)]
-pub enum Db {
+pub struct Db {
+    pools: Pools,
+    batcher: Arc<writer::Batcher>,
+}
+
+/// The connection pools behind a [`Db`].
+#[derive(Debug, Clone)]
+pub enum Pools {
     Sqlite {
         /// Exactly one connection: SQLite allows one writer at a time, so writes queue here
         /// instead of spinning on `SQLITE_BUSY`.
@@ -88,7 +98,7 @@ impl Db {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(pg)
                     .await?;
-                Ok(Db::Postgres(pool))
+                Ok(Db::new(Pools::Postgres(pool)))
             }
             Dialect::Sqlite => {
                 let base = SqliteConnectOptions::from_str(&opts.url)?
@@ -116,66 +126,99 @@ impl Db {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(base.read_only(true))
                     .await?;
-                Ok(Db::Sqlite { writer, reader })
+                Ok(Db::new(Pools::Sqlite { writer, reader }))
             }
         }
     }
 
+    fn new(pools: Pools) -> Db {
+        Db { pools, batcher: Arc::new(writer::Batcher::new()) }
+    }
+
+    /// The pools, for code that needs a driver's own pool (tests, benchmarks).
+    pub fn pools(&self) -> &Pools {
+        &self.pools
+    }
+
     pub fn dialect(&self) -> Dialect {
-        match self {
-            Db::Sqlite { .. } => Dialect::Sqlite,
-            Db::Postgres(_) => Dialect::Postgres,
+        match self.pools {
+            Pools::Sqlite { .. } => Dialect::Sqlite,
+            Pools::Postgres(_) => Dialect::Postgres,
         }
+    }
+
+    /// Runs `f` as one job of the group-commit writer ([`writer`]): in the next batch's
+    /// transaction, in its own savepoint, answered after the batch committed. `f` must not
+    /// call [`Db::write`] or [`Db::begin`] itself (the writer is busy running it).
+    pub async fn write<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(Conn<'c>) -> writer::BoxFuture<'c, Result<writer::Done<T>, Error>> + Send + 'static,
+    {
+        self.batcher.write(&self.pools, f).await
+    }
+
+    /// What this process's group-commit writer has done so far.
+    pub fn writer_stats(&self) -> writer::Stats {
+        self.batcher.stats()
     }
 
     /// Applies every embedded migration not yet applied. Safe to run concurrently with
     /// other processes: sqlx takes an advisory lock on PostgreSQL, and SQLite's single
     /// writer serialises.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        match self {
-            Db::Sqlite { writer, .. } => SQLITE_MIGRATIONS.run(writer).await,
-            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+        match &self.pools {
+            Pools::Sqlite { writer, .. } => SQLITE_MIGRATIONS.run(writer).await,
+            Pools::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
         }
     }
 
     /// Whether the database answers and every embedded migration is applied (`/readyz`).
     pub async fn is_ready(&self) -> bool {
-        let expected = match self {
-            Db::Sqlite { .. } => SQLITE_MIGRATIONS.iter().count(),
-            Db::Postgres(_) => POSTGRES_MIGRATIONS.iter().count(),
+        let expected = match self.pools {
+            Pools::Sqlite { .. } => SQLITE_MIGRATIONS.iter().count(),
+            Pools::Postgres(_) => POSTGRES_MIGRATIONS.iter().count(),
         } as i64;
         let sql = "SELECT COUNT(*) FROM _sqlx_migrations WHERE success";
-        let applied: Result<i64, sqlx::Error> = match self {
-            Db::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_one(reader).await,
-            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        let applied: Result<i64, sqlx::Error> = match &self.pools {
+            Pools::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_one(reader).await,
+            Pools::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
         };
         matches!(applied, Ok(n) if n >= expected)
     }
 
     /// A reader connection for queries that change nothing.
     pub async fn read(&self) -> Result<ReadConn, Error> {
-        Ok(match self {
-            Db::Sqlite { reader, .. } => ReadConn::Sqlite(reader.acquire().await.map_err(storage)?),
-            Db::Postgres(pool) => ReadConn::Postgres(pool.acquire().await.map_err(storage)?),
+        Ok(match &self.pools {
+            Pools::Sqlite { reader, .. } => ReadConn::Sqlite(reader.acquire().await.map_err(storage)?),
+            Pools::Postgres(pool) => ReadConn::Postgres(pool.acquire().await.map_err(storage)?),
         })
     }
 
-    /// Starts a write transaction. On SQLite it runs on the single writer connection.
+    /// Starts a write transaction of its own (admin writes, the worker). On SQLite it runs on
+    /// the single writer connection, between the group-commit writer's batches. Hot paths use
+    /// [`Db::write`] instead.
     pub async fn begin(&self) -> Result<Tx, Error> {
-        Ok(match self {
-            Db::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await.map_err(storage)?),
-            Db::Postgres(pool) => Tx::Postgres(pool.begin().await.map_err(storage)?),
-        })
+        self.pools.begin().await
     }
 
     pub async fn close(&self) {
-        match self {
-            Db::Sqlite { writer, reader } => {
+        match &self.pools {
+            Pools::Sqlite { writer, reader } => {
                 reader.close().await;
                 writer.close().await;
             }
-            Db::Postgres(pool) => pool.close().await,
+            Pools::Postgres(pool) => pool.close().await,
         }
+    }
+}
+
+impl Pools {
+    async fn begin(&self) -> Result<Tx, Error> {
+        Ok(match self {
+            Pools::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await.map_err(storage)?),
+            Pools::Postgres(pool) => Tx::Postgres(pool.begin().await.map_err(storage)?),
+        })
     }
 }
 

@@ -10,6 +10,7 @@
 //! | `tok_timeout` | the charge is captured, but the answer is lost |
 //! | anything else | declined (`invalid_token`) |
 
+use backroom_db::writer::Done;
 use backroom_db::{Db, on_conn, storage};
 use backroom_kernel::{id, now};
 
@@ -65,24 +66,33 @@ impl TestProvider {
         reason: Option<&str>,
     ) -> Result<(), ProviderError> {
         let (token, amount, currency) = asked.unwrap_or(("", 0, "XXX"));
-        let mut tx = self.db.begin().await.map_err(unavailable)?;
-        on_conn!(&mut tx.conn(), c => sqlx::query(
-            "INSERT INTO test_provider_charges (idempotency_key, token, amount, currency, status, reason, reference, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(token)
-        .bind(amount)
-        .bind(currency)
-        .bind(status)
-        .bind(reason)
-        .bind(id::new("ch"))
-        .bind(now())
-        .execute(&mut *c)
-        .await
-        .map(|_| ())
-        .map_err(unavailable))?;
-        tx.commit().await.map_err(unavailable)
+        let row = (key.to_owned(), token.to_owned(), amount, currency.to_owned(), status.to_owned());
+        let reason = reason.map(str::to_owned);
+        // Through the group-commit writer: a flash sale's charges share commits.
+        self.db
+            .write(move |mut conn| {
+                Box::pin(async move {
+                    let (key, token, amount, currency, status) = row;
+                    on_conn!(&mut conn, c => sqlx::query(
+                        "INSERT INTO test_provider_charges (idempotency_key, token, amount, currency, status, reason, reference, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING",
+                    )
+                    .bind(key)
+                    .bind(token)
+                    .bind(amount)
+                    .bind(currency)
+                    .bind(status)
+                    .bind(reason)
+                    .bind(id::new("ch"))
+                    .bind(now())
+                    .execute(&mut *c)
+                    .await
+                    .map(|_| Done::Commit(()))
+                    .map_err(storage))
+                })
+            })
+            .await
+            .map_err(unavailable)
     }
 }
 

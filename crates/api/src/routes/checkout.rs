@@ -6,8 +6,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use backroom_auth::Permission;
 use backroom_cart::{AddItem, Cart, NewCart, SetQuantity};
-use backroom_checkout::idempotency::{self, Begin};
-use backroom_checkout::{CheckoutRequest, Outcome};
+use backroom_checkout::idempotency;
+use backroom_checkout::{Answer, CheckoutRequest, Outcome};
 use backroom_kernel::{Error, Page, PageRequest};
 use backroom_orders::{Order, OrderStatus};
 use serde::Deserialize;
@@ -154,47 +154,40 @@ pub async fn checkout(
     s.checkout.validate(&req)?;
     let canonical = serde_json::to_string(&req).map_err(Error::internal)?;
     let hash = idempotency::request_hash(&canonical);
-    let db = s.checkout.db();
-    match idempotency::begin(db, &cart_id, &key, &hash).await? {
-        Begin::Reused => Err(custom(
+    match s.checkout.run(&cart_id, &key, &hash, &req).await {
+        Ok(Answer::Reused) => Err(custom(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_key_reused",
             "Idempotency key reused",
             "this Idempotency-Key was used with a different request body",
             serde_json::Value::Null,
         )),
-        Begin::InUse => Err(custom(
+        Ok(Answer::InUse) => Err(custom(
             StatusCode::CONFLICT,
             "idempotency_key_in_use",
             "Idempotency key in use",
             "the first request with this Idempotency-Key is still running",
             serde_json::Value::Null,
         )),
-        Begin::Replay(outcome) => {
+        Ok(Answer::Replay(outcome)) => {
             metrics::counter!("checkout_outcomes_total", "result" => "replayed").increment(1);
             let mut res = respond(&outcome);
             res.headers_mut().insert("idempotency-replayed", HeaderValue::from_static("true"));
             Ok(res)
         }
-        Begin::New => match s.checkout.run(&cart_id, &key, &req).await {
-            Ok(outcome) => {
-                metrics::counter!("checkout_outcomes_total", "result" => outcome.name()).increment(1);
-                if matches!(outcome, Outcome::InsufficientStock { .. }) {
-                    metrics::counter!("stock_conflicts_total").increment(1);
-                }
-                idempotency::finish(db, &cart_id, &key, &outcome).await?;
-                Ok(respond(&outcome))
+        Ok(Answer::New(outcome)) => {
+            metrics::counter!("checkout_outcomes_total", "result" => outcome.name()).increment(1);
+            if let Outcome::InsufficientStock { items } = &outcome {
+                metrics::counter!("stock_conflicts_total").increment(items.len() as u64);
             }
-            Err(e) => {
-                metrics::counter!("checkout_outcomes_total", "result" => "error").increment(1);
-                // Nothing was reserved or charged unless an order is linked to the key; then
-                // recovery finishes it and the record.
-                if let Err(e2) = idempotency::abandon(db, &cart_id, &key).await {
-                    tracing::error!(error = %e2, "could not release an idempotency key");
-                }
-                Err(e.into())
-            }
-        },
+            Ok(respond(&outcome))
+        }
+        Err(e) => {
+            // Nothing was reserved or charged unless the key was claimed with an order; then
+            // recovery finishes the order and the key's record.
+            metrics::counter!("checkout_outcomes_total", "result" => "error").increment(1);
+            Err(e.into())
+        }
     }
 }
 

@@ -11,9 +11,9 @@ async fn captures(app: &TestApp, attempt_id: &str) -> i64 {
 
 async fn captured_total(app: &TestApp) -> i64 {
     let sql = "SELECT COUNT(*) FROM test_provider_charges WHERE status = 'captured'";
-    match &app.db {
-        backroom_db::Db::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_one(reader).await.unwrap(),
-        backroom_db::Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+    match app.db.pools() {
+        backroom_db::Pools::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_one(reader).await.unwrap(),
+        backroom_db::Pools::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
     }
 }
 
@@ -150,9 +150,9 @@ both!(card_numbers_are_refused_everywhere, |app: TestApp| async move {
     assert_eq!(app.admin_get("/admin/orders").await.expect(200)["items"], json!([]));
     // Nothing reached a table.
     let sql = "SELECT COUNT(*) FROM idempotency_keys";
-    let n: i64 = match &app.db {
-        backroom_db::Db::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_one(reader).await.unwrap(),
-        backroom_db::Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+    let n: i64 = match app.db.pools() {
+        backroom_db::Pools::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_one(reader).await.unwrap(),
+        backroom_db::Pools::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
     };
     assert_eq!(n, 0);
 });

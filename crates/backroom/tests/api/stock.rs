@@ -81,11 +81,11 @@ both!(on_hand_cannot_drop_below_promised_units, |app: TestApp| async move {
     let path = format!("/admin/variants/{vid}/stock");
     app.admin_put(&path, json!({"on_hand": 5})).await.expect(200);
     let sql = "UPDATE stock_levels SET reserved = 3 WHERE variant_id = $1";
-    match &app.db {
-        backroom_db::Db::Sqlite { writer, .. } => {
+    match app.db.pools() {
+        backroom_db::Pools::Sqlite { writer, .. } => {
             sqlx::query(sql).bind(&vid).execute(writer).await.unwrap();
         }
-        backroom_db::Db::Postgres(pool) => {
+        backroom_db::Pools::Postgres(pool) => {
             sqlx::query(sql).bind(&vid).execute(pool).await.unwrap();
         }
     }

@@ -1,0 +1,236 @@
+//! Group commit: one writer per database that runs whatever write jobs are queued in one
+//! transaction and answers each job only after that transaction has committed.
+//!
+//! Hot writes (checkout, carts, the test provider's ledger) go through [`Db::write`] instead
+//! of [`Db::begin`]. Contention is beaten by batching in front of one writer, not by smarter
+//! locks: on SQLite one `fsync` then serves a whole batch; on PostgreSQL a hot stock row is
+//! locked once per batch instead of once per order.
+//!
+//! - Each job runs inside its own `SAVEPOINT`: a job that fails (or asks for
+//!   [`Done::Rollback`]) is rolled back alone and its neighbours in the batch still commit.
+//! - Nobody is answered before the batch's `COMMIT` returned, so an acknowledged write is as
+//!   durable as the database's settings make it (`synchronous=FULL`, `synchronous_commit=on`),
+//!   and an answer never rests on a neighbour's write that did not commit. If the commit
+//!   fails, every job in the batch gets `Unavailable` and nothing of the batch is kept.
+//! - A job runs to its end even if the request that queued it is gone (the client hung up):
+//!   its writes are as atomic as a transaction's, and the caller simply never reads the answer.
+//! - A job that panics is rolled back like a failed one; the writer carries on.
+//!
+//! Written here rather than taken from a crate: group commit has to sit on top of sqlx's own
+//! transactions and savepoints for both drivers, which no general-purpose crate does.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use backroom_kernel::Error;
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Conn, Pools, Tx, storage};
+
+/// A boxed, sendable future, as write jobs return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a write job wants done with its writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Done<T> {
+    /// Keep the writes; answer `T` once the batch has committed.
+    Commit(T),
+    /// Undo this job's writes (only this job's); answer `T` once the batch has committed.
+    Rollback(T),
+}
+
+/// Most jobs queued before one commit. Bounded so that one batch's latency stays small and a
+/// failing `COMMIT` affects a bounded number of requests.
+pub const MAX_BATCH: usize = 512;
+
+/// A job's answer, sent once the batch's fate is known.
+type Reply = Box<dyn FnOnce(Result<(), &Error>) + Send>;
+/// A type-erased job: runs on the batch's connection, says whether to keep its writes, and
+/// leaves a [`Reply`] to call after the commit.
+type Job = Box<dyn for<'c> FnOnce(Conn<'c>) -> BoxFuture<'c, (bool, Reply)> + Send>;
+
+/// The queue in front of the writer. The task starts on first use, on the caller's runtime.
+pub(crate) struct Batcher {
+    tx: OnceLock<mpsc::UnboundedSender<Job>>,
+    stats: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    jobs: AtomicU64,
+    failed_batches: AtomicU64,
+}
+
+/// What the writer has done since the process started (benchmarks and tests read it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Transactions committed or attempted.
+    pub batches: u64,
+    /// Jobs run in them.
+    pub jobs: u64,
+    /// Batches whose commit failed (every job in them was answered with an error).
+    pub failed_batches: u64,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher").field("started", &self.tx.get().is_some()).finish()
+    }
+}
+
+impl Batcher {
+    pub(crate) fn new() -> Self {
+        Self { tx: OnceLock::new(), stats: Arc::default() }
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        Stats {
+            batches: self.stats.batches.load(Ordering::Relaxed),
+            jobs: self.stats.jobs.load(Ordering::Relaxed),
+            failed_batches: self.stats.failed_batches.load(Ordering::Relaxed),
+        }
+    }
+
+    fn sender(&self, pools: &Pools) -> &mpsc::UnboundedSender<Job> {
+        self.tx.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run(pools.clone(), rx, self.stats.clone()));
+            tx
+        })
+    }
+
+    pub(crate) async fn write<T, F>(&self, pools: &Pools, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(Conn<'c>) -> BoxFuture<'c, Result<Done<T>, Error>> + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel::<Result<T, Error>>();
+        let job: Job = Box::new(move |conn: Conn<'_>| {
+            Box::pin(async move {
+                let result = AssertUnwindSafe(f(conn)).catch_unwind().await.unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(panic = what, "a write job panicked; its writes are rolled back");
+                    Err(Error::internal(format!("a write job panicked: {what}")))
+                });
+                let (keep, value) = match result {
+                    Ok(Done::Commit(v)) => (true, Ok(v)),
+                    Ok(Done::Rollback(v)) => (false, Ok(v)),
+                    Err(e) => (false, Err(e)),
+                };
+                let reply: Reply = Box::new(move |committed: Result<(), &Error>| {
+                    let out = match committed {
+                        Ok(()) => value,
+                        Err(e) => Err(batch_failed(e)),
+                    };
+                    // The caller may be gone (client hung up); its writes stand regardless.
+                    let _ = answer.send(out);
+                });
+                (keep, reply)
+            }) as BoxFuture<'_, (bool, Reply)>
+        });
+        self.sender(pools).send(job).map_err(|_| Error::Unavailable("the database writer has stopped".into()))?;
+        answered.await.map_err(|_| Error::Unavailable("the database writer has stopped".into()))?
+    }
+}
+
+fn batch_failed(e: &Error) -> Error {
+    Error::Unavailable(format!("the write could not be committed: {e}").into())
+}
+
+async fn run(pools: Pools, mut rx: mpsc::UnboundedReceiver<Job>, stats: Arc<Counters>) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        stats.jobs.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        if !run_batch(&pools, &mut jobs).await {
+            stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Runs one batch: `BEGIN`, every job in its own savepoint, `COMMIT`, then the answers.
+/// Whether the batch committed.
+async fn run_batch(pools: &Pools, jobs: &mut Vec<Job>) -> bool {
+    let started = Instant::now();
+    let size = jobs.len();
+    let mut replies: Vec<Reply> = Vec::with_capacity(size);
+    let mut outer = match pools.begin().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            // The jobs never ran; dropping them drops their answer channels, which their
+            // callers read as Unavailable.
+            tracing::error!(error = %e, jobs = size, "the writer cannot start a transaction");
+            jobs.clear();
+            return false;
+        }
+    };
+    let mut broken: Option<Error> = None;
+    for job in jobs.drain(..) {
+        if broken.is_some() {
+            // The transaction is gone: dropping the job drops its answer channel, which its
+            // caller reads as "the writer has stopped" (Unavailable).
+            continue;
+        }
+        match in_savepoint(&mut outer, job).await {
+            Ok(reply) => replies.push(reply),
+            Err(e) => broken = Some(e),
+        }
+    }
+    let committed = match broken {
+        Some(e) => {
+            drop(outer);
+            Err(e)
+        }
+        None => outer.commit().await,
+    };
+    if let Err(e) = &committed {
+        tracing::error!(error = %e, jobs = size, "a write batch failed; every job in it is answered with an error");
+    }
+    metrics::histogram!("db_writer_batch_size").record(size as f64);
+    metrics::histogram!("db_writer_batch_seconds").record(started.elapsed().as_secs_f64());
+    metrics::counter!("db_writer_batches_total", "result" => if committed.is_ok() { "committed" } else { "failed" })
+        .increment(1);
+    for reply in replies {
+        reply(committed.as_ref().map(|_| ()));
+    }
+    committed.is_ok()
+}
+
+/// Runs one job in a savepoint of `outer`; releases or rolls back the savepoint as the job
+/// asks. `Err` means the batch's transaction itself is broken (the savepoint could not be
+/// rolled back), so nothing of the batch may be kept.
+async fn in_savepoint(outer: &mut Tx, job: Job) -> Result<Reply, Error> {
+    macro_rules! savepoint {
+        ($inner:expr, $variant:ident) => {{
+            let mut sp = sqlx::Connection::begin(&mut **$inner).await.map_err(storage)?;
+            let (keep, reply) = job(Conn::$variant(&mut *sp)).await;
+            if keep {
+                sp.commit().await.map_err(storage)?
+            } else {
+                sp.rollback().await.map_err(storage)?
+            }
+            Ok(reply)
+        }};
+    }
+    match outer {
+        Tx::Sqlite(inner) => savepoint!(inner, Sqlite),
+        Tx::Postgres(inner) => savepoint!(inner, Postgres),
+    }
+}
