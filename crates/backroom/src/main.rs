@@ -70,16 +70,32 @@ enum BenchCommand {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
-    /// N buyers with carts ready race for K units of one variant, all at once, over HTTP, on
-    /// a temporary SQLite store. Fails (exit 1) unless exactly K orders are placed.
+    /// Browse a generated catalog over HTTP: product pages, category listings with facets,
+    /// and searches.
+    Browse {
+        /// Products to generate (a started server only).
+        #[arg(long, default_value_t = 10_000)]
+        products: usize,
+        #[command(flatten)]
+        load: backroom::load::LoadOptions,
+    },
+    /// Purchases over HTTP: create a cart, add an item, check out with the test provider.
+    Checkout {
+        /// Products the purchases spread over; 1 is one hot SKU.
+        #[arg(long, default_value_t = 100)]
+        skus: usize,
+        #[command(flatten)]
+        load: backroom::load::LoadOptions,
+    },
+    /// N buyers with carts ready race for K units of one variant, all at once, over HTTP.
+    /// Fails (exit 1) unless exactly K orders are placed.
     FlashSale {
-        #[arg(long, default_value_t = 2_000)]
+        #[arg(long, default_value_t = 10_000)]
         buyers: usize,
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 1_000)]
         units: i64,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        load: backroom::load::LoadOptions,
     },
 }
 
@@ -236,23 +252,38 @@ async fn shutdown() {
 }
 
 async fn bench(command: BenchCommand) -> anyhow::Result<()> {
-    let (products, search_rate, detail_rate, detail_concurrency, seconds, json, dir) = match command {
+    use backroom::load;
+    let (report, json) = match command {
         BenchCommand::Search { products, search_rate, detail_rate, detail_concurrency, seconds, json, dir } => {
-            (products, search_rate, detail_rate, detail_concurrency, seconds, json, dir)
+            return bench_search(products, search_rate, detail_rate, detail_concurrency, seconds, json, dir).await;
         }
-        BenchCommand::FlashSale { buyers, units, json } => {
-            let report = backroom::bench::flash_sale(buyers, units).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("{report}");
-            }
-            if report.orders != units as usize {
-                anyhow::bail!("FAILED: {} orders for {units} units", report.orders);
-            }
-            return Ok(());
-        }
+        BenchCommand::Browse { products, load } => (load::browse(&load, products).await?, load.json),
+        BenchCommand::Checkout { skus, load } => (load::checkout(&load, skus).await?, load.json),
+        BenchCommand::FlashSale { buyers, units, load } => (load::flash_sale(&load, buyers, units).await?, load.json),
     };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    if let Some(fs) = &report.flash_sale
+        && (fs.orders as i64 != fs.units || fs.allocated != fs.units)
+    {
+        anyhow::bail!("FAILED: {} orders and {} units allocated for {} units", fs.orders, fs.allocated, fs.units);
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn bench_search(
+    products: usize,
+    search_rate: u32,
+    detail_rate: u32,
+    detail_concurrency: usize,
+    seconds: u64,
+    json: bool,
+    dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     use backroom::bench;
     let temp = tempfile::tempdir()?;
     let dir = dir.unwrap_or_else(|| temp.path().to_owned());

@@ -155,15 +155,71 @@ fn default_database_is_sqlite_in_the_data_dir() {
     assert!(dir.path().join("elsewhere/backroom.db").exists());
 }
 
-#[test]
-fn bench_flash_sale_sells_exactly_k_units() {
+/// `bench flash-sale` on a database: exactly K orders, the rest sold-out answers.
+fn flash_sale_on(database_url: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
-    let (code, out, err) =
-        run(backroom(dir.path()).args(["bench", "flash-sale", "--buyers", "40", "--units", "7", "--json"]));
+    let mut cmd = backroom(dir.path());
+    cmd.args([
+        "bench",
+        "flash-sale",
+        "--buyers",
+        "40",
+        "--units",
+        "7",
+        "--concurrency",
+        "8",
+        "--seconds",
+        "1",
+        "--json",
+    ]);
+    if let Some(url) = database_url {
+        cmd.args(["--database-url", url]);
+    }
+    let (code, out, err) = run(&mut cmd);
     assert_eq!(code, 0, "{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report["orders"], 7);
-    assert_eq!(report["sold_out_answers"], 33);
-    assert_eq!(report["allocated"], 7);
-    assert_eq!(report["available"], 0);
+    let sale = &report["flash_sale"];
+    assert_eq!(sale["orders"], 7, "{report}");
+    assert_eq!(sale["sold_out_answers"], 33, "{report}");
+    assert_eq!(sale["allocated"], 7);
+    assert_eq!(sale["available"], 0);
+    assert!(report["baselines"]["healthz_per_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["baselines"]["db_batched_per_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["summary"].as_str().unwrap().contains("7 orders for 7 units (exact)"), "{report}");
+}
+
+#[test]
+fn bench_flash_sale_sells_exactly_k_units_on_sqlite() {
+    flash_sale_on(None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_flash_sale_sells_exactly_k_units_on_postgres() {
+    if let Some(url) = backroom_db::testing::fresh_postgres_url().await {
+        tokio::task::spawn_blocking(move || flash_sale_on(Some(&url))).await.unwrap();
+    }
+}
+
+/// `bench checkout` and `bench browse` run end to end and report what they measured.
+#[test]
+fn bench_checkout_and_browse_report_their_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--concurrency", "4", "--seconds", "1", "--json"];
+    let (code, out, err) = run(backroom(dir.path()).args(["bench", "checkout", "--skus", "2"]).args(args));
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let purchases = &report["runs"][0];
+    assert!(purchases["ok"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(purchases["errors"], json!({}), "{report}");
+    assert!(purchases["p99_ms"].as_f64().unwrap() > 0.0);
+
+    let (code, out, err) = run(backroom(dir.path()).args(["bench", "browse", "--products", "30"]).args(args));
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = report["runs"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["product page", "category listing + facets", "search"]);
+    for r in report["runs"].as_array().unwrap() {
+        assert!(r["ok"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(r["errors"], json!({}), "{report}");
+    }
 }

@@ -6,6 +6,7 @@
 //! which expand the same sqlx calls for each driver (no `sqlx::Any`). SQL that must differ
 //! between the dialects sits beside its twin in the module's repository code.
 
+pub mod baseline;
 pub mod outbox;
 pub mod writer;
 

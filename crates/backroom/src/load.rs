@@ -1,0 +1,808 @@
+//! `backroom bench browse | checkout | flash-sale`: scenarios that start a real `backroom
+//! serve` (a child process of this binary, on a temporary SQLite store or on the PostgreSQL
+//! database given) or target a running one, and drive it over HTTP from an in-process load
+//! generator, open-loop at a fixed rate or closed-loop at a concurrency.
+//!
+//! Every scenario also measures, in the same run, the two limits our figures are read
+//! against: `GET /healthz` requests a second (what HTTP alone allows on this machine) and
+//! checkout-like database transactions a second (what storage allows: one commit each, and
+//! batched through the group-commit writer). Nothing is asserted except the flash sale's
+//! "exactly K orders" (machines are noisy).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use backroom_db::{ConnectOptions, Db};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// Options every scenario takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadOptions {
+    /// Run the server on this PostgreSQL database (`postgres://…`) or SQLite file
+    /// (`sqlite://…`); a temporary SQLite store when left out. Its data are replaced.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Drive the server already running at this URL instead of starting one (needs --token;
+    /// the storage baseline needs --database-url too).
+    #[arg(long, requires = "token")]
+    pub target: Option<String>,
+    /// An owner API key (or admin token) of the --target server.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Requests (or purchases) in flight at once: closed loop.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Send at this fixed rate a second instead (open loop; latency counts from the moment
+    /// each request was due, so a slow server cannot hide behind a lower rate).
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Seconds per measured run.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How a run was driven.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Load {
+    Closed { concurrency: usize },
+    Open { rate: u32 },
+}
+
+impl LoadOptions {
+    fn load(&self) -> Load {
+        match self.rate {
+            Some(rate) => Load::Open { rate: rate.max(1) },
+            None => Load::Closed { concurrency: self.concurrency.max(1) },
+        }
+    }
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub name: String,
+    pub load: Load,
+    pub ok: usize,
+    /// Failed answers by status and problem `code` (`409 insufficient_stock`), or `transport`.
+    pub errors: BTreeMap<String, usize>,
+    pub seconds: f64,
+    pub throughput_per_s: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Run {
+    fn new(name: &str, load: Load, mut lat: Vec<Duration>, errors: BTreeMap<String, usize>, took: Duration) -> Run {
+        lat.sort();
+        let pct = |p: f64| -> f64 {
+            if lat.is_empty() {
+                return 0.0;
+            }
+            let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+            ms(lat[i])
+        };
+        Run {
+            name: name.to_owned(),
+            load,
+            ok: lat.len(),
+            seconds: took.as_secs_f64(),
+            throughput_per_s: lat.len() as f64 / took.as_secs_f64().max(1e-9),
+            p50_ms: pct(0.50),
+            p95_ms: pct(0.95),
+            p99_ms: pct(0.99),
+            max_ms: lat.last().map_or(0.0, |d| ms(*d)),
+            errors,
+        }
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let load = match self.load {
+            Load::Closed { concurrency } => format!("{concurrency} in flight"),
+            Load::Open { rate } => format!("{rate}/s offered"),
+        };
+        write!(
+            f,
+            "  {:<34} {:>9.0}/s  p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  ({} ok, {load})",
+            self.name, self.throughput_per_s, self.p50_ms, self.p95_ms, self.p99_ms, self.ok
+        )?;
+        for (code, n) in &self.errors {
+            write!(f, "\n  {:<34} {n} × {code}", "")?;
+        }
+        Ok(())
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The limits measured in the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Baselines {
+    /// `GET /healthz` a second at the run's concurrency.
+    pub healthz_per_s: f64,
+    /// Checkout-like transactions a second, one commit each (storage without batching).
+    pub db_one_per_commit_per_s: Option<f64>,
+    /// The same transactions through the group-commit writer.
+    pub db_batched_per_s: Option<f64>,
+}
+
+impl std::fmt::Display for Baselines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "  limits: GET /healthz {:.0}/s", self.healthz_per_s)?;
+        if let (Some(one), Some(batched)) = (self.db_one_per_commit_per_s, self.db_batched_per_s) {
+            write!(f, "; checkout-like DB transactions {one:.0}/s one per commit, {batched:.0}/s batched")?;
+        }
+        Ok(())
+    }
+}
+
+/// A scenario's whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub database: String,
+    pub baselines: Baselines,
+    pub runs: Vec<Run>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flash_sale: Option<FlashSale>,
+    pub summary: String,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "bench {} on {}", self.scenario, self.database)?;
+        for r in &self.runs {
+            writeln!(f, "{r}")?;
+        }
+        if let Some(fs) = &self.flash_sale {
+            writeln!(f, "{fs}")?;
+        }
+        writeln!(f, "{}", self.baselines)?;
+        write!(f, "{}", self.summary)
+    }
+}
+
+// ---- the server under test ------------------------------------------------------------
+
+/// The server a scenario drives: a child `backroom serve`, or a running one (--target).
+pub struct Server {
+    pub base: String,
+    pub token: String,
+    pub database_url: Option<String>,
+    pub client: reqwest::Client,
+    child: Option<Child>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Server {
+    /// Starts `backroom serve` on a fresh store after `prepare` filled its database (or
+    /// targets the running server of `opts.target`, whose data are used as they are).
+    pub async fn start<F, Fut>(opts: &LoadOptions, prepare: F) -> anyhow::Result<Server>
+    where
+        F: FnOnce(Db) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(opts.concurrency.max(64))
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        if let Some(target) = &opts.target {
+            let token = opts.token.clone().unwrap_or_default();
+            return Ok(Server {
+                base: target.trim_end_matches('/').to_owned(),
+                token,
+                database_url: opts.database_url.clone(),
+                client,
+                child: None,
+                dir: None,
+            });
+        }
+        let dir = tempfile::tempdir()?;
+        let url = match &opts.database_url {
+            Some(u) => u.clone(),
+            None => backroom_db::sqlite_url_in(dir.path()),
+        };
+        {
+            let db = Db::connect(&ConnectOptions::new(&url)).await.context("open the bench database")?;
+            if db.dialect() == backroom_db::Dialect::Postgres {
+                // A clean slate on the database given: the store's data are replaced.
+                backroom_db::baseline::wipe_postgres(&db).await?;
+            }
+            db.migrate().await?;
+            prepare(db.clone()).await?;
+            db.close().await;
+        }
+        let token = "bench-admin-token-0123456789".to_owned();
+        let log = std::fs::File::create(dir.path().join("server.log"))?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("BACKROOM_DATA_DIR", dir.path())
+            .env("BACKROOM_DATABASE_URL", &url)
+            .env("BACKROOM_ADMIN_TOKEN", &token)
+            .env("BACKROOM_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .context("start backroom serve")?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?).read_line(&mut line)?;
+        let Some(base) = line.trim().strip_prefix("backroom listening on ") else {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+            bail!("backroom serve did not start: {line:?}\n{log}");
+        };
+        let server = Server {
+            base: base.to_owned(),
+            token,
+            database_url: Some(url),
+            client,
+            child: Some(child),
+            dir: Some(dir),
+        };
+        // Ready once the search index is built and the database answers.
+        for _ in 0..600 {
+            if server.client.get(format!("{}/readyz", server.base)).send().await.is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(server);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("backroom serve was not ready after 60 s")
+    }
+
+    /// The server's log (a started server only).
+    pub fn log_path(&self) -> Option<std::path::PathBuf> {
+        self.dir.as_ref().map(|d| d.path().join("server.log"))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// An admin call that must succeed.
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Value) -> anyhow::Result<Value> {
+        let res = self.client.request(method, self.url(path)).bearer_auth(&self.token).json(&body).send().await?;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{path}: {status} {body}");
+        }
+        Ok(body)
+    }
+
+    /// Creates `n` published one-variant products with `stock` units each; answers the
+    /// variant ids.
+    pub async fn products(&self, n: usize, stock: i64, tag: &str) -> anyhow::Result<Vec<String>> {
+        let mut variants = Vec::with_capacity(n);
+        for i in 0..n {
+            let p = self
+                .admin(
+                    reqwest::Method::POST,
+                    "/admin/products",
+                    json!({"title": format!("Bench {tag} {i}"), "handle": format!("bench-{tag}-{i}-{}", std::process::id()),
+                        "status": "published",
+                        "variants": [{"sku": format!("BENCH-{tag}-{i}-{}", std::process::id()),
+                            "prices": [{"amount": 1990 + i as i64, "currency": "EUR"}]}]}),
+                )
+                .await?;
+            let id = p["variants"][0]["id"].as_str().ok_or_else(|| anyhow!("no variant in {p}"))?.to_owned();
+            self.admin(reqwest::Method::PUT, &format!("/admin/variants/{id}/stock"), json!({"on_hand": stock})).await?;
+            variants.push(id);
+        }
+        Ok(variants)
+    }
+
+    /// `GET /healthz` a second at `concurrency` for `seconds`.
+    pub async fn healthz(&self, concurrency: usize, seconds: f64) -> f64 {
+        let (client, url) = (self.client.clone(), self.url("/healthz"));
+        let run = drive("GET /healthz", Load::Closed { concurrency }, seconds, None, move |_| {
+            let (client, url) = (client.clone(), url.clone());
+            async move { status_of(client.get(url)).await.map(|_| ()) }
+        })
+        .await;
+        run.throughput_per_s
+    }
+
+    /// The storage limits (needs the database URL; not while a load runs).
+    pub async fn baselines(&self, concurrency: usize, seconds: f64) -> anyhow::Result<Baselines> {
+        progress_line("measuring the limits: GET /healthz and raw database transactions");
+        let healthz_per_s = self.healthz(concurrency, seconds).await;
+        let (mut one, mut batched) = (None, None);
+        if let Some(url) = &self.database_url {
+            // On SQLite a scratch file beside the store's (same disk, same settings); on
+            // PostgreSQL scratch tables in the same database, dropped afterwards.
+            let scratch = match &self.dir {
+                Some(d) if url.starts_with("sqlite:") => format!("sqlite://{}", d.path().join("baseline.db").display()),
+                _ => url.clone(),
+            };
+            let db = Db::connect(&ConnectOptions::new(&scratch)).await?;
+            let clients = if db.dialect() == backroom_db::Dialect::Sqlite { 1 } else { concurrency };
+            one = Some(backroom_db::baseline::one_per_commit(&db, clients, seconds).await?);
+            batched = Some(backroom_db::baseline::batched(&db, concurrency, seconds).await?);
+            db.close().await;
+        }
+        Ok(Baselines { healthz_per_s, db_one_per_commit_per_s: one, db_batched_per_s: batched })
+    }
+}
+
+fn progress_line(msg: &str) {
+    eprintln!("\x1b[1m[bench]\x1b[0m {msg}");
+}
+
+/// The answer's status, or the error label: `409 insufficient_stock`, `transport`.
+async fn status_of(req: reqwest::RequestBuilder) -> Result<(u16, Value), String> {
+    let res = req.send().await.map_err(|_| "transport".to_owned())?;
+    let status = res.status().as_u16();
+    let bytes = res.bytes().await.map_err(|_| "transport".to_owned())?;
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if status >= 400 {
+        return Err(format!("{status} {}", body["code"].as_str().unwrap_or("")).trim().to_owned());
+    }
+    Ok((status, body))
+}
+
+/// Runs `op` under `load` for `seconds`; `op(i)` is the i-th operation. Progress goes to
+/// stderr while it runs (when stderr is a terminal).
+pub async fn drive<F, Fut>(name: &str, load: Load, seconds: f64, total: Option<u64>, op: F) -> Run
+where
+    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let bar = match total {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new((seconds * 10.0) as u64),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>24} {bar:30} {msg}").expect("a valid progress template"),
+    );
+    bar.set_prefix(name.to_owned());
+    let done = Arc::new(AtomicU64::new(0));
+    let errors: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(if total.is_some() { 0.0 } else { seconds });
+    let ticker = {
+        let (bar, done) = (bar.clone(), done.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let n = done.load(Ordering::Relaxed);
+                let secs = start.elapsed().as_secs_f64();
+                match total {
+                    Some(_) => bar.set_position(n),
+                    None => bar.set_position((secs * 10.0) as u64),
+                }
+                bar.set_message(format!("{n} done, {:.0}/s", n as f64 / secs.max(1e-9)));
+            }
+        })
+    };
+    let record = {
+        let (done, errors) = (done.clone(), errors.clone());
+        move |r: Result<(), String>| {
+            done.fetch_add(1, Ordering::Relaxed);
+            if let Err(code) = r {
+                *errors.lock().expect("error counts").entry(code).or_default() += 1;
+            }
+        }
+    };
+    let stop = move |i: u64| match total {
+        Some(n) => i >= n,
+        None => Instant::now() >= until,
+    };
+    let mut lat = Vec::new();
+    match load {
+        Load::Closed { concurrency } => {
+            let next = Arc::new(AtomicU64::new(0));
+            let tasks: Vec<_> = (0..concurrency)
+                .map(|_| {
+                    let (op, next, record) = (op.clone(), next.clone(), record.clone());
+                    tokio::spawn(async move {
+                        let mut lat = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if stop(i) {
+                                return lat;
+                            }
+                            let t0 = Instant::now();
+                            let r = op(i).await;
+                            if r.is_ok() {
+                                lat.push(t0.elapsed());
+                            }
+                            record(r);
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                lat.extend(t.await.unwrap_or_default());
+            }
+        }
+        Load::Open { rate } => {
+            let every = Duration::from_secs_f64(1.0 / rate as f64);
+            let t0 = tokio::time::Instant::now();
+            let mut tasks = Vec::new();
+            for i in 0.. {
+                if stop(i) {
+                    break;
+                }
+                let due = t0 + every * i as u32;
+                tokio::time::sleep_until(due).await;
+                let (op, record) = (op.clone(), record.clone());
+                tasks.push(tokio::spawn(async move {
+                    let r = op(i).await;
+                    let ok = r.is_ok();
+                    record(r);
+                    ok.then(|| due.elapsed())
+                }));
+            }
+            for t in tasks {
+                if let Ok(Some(d)) = t.await {
+                    lat.push(d);
+                }
+            }
+        }
+    }
+    ticker.abort();
+    bar.finish_and_clear();
+    let errors = std::mem::take(&mut *errors.lock().expect("error counts"));
+    Run::new(name, load, lat, errors, start.elapsed())
+}
+
+// ---- scenarios --------------------------------------------------------------------------
+
+fn checkout_body() -> Value {
+    json!({"email": "buyer@example.com",
+        "shipping_address": {"name": "Bench Buyer", "line1": "1 Load St", "city": "Porto", "postal_code": "4000", "country": "PT"},
+        "payment": {"provider": "test", "token": "tok_visa"}})
+}
+
+async fn new_cart(client: &reqwest::Client, base: &str, variant: &str) -> Result<String, String> {
+    let (_, cart) = status_of(client.post(format!("{base}/store/carts")).json(&json!({"currency": "EUR"}))).await?;
+    let id = cart["id"].as_str().ok_or("no cart id")?.to_owned();
+    status_of(
+        client.post(format!("{base}/store/carts/{id}/items")).json(&json!({"variant_id": variant, "quantity": 1})),
+    )
+    .await?;
+    Ok(id)
+}
+
+fn database_name(server: &Server) -> String {
+    match &server.database_url {
+        Some(u) if u.starts_with("postgres") => "PostgreSQL".into(),
+        Some(_) => "SQLite (synchronous=FULL)".into(),
+        None => "a running server".into(),
+    }
+}
+
+/// `bench checkout`: each purchase creates a cart, adds an item, and checks out with the
+/// test provider. `skus` products share the load (1 = one hot SKU).
+pub async fn checkout(opts: &LoadOptions, skus: usize) -> anyhow::Result<Report> {
+    let server = Server::start(opts, |_| async { Ok(()) }).await?;
+    progress_line(&format!("creating {skus} products with stock"));
+    let variants = Arc::new(server.products(skus.max(1), 100_000_000, "checkout").await?);
+    let baselines = server.baselines(opts.concurrency, (opts.seconds as f64 / 2.0).max(1.0)).await?;
+    let (client, base, body) = (server.client.clone(), server.base.clone(), Arc::new(checkout_body()));
+    let checkout_lat: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let purchases = {
+        let checkout_lat = checkout_lat.clone();
+        drive("purchase (cart+item+checkout)", opts.load(), opts.seconds as f64, None, move |i| {
+            let (client, base, body, variants, checkout_lat) =
+                (client.clone(), base.clone(), body.clone(), variants.clone(), checkout_lat.clone());
+            async move {
+                let variant = &variants[i as usize % variants.len()];
+                let cart = new_cart(&client, &base, variant).await?;
+                let t0 = Instant::now();
+                let req = client
+                    .post(format!("{base}/store/carts/{cart}/checkout"))
+                    .header("Idempotency-Key", format!("bench-{i}"))
+                    .json(&*body);
+                let (status, _) = status_of(req).await?;
+                checkout_lat.lock().expect("latencies").push(t0.elapsed());
+                if status != 201 { Err(format!("{status} not placed")) } else { Ok(()) }
+            }
+        })
+        .await
+    };
+    let lat = std::mem::take(&mut *checkout_lat.lock().expect("latencies"));
+    let checkout_only = Run::new(
+        "  of which the checkout request",
+        purchases.load,
+        lat,
+        BTreeMap::new(),
+        Duration::from_secs_f64(purchases.seconds),
+    );
+    let summary = format!(
+        "summary: {:.0} purchases/s ({:.0} checkout requests/s) on {}, checkout p99 {:.1} ms; {:.2}× of GET /healthz{}",
+        purchases.throughput_per_s,
+        checkout_only.throughput_per_s,
+        database_name(&server),
+        checkout_only.p99_ms,
+        purchases.throughput_per_s * 3.0 / baselines.healthz_per_s.max(1.0),
+        baselines
+            .db_batched_per_s
+            .map(|b| format!(
+                " (3 requests per purchase), {:.2}× of batched raw DB transactions",
+                purchases.throughput_per_s / b.max(1.0)
+            ))
+            .unwrap_or_default(),
+    );
+    Ok(Report {
+        scenario: format!("checkout ({skus} SKU{})", if skus == 1 { "" } else { "s" }),
+        database: database_name(&server),
+        baselines,
+        runs: vec![purchases, checkout_only],
+        flash_sale: None,
+        summary,
+    })
+}
+
+/// `bench browse`: product pages, category listings with facets, and searches.
+pub async fn browse(opts: &LoadOptions, products: usize) -> anyhow::Result<Report> {
+    let server = Server::start(opts, |db| async move {
+        progress_line(&format!("generating {products} products"));
+        crate::bench::generate(&db, products, 42, |_| {}).await.map(|_| ())
+    })
+    .await?;
+    let handles: Vec<String> = {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        while out.len() < 5_000 {
+            let mut url = format!("{}/store/products?limit=100", server.base);
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let page: Value = server.client.get(url).send().await?.json().await?;
+            for p in page["items"].as_array().into_iter().flatten() {
+                out.extend(p["handle"].as_str().map(str::to_owned));
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        out
+    };
+    if handles.is_empty() {
+        bail!("the store has no published products to browse");
+    }
+    let categories: Value = server.client.get(server.url("/store/categories")).send().await?.json().await?;
+    let mut category_ids: Vec<String> = Vec::new();
+    collect_ids(&categories, &mut category_ids);
+    if category_ids.is_empty() {
+        category_ids.push(String::new());
+    }
+    let baselines = server.baselines(opts.concurrency, (opts.seconds as f64 / 2.0).max(1.0)).await?;
+    let base = server.base.clone();
+    let detail: Arc<Vec<String>> = Arc::new(handles.iter().map(|h| format!("{base}/store/products/{h}")).collect());
+    let listing: Arc<Vec<String>> = Arc::new(
+        category_ids
+            .iter()
+            .flat_map(|c| {
+                ["newest", "price_asc"]
+                    .map(|s| format!("{base}/store/products?category={c}&currency=EUR&facets=true&sort={s}"))
+            })
+            .collect(),
+    );
+    let search: Arc<Vec<String>> = Arc::new(crate::bench::search_urls(&base, 5_000, 42));
+    let mut runs = Vec::new();
+    for (name, urls) in [("product page", detail), ("category listing + facets", listing), ("search", search)] {
+        let client = server.client.clone();
+        runs.push(
+            drive(name, opts.load(), opts.seconds as f64, None, move |i| {
+                let (client, url) = (client.clone(), urls[i as usize % urls.len()].clone());
+                async move { status_of(client.get(url)).await.map(|_| ()) }
+            })
+            .await,
+        );
+    }
+    let summary = format!(
+        "summary: product page {:.0}/s, listing {:.0}/s, search {:.0}/s on {}; product page at {:.2}× of GET /healthz",
+        runs[0].throughput_per_s,
+        runs[1].throughput_per_s,
+        runs[2].throughput_per_s,
+        database_name(&server),
+        runs[0].throughput_per_s / baselines.healthz_per_s.max(1.0)
+    );
+    Ok(Report {
+        scenario: "browse".into(),
+        database: database_name(&server),
+        baselines,
+        runs,
+        flash_sale: None,
+        summary,
+    })
+}
+
+fn collect_ids(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| collect_ids(i, out)),
+        Value::Object(m) => {
+            if let Some(id) = m.get("id").and_then(Value::as_str) {
+                out.push(id.to_owned());
+            }
+            m.values().filter(|v| v.is_array() || v.is_object()).for_each(|v| collect_ids(v, out));
+        }
+        _ => {}
+    }
+}
+
+/// What a flash sale did.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlashSale {
+    pub buyers: usize,
+    pub units: i64,
+    pub orders: usize,
+    pub sold_out_answers: usize,
+    pub other_answers: BTreeMap<String, usize>,
+    /// From the first checkout sent to the answer of the last placed order.
+    pub sell_out_ms: f64,
+    /// From the first checkout sent to the last answer.
+    pub total_ms: f64,
+    pub sold_out_p50_ms: f64,
+    pub sold_out_p99_ms: f64,
+    pub placed_p99_ms: f64,
+    pub allocated: i64,
+    pub available: i64,
+}
+
+impl std::fmt::Display for FlashSale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "  flash sale: {} buyers, {} units", self.buyers, self.units)?;
+        writeln!(f, "    orders placed          {}", self.orders)?;
+        writeln!(f, "    sold-out answers (409) {}", self.sold_out_answers)?;
+        for (code, n) in &self.other_answers {
+            writeln!(f, "    other answers          {n} × {code}")?;
+        }
+        writeln!(
+            f,
+            "    sold out after         {:.0} ms (all answered after {:.0} ms)",
+            self.sell_out_ms, self.total_ms
+        )?;
+        writeln!(
+            f,
+            "    sold-out answer        p50 {:.1} ms, p99 {:.1} ms",
+            self.sold_out_p50_ms, self.sold_out_p99_ms
+        )?;
+        writeln!(f, "    placed order answer    p99 {:.1} ms", self.placed_p99_ms)?;
+        write!(
+            f,
+            "    stock afterwards       allocated {}, available {}; {}",
+            self.allocated,
+            self.available,
+            if self.orders as i64 == self.units && self.allocated == self.units {
+                "exactly K orders"
+            } else {
+                "ORDERS != K"
+            }
+        )
+    }
+}
+
+/// `bench flash-sale`: `buyers` carts ready, `units` units of one variant, every checkout
+/// sent at once over `concurrency` connections (a load balancer's pool); each answer's
+/// latency counts from the moment its request went out.
+pub async fn flash_sale(opts: &LoadOptions, buyers: usize, units: i64) -> anyhow::Result<Report> {
+    let server = Server::start(opts, |_| async { Ok(()) }).await?;
+    let variant = server.products(1, units, "drop").await?.remove(0);
+    // The carts are ready before the sale: each buyer added the item while stock was there.
+    progress_line(&format!("preparing {buyers} carts"));
+    let carts: Arc<Mutex<Vec<String>>> = Arc::default();
+    let prep = {
+        let (client, base, variant, carts) =
+            (server.client.clone(), server.base.clone(), variant.clone(), carts.clone());
+        drive("carts", Load::Closed { concurrency: opts.concurrency.min(64) }, 0.0, Some(buyers as u64), move |_| {
+            let (client, base, variant, carts) = (client.clone(), base.clone(), variant.clone(), carts.clone());
+            async move {
+                let id = new_cart(&client, &base, &variant).await?;
+                carts.lock().expect("carts").push(id);
+                Ok(())
+            }
+        })
+        .await
+    };
+    if !prep.errors.is_empty() {
+        bail!("preparing the carts failed: {:?}", prep.errors);
+    }
+    let baselines = server.baselines(opts.concurrency, (opts.seconds as f64 / 4.0).clamp(1.0, 3.0)).await?;
+    let carts = Arc::new(std::mem::take(&mut *carts.lock().expect("carts")));
+    progress_line(&format!("{buyers} buyers check out at once over {} connections", opts.concurrency));
+    let answers: Arc<Mutex<Vec<(u16, String, Duration, Duration)>>> = Arc::default();
+    let start = Instant::now();
+    let run = {
+        let (client, base, body, answers) =
+            (server.client.clone(), server.base.clone(), Arc::new(checkout_body()), answers.clone());
+        drive("flash sale", Load::Closed { concurrency: opts.concurrency }, 0.0, Some(buyers as u64), move |i| {
+            let (client, base, body, answers, carts) =
+                (client.clone(), base.clone(), body.clone(), answers.clone(), carts.clone());
+            async move {
+                let cart = &carts[i as usize];
+                let t0 = Instant::now();
+                let req = client
+                    .post(format!("{base}/store/carts/{cart}/checkout"))
+                    .header("Idempotency-Key", "flash")
+                    .json(&*body);
+                let r = status_of(req).await;
+                let (status, code) = match &r {
+                    Ok((s, _)) => (*s, String::new()),
+                    Err(code) => (code.split(' ').next().and_then(|s| s.parse().ok()).unwrap_or(0), code.clone()),
+                };
+                answers.lock().expect("answers").push((status, code, t0.elapsed(), start.elapsed()));
+                r.map(|_| ())
+            }
+        })
+        .await
+    };
+    let answers = std::mem::take(&mut *answers.lock().expect("answers"));
+    let (mut placed, mut sold_out, mut other) = (Vec::new(), Vec::new(), BTreeMap::<String, usize>::new());
+    let mut sell_out = Duration::ZERO;
+    for (status, code, latency, at) in answers {
+        match (status, code.as_str()) {
+            (201, _) => {
+                placed.push(latency);
+                sell_out = sell_out.max(at);
+            }
+            (409, "409 insufficient_stock") => sold_out.push(latency),
+            _ => *other.entry(if code.is_empty() { status.to_string() } else { code }).or_default() += 1,
+        }
+    }
+    let total = Duration::from_secs_f64(run.seconds);
+    let sold = Run::new("sold out", run.load, sold_out.clone(), BTreeMap::new(), total);
+    let placed_run = Run::new("placed", run.load, placed.clone(), BTreeMap::new(), total);
+    let stock = server.admin(reqwest::Method::GET, &format!("/admin/variants/{variant}/stock"), Value::Null).await?;
+    let fs = FlashSale {
+        buyers,
+        units,
+        orders: placed.len(),
+        sold_out_answers: sold_out.len(),
+        other_answers: other,
+        sell_out_ms: ms(sell_out),
+        total_ms: ms(total),
+        sold_out_p50_ms: sold.p50_ms,
+        sold_out_p99_ms: sold.p99_ms,
+        placed_p99_ms: placed_run.p99_ms,
+        allocated: stock["allocated"].as_i64().unwrap_or(-1),
+        available: stock["available"].as_i64().unwrap_or(-1),
+    };
+    let summary = format!(
+        "summary: {} orders for {} units ({}), sold out in {:.0} ms, sold-out p99 {:.1} ms, {:.0} checkouts/s on {}",
+        fs.orders,
+        fs.units,
+        if fs.orders as i64 == fs.units { "exact" } else { "WRONG" },
+        fs.sell_out_ms,
+        fs.sold_out_p99_ms,
+        buyers as f64 / run.seconds.max(1e-9),
+        database_name(&server)
+    );
+    Ok(Report {
+        scenario: format!("flash-sale ({buyers} buyers, {units} units)"),
+        database: database_name(&server),
+        baselines,
+        runs: vec![run],
+        flash_sale: Some(fs),
+        summary,
+    })
+}
