@@ -82,9 +82,11 @@ pub struct Category {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceInput {
-    #[schema(example = 4900)]
+    /// Integer minor units: 0–1,000,000,000,000.
+    #[schema(example = 4900, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub amount: i64,
-    #[schema(example = "EUR")]
+    /// ISO 4217 code.
+    #[schema(example = "EUR", pattern = "^[A-Z]{3}$")]
     pub currency: String,
 }
 

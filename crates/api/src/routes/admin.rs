@@ -21,6 +21,7 @@ use crate::extract::{ApiJson, ApiQuery, Staff};
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -30,10 +31,13 @@ pub struct PageQuery {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AdminProductsQuery {
+    /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
     pub status: Option<ProductStatus>,
-    /// Case-insensitive part of the title.
+    /// Case-insensitive part of the title (at most 256 characters).
+    #[param(max_length = 256)]
     pub q: Option<String>,
     /// Category id or handle (sub-categories included).
     pub category: Option<String>,
@@ -266,6 +270,8 @@ pub async fn delete_category(State(s): State<AppState>, staff: Staff, Path(id): 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
+    /// 1–100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     pub role: Role,
 }

@@ -127,7 +127,8 @@ fn respond(outcome: &Outcome) -> Response {
 }
 
 #[utoipa::path(post, path = "/store/carts/{id}/checkout", tag = "storefront", params(("id" = String, Path),
-        ("Idempotency-Key" = String, Header, description = "1–255 printable ASCII characters; the same key replays the first answer")),
+        ("Idempotency-Key" = String, Header, description = "1–255 printable ASCII characters; the same key replays the first answer",
+            max_length = 255, pattern = "^[!-~]([ -~]*[!-~])?$")),
     request_body = CheckoutRequest,
     responses(
         (status = 201, description = "Paid: the order, `placed`", body = Order),
@@ -202,6 +203,8 @@ pub async fn checkout(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct OrdersQuery {
+    /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
     pub status: Option<OrderStatus>,
