@@ -50,3 +50,36 @@ fn admin_operations_need_a_key_and_errors_are_problems() {
     }
     assert!(operations >= 29, "{operations} operations");
 }
+
+#[test]
+fn every_link_names_an_operation_and_its_parameters() {
+    let doc: serde_json::Value = serde_json::from_str(&backroom_api::openapi::json()).unwrap();
+    let mut params_of = std::collections::HashMap::new();
+    for ops in doc["paths"].as_object().unwrap().values() {
+        for op in ops.as_object().unwrap().values() {
+            let names: Vec<String> = op["parameters"]
+                .as_array()
+                .map(|ps| ps.iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect())
+                .unwrap_or_default();
+            params_of.insert(op["operationId"].as_str().unwrap().to_owned(), names);
+        }
+    }
+    let mut links = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            for (status, res) in op["responses"].as_object().unwrap() {
+                for (name, link) in res.get("links").and_then(|l| l.as_object()).into_iter().flatten() {
+                    links += 1;
+                    let at = format!("{method} {path} {status} link {name}");
+                    assert!(link.get("operation_id").is_none(), "{at}: operation_id instead of operationId");
+                    let target = link["operationId"].as_str().unwrap_or_else(|| panic!("{at}: no operationId"));
+                    let known = params_of.get(target).unwrap_or_else(|| panic!("{at}: no operation {target}"));
+                    for param in link["parameters"].as_object().unwrap().keys() {
+                        assert!(known.contains(param), "{at}: {target} has no parameter {param}");
+                    }
+                }
+            }
+        }
+    }
+    assert!(links > 0, "no links");
+}
