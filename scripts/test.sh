@@ -5,6 +5,7 @@
 # its own database). Otherwise it starts a throw-away PostgreSQL 15 cluster in a temporary
 # directory, installing Debian's postgresql-15 first if the server binaries are missing and
 # this is a root shell with apt. It never silently skips the PostgreSQL half.
+# After `cargo test` it runs scripts/schemathesis.sh (property-based API tests, both databases).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,3 +61,8 @@ fi
 
 log "PostgreSQL for tests: ${BACKROOM_TEST_DATABASE_URL%%@*}@…"
 cargo test --workspace --locked "$@"
+
+# The API against its own OpenAPI document, on SQLite and on this PostgreSQL (schemathesis,
+# installed pinned into target/ on first use; fails, never skips, when python3 is missing).
+log "schemathesis: property-based API tests against /openapi.json"
+./scripts/schemathesis.sh

@@ -43,7 +43,44 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             metrics::counter!("card_data_refused_total").increment(1);
             return Err(ApiError::CardDataRefused);
         }
-        parse_json(&bytes).map(ApiJson)
+        let value = parse_json(&bytes)?;
+        refuse_nul(&bytes)?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// What a field holding U+0000 is told. PostgreSQL cannot store that character in text (and
+/// no id, handle or name holds one), so it is refused on both databases alike.
+const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
+
+/// Refuses a JSON body with U+0000 in any string or key, naming the first such field.
+fn refuse_nul(bytes: &[u8]) -> Result<(), ApiError> {
+    // In JSON text U+0000 can only be written `\u0000`; a body without that is clean.
+    if !bytes.windows(6).any(|w| w == br"\u0000") {
+        return Ok(());
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    match find_nul(&value, "") {
+        Some(field) => {
+            Err(ApiError::Domain(Error::field(if field.is_empty() { "body".into() } else { field }, NUL_MESSAGE)))
+        }
+        None => Ok(()),
+    }
+}
+
+/// The path (`variants[0].sku`) of the first string or key holding U+0000.
+fn find_nul(value: &serde_json::Value, path: &str) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0').then(|| path.to_owned()),
+        serde_json::Value::Array(items) => {
+            items.iter().enumerate().find_map(|(i, v)| find_nul(v, &format!("{path}[{i}]")))
+        }
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let key = k.replace('\0', "\u{fffd}");
+            let at = if path.is_empty() { key } else { format!("{path}.{key}") };
+            if k.contains('\0') { Some(at) } else { find_nul(v, &at) }
+        }),
+        _ => None,
     }
 }
 
@@ -87,6 +124,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // U+0000 can only arrive as `%00`; see `NUL_MESSAGE`.
+        if parts.uri.query().is_some_and(|q| q.contains("%00")) {
+            let pairs = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
+            let field = pairs
+                .iter()
+                .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+                .map_or_else(|| "query".to_owned(), |(k, _)| k.replace('\0', "\u{fffd}"));
+            return Err(ApiError::Domain(Error::field(field, NUL_MESSAGE)));
+        }
         Query::<T>::from_request_parts(parts, state).await.map(|q| ApiQuery(q.0)).map_err(|r| {
             let text = r.body_text();
             let msg = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text).to_owned();
@@ -118,5 +164,36 @@ impl FromRequestParts<AppState> for Staff {
             .map(str::trim)
             .ok_or(ApiError::Unauthenticated)?;
         state.auth.authenticate(token).await?.map(Staff).ok_or(ApiError::Unauthenticated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(err: ApiError) -> String {
+        match err {
+            ApiError::Domain(Error::Validation(errors)) => errors[0].field.clone(),
+            other => panic!("expected validation_failed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn nul_in_a_body_is_refused_at_its_field() {
+        let cases = [
+            (&br#"{"title": "a\u0000b"}"#[..], "title"),
+            (br#"{"variants": [{"sku": "ok"}, {"sku": "\u0000"}]}"#, "variants[1].sku"),
+            (br#"{"attributes": {"k\u0000": "v"}}"#, "attributes.k\u{fffd}"),
+            (br#""\u0000""#, "body"),
+        ];
+        for (body, field) in cases {
+            assert_eq!(field_of(refuse_nul(body).unwrap_err()), field);
+        }
+    }
+
+    #[test]
+    fn an_escaped_backslash_before_u0000_is_not_nul() {
+        assert!(refuse_nul(br#"{"title": "a\\u0000b"}"#).is_ok());
+        assert!(refuse_nul(br#"{"title": "plain"}"#).is_ok());
     }
 }

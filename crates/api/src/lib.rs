@@ -141,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/orders/{id}", get(checkout::get_order))
         .route("/admin/outbox", get(checkout::outbox))
         .fallback(|| async { ApiError::RouteNotFound })
+        .layer(middleware::from_fn(nul_in_path))
         .layer(middleware::from_fn_with_state(state.clone(), cache::layer))
         .layer(middleware::from_fn(track))
         .layer(middleware::from_fn(problems_only))
@@ -156,6 +157,15 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// No id or handle holds U+0000 (which PostgreSQL cannot even compare), so a path with `%00`
+/// names nothing: `404 not_found` before any handler runs, on both databases alike.
+async fn nul_in_path(req: Request, next: Next) -> Response {
+    if req.uri().path().contains("%00") {
+        return ApiError::Domain(backroom_kernel::Error::not_found("resource")).into_response();
+    }
+    next.run(req).await
 }
 
 /// Records request count and latency per matched route.

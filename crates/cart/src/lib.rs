@@ -68,7 +68,8 @@ pub struct Cart {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCart {
-    #[schema(example = "EUR")]
+    /// ISO 4217 code.
+    #[schema(example = "EUR", pattern = "^[A-Z]{3}$")]
     pub currency: String,
 }
 
@@ -77,6 +78,8 @@ pub struct NewCart {
 #[serde(deny_unknown_fields)]
 pub struct AddItem {
     pub variant_id: String,
+    /// 1–1000 (with what the cart already has of this variant).
+    #[schema(minimum = 1, maximum = 1000)]
     pub quantity: i64,
 }
 
@@ -84,6 +87,8 @@ pub struct AddItem {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetQuantity {
+    /// 1–1000.
+    #[schema(minimum = 1, maximum = 1000)]
     pub quantity: i64,
 }
 

@@ -102,9 +102,11 @@ pub struct Category {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceInput {
-    #[schema(example = 4900)]
+    /// Integer minor units: 0–1,000,000,000,000.
+    #[schema(example = 4900, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub amount: i64,
-    #[schema(example = "EUR")]
+    /// ISO 4217 code.
+    #[schema(example = "EUR", pattern = "^[A-Z]{3}$")]
     pub currency: String,
 }
 
@@ -112,8 +114,10 @@ pub struct PriceInput {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProduct {
+    #[schema(min_length = 1, max_length = 255)]
     pub title: String,
     /// Derived from the title when left out.
+    #[schema(pattern = "^[a-z0-9-]{1,100}$")]
     pub handle: Option<String>,
     pub description: Option<String>,
     /// `draft` when left out.
@@ -127,8 +131,10 @@ pub struct NewProduct {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewVariant {
+    #[schema(pattern = "^[A-Za-z0-9_./-]{1,64}$")]
     pub sku: String,
     /// Made from the option values (`M / White`) or the SKU when left out.
+    #[schema(min_length = 1, max_length = 255)]
     pub title: Option<String>,
     pub options: Option<BTreeMap<String, String>>,
     pub prices: Option<Vec<PriceInput>>,
@@ -139,7 +145,9 @@ pub struct NewVariant {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductPatch {
+    #[schema(min_length = 1, max_length = 255)]
     pub title: Option<String>,
+    #[schema(pattern = "^[a-z0-9-]{1,100}$")]
     pub handle: Option<String>,
     pub description: Option<String>,
     pub status: Option<ProductStatus>,
@@ -151,7 +159,9 @@ pub struct ProductPatch {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariantPatch {
+    #[schema(pattern = "^[A-Za-z0-9_./-]{1,64}$")]
     pub sku: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     pub title: Option<String>,
     pub options: Option<BTreeMap<String, String>>,
     pub prices: Option<Vec<PriceInput>>,
@@ -162,8 +172,10 @@ pub struct VariantPatch {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCategory {
+    #[schema(min_length = 1, max_length = 255)]
     pub name: String,
     /// Derived from the name when left out.
+    #[schema(pattern = "^[a-z0-9-]{1,100}$")]
     pub handle: Option<String>,
     pub parent_id: Option<String>,
     pub position: Option<i64>,
@@ -174,7 +186,9 @@ pub struct NewCategory {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CategoryPatch {
+    #[schema(min_length = 1, max_length = 255)]
     pub name: Option<String>,
+    #[schema(pattern = "^[a-z0-9-]{1,100}$")]
     pub handle: Option<String>,
     pub parent_id: Option<String>,
     pub move_to_root: Option<bool>,

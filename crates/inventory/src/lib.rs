@@ -76,7 +76,8 @@ pub struct Adjustment {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetStock {
-    /// The counted quantity on hand.
+    /// The counted quantity on hand: 0–1,000,000,000.
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub on_hand: i64,
     /// The default location when left out.
     pub location_id: Option<String>,
@@ -88,6 +89,8 @@ pub struct SetStock {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewLocation {
+    /// 1–100 characters, no control characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
 }
 

@@ -21,6 +21,7 @@ use crate::extract::{ApiJson, ApiQuery, Staff};
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -30,10 +31,13 @@ pub struct PageQuery {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AdminProductsQuery {
+    /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
     pub status: Option<ProductStatus>,
-    /// Case-insensitive part of the title.
+    /// Case-insensitive part of the title (at most 256 characters).
+    #[param(max_length = 256)]
     pub q: Option<String>,
     /// Category id or handle (sub-categories included).
     pub category: Option<String>,
@@ -54,7 +58,18 @@ pub async fn list_products(
 }
 
 #[utoipa::path(post, path = "/admin/products", tag = "catalog", request_body = NewProduct,
-    responses((status = 201, body = Product), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 201, body = Product, links(
+            ("get_product" = (operation_id = "get_product", parameters(("id" = "$response.body#/id")))),
+            ("update_product" = (operation_id = "update_product", parameters(("id" = "$response.body#/id")))),
+            ("add_variant" = (operation_id = "add_variant", parameters(("id" = "$response.body#/id")))),
+            ("delete_product" = (operation_id = "delete_product", parameters(("id" = "$response.body#/id")))),
+            ("store_get_product" = (operation_id = "store_get_product", parameters(("id_or_handle" = "$response.body#/handle")))),
+            ("get_variant" = (operation_id = "get_variant", parameters(("variant_id" = "$response.body#/variants/0/id")))),
+            ("update_variant" = (operation_id = "update_variant", parameters(("variant_id" = "$response.body#/variants/0/id")))),
+            ("set_stock" = (operation_id = "set_stock", parameters(("variant_id" = "$response.body#/variants/0/id")))),
+            ("get_stock" = (operation_id = "get_stock", parameters(("variant_id" = "$response.body#/variants/0/id")))),
+            ("stock_adjustments" = (operation_id = "stock_adjustments", parameters(("variant_id" = "$response.body#/variants/0/id")))),
+            ("delete_variant" = (operation_id = "delete_variant", parameters(("variant_id" = "$response.body#/variants/0/id")))))), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn create_product(
     State(s): State<AppState>,
@@ -96,7 +111,13 @@ pub async fn delete_product(State(s): State<AppState>, staff: Staff, Path(id): P
 
 #[utoipa::path(post, path = "/admin/products/{id}/variants", tag = "catalog", params(("id" = String, Path)),
     request_body = NewVariant,
-    responses((status = 201, body = Variant), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 201, body = Variant, links(
+            ("get_variant" = (operation_id = "get_variant", parameters(("variant_id" = "$response.body#/id")))),
+            ("update_variant" = (operation_id = "update_variant", parameters(("variant_id" = "$response.body#/id")))),
+            ("set_stock" = (operation_id = "set_stock", parameters(("variant_id" = "$response.body#/id")))),
+            ("get_stock" = (operation_id = "get_stock", parameters(("variant_id" = "$response.body#/id")))),
+            ("stock_adjustments" = (operation_id = "stock_adjustments", parameters(("variant_id" = "$response.body#/id")))),
+            ("delete_variant" = (operation_id = "delete_variant", parameters(("variant_id" = "$response.body#/id")))))), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn add_variant(
     State(s): State<AppState>,
@@ -216,7 +237,10 @@ pub async fn list_categories(State(s): State<AppState>, staff: Staff) -> ApiResu
 }
 
 #[utoipa::path(post, path = "/admin/categories", tag = "catalog", request_body = NewCategory,
-    responses((status = 201, body = Category), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 201, body = Category, links(
+            ("get_category" = (operation_id = "get_category", parameters(("id" = "$response.body#/id")))),
+            ("update_category" = (operation_id = "update_category", parameters(("id" = "$response.body#/id")))),
+            ("delete_category" = (operation_id = "delete_category", parameters(("id" = "$response.body#/id")))))), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn create_category(
     State(s): State<AppState>,
@@ -266,6 +290,8 @@ pub async fn delete_category(State(s): State<AppState>, staff: Staff, Path(id): 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
+    /// 1–100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     pub role: Role,
 }
@@ -287,7 +313,8 @@ pub async fn list_keys(State(s): State<AppState>, staff: Staff) -> ApiResult<Jso
 }
 
 #[utoipa::path(post, path = "/admin/api-keys", tag = "auth", request_body = NewApiKey,
-    responses((status = 201, body = CreatedApiKey), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 201, body = CreatedApiKey, links(
+            ("revoke_key" = (operation_id = "revoke_key", parameters(("id" = "$response.body#/id")))))), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn create_key(
     State(s): State<AppState>,

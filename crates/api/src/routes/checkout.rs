@@ -17,7 +17,10 @@ use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery, Staff};
 
 #[utoipa::path(post, path = "/store/carts", tag = "storefront", request_body = NewCart,
-    responses((status = 201, body = Cart), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, body = Cart, links(
+            ("get_cart" = (operation_id = "get_cart", parameters(("id" = "$response.body#/id")))),
+            ("add_item" = (operation_id = "add_item", parameters(("id" = "$response.body#/id")))),
+            ("checkout" = (operation_id = "checkout", parameters(("id" = "$response.body#/id")))))), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn create_cart(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<NewCart>,
@@ -33,7 +36,9 @@ pub async fn get_cart(State(s): State<AppState>, Path(id): Path<String>) -> ApiR
 
 #[utoipa::path(post, path = "/store/carts/{id}/items", tag = "storefront", params(("id" = String, Path)),
     request_body = AddItem,
-    responses((status = 200, body = Cart), (status = 404, body = Problem, content_type = "application/problem+json"),
+    responses((status = 200, body = Cart, links(
+            ("set_quantity" = (operation_id = "set_quantity", parameters(("id" = "$response.body#/id"), ("item_id" = "$response.body#/items/0/id")))),
+            ("remove_item" = (operation_id = "remove_item", parameters(("id" = "$response.body#/id"), ("item_id" = "$response.body#/items/0/id")))))), (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn add_item(
     State(s): State<AppState>,
@@ -127,11 +132,14 @@ fn respond(outcome: &Outcome) -> Response {
 }
 
 #[utoipa::path(post, path = "/store/carts/{id}/checkout", tag = "storefront", params(("id" = String, Path),
-        ("Idempotency-Key" = String, Header, description = "1–255 printable ASCII characters; the same key replays the first answer")),
+        ("Idempotency-Key" = String, Header, description = "1–255 printable ASCII characters; the same key replays the first answer",
+            max_length = 255, pattern = "^[!-~]([ -~]*[!-~])?$")),
     request_body = CheckoutRequest,
     responses(
-        (status = 201, description = "Paid: the order, `placed`", body = Order),
-        (status = 202, description = "The payment's answer was lost: the order, `pending_payment`; recovery settles it", body = Order),
+        (status = 201, description = "Paid: the order, `placed`", body = Order, links(
+            ("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))))),
+        (status = 202, description = "The payment's answer was lost: the order, `pending_payment`; recovery settles it", body = Order, links(
+            ("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 402, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -195,6 +203,8 @@ pub async fn checkout(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct OrdersQuery {
+    /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
     pub status: Option<OrderStatus>,

@@ -53,20 +53,25 @@ pub struct StoreVariant {
 #[into_params(parameter_in = Query)]
 pub struct StoreProductsQuery {
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
     /// Full text (at most 256 characters): typo tolerant for words of 5+ letters, the last
     /// word also matches as a prefix.
+    #[param(max_length = 256)]
     pub q: Option<String>,
     /// Category id or handle (sub-categories included).
     pub category: Option<String>,
     /// `relevance` (default; newest first without `q`), `price_asc`, `price_desc`, `newest`.
     pub sort: Option<String>,
     /// ISO 4217 code for price filters, price sorting and price-range facets.
+    #[param(pattern = "^[A-Z]{3}$")]
     pub currency: Option<String>,
     /// Lowest price in minor units of `currency`, inclusive.
+    #[param(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub price_min: Option<i64>,
     /// Highest price in minor units of `currency`, inclusive.
+    #[param(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub price_max: Option<i64>,
     /// Only products with at least one variant that can be bought now.
     pub in_stock: Option<bool>,
@@ -259,7 +264,7 @@ async fn store_products(s: &AppState, ids: &[String]) -> ApiResult<Vec<StoreProd
     Ok(ids.iter().filter_map(|id| found.get(id)).map(|p| (**p).clone()).collect())
 }
 
-#[utoipa::path(get, path = "/store/products", tag = "storefront", params(StoreProductsQuery),
+#[utoipa::path(get, path = "/store/products", operation_id = "store_list_products", tag = "storefront", params(StoreProductsQuery),
     responses((status = 200, body = ProductList), (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The search index is being rebuilt; plain listing still works", body = Problem, content_type = "application/problem+json")))]
 pub async fn list_products(
@@ -313,7 +318,7 @@ pub async fn list_products(
     Ok(Json(ProductList { items, next_cursor, total: Some(found.total), facets: with_facets.then_some(found.facets) }))
 }
 
-#[utoipa::path(get, path = "/store/products/{id_or_handle}", tag = "storefront", params(("id_or_handle" = String, Path)),
+#[utoipa::path(get, path = "/store/products/{id_or_handle}", operation_id = "store_get_product", tag = "storefront", params(("id_or_handle" = String, Path)),
     responses((status = 200, body = StoreProduct), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_product(State(s): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<StoreProduct>> {
     let product = s.catalog.product_by_key(&key, true).await?;
@@ -321,7 +326,7 @@ pub async fn get_product(State(s): State<AppState>, Path(key): Path<String>) -> 
     Ok(Json(out.pop().ok_or(Error::not_found("product"))?))
 }
 
-#[utoipa::path(get, path = "/store/categories", tag = "storefront",
+#[utoipa::path(get, path = "/store/categories", operation_id = "store_list_categories", tag = "storefront",
     responses((status = 200, body = Items<Category>)))]
 pub async fn list_categories(State(s): State<AppState>) -> ApiResult<Json<Items<Category>>> {
     Ok(Json(Items { items: s.catalog.category_tree().await? }))
