@@ -806,3 +806,38 @@ pub async fn flash_sale(opts: &LoadOptions, buyers: usize, units: i64) -> anyhow
         summary,
     })
 }
+
+/// `bench storage`: the database limits alone, on a scratch database (no HTTP).
+pub async fn storage(opts: &LoadOptions) -> anyhow::Result<Report> {
+    let dir = tempfile::tempdir()?;
+    let url = match &opts.database_url {
+        Some(u) => u.clone(),
+        None => format!("sqlite://{}", dir.path().join("baseline.db").display()),
+    };
+    let db = Db::connect(&ConnectOptions::new(&url)).await?;
+    let postgres = db.dialect() == backroom_db::Dialect::Postgres;
+    let seconds = opts.seconds as f64;
+    progress_line("checkout-like transactions, one commit each");
+    let one = backroom_db::baseline::one_per_commit(&db, if postgres { opts.concurrency } else { 1 }, seconds).await?;
+    progress_line(&format!("the same through the group-commit writer, {} at once", opts.concurrency));
+    let batched = backroom_db::baseline::batched(&db, opts.concurrency, seconds).await?;
+    let stats = db.writer_stats();
+    db.close().await;
+    let database = if postgres { "PostgreSQL" } else { "SQLite (synchronous=FULL)" }.to_owned();
+    let summary = format!(
+        "summary: {one:.0}/s one per commit, {batched:.0}/s batched ({:.1} per commit on average) on {database}",
+        stats.jobs as f64 / stats.batches.max(1) as f64
+    );
+    Ok(Report {
+        scenario: "storage".into(),
+        database,
+        baselines: Baselines {
+            healthz_per_s: 0.0,
+            db_one_per_commit_per_s: Some(one),
+            db_batched_per_s: Some(batched),
+        },
+        runs: Vec::new(),
+        flash_sale: None,
+        summary,
+    })
+}

@@ -87,6 +87,12 @@ enum BenchCommand {
         #[command(flatten)]
         load: backroom::load::LoadOptions,
     },
+    /// The storage limit alone: checkout-like transactions a second straight on the database,
+    /// one commit each and through the group-commit writer (no HTTP, no server).
+    Storage {
+        #[command(flatten)]
+        load: backroom::load::LoadOptions,
+    },
     /// N buyers with carts ready race for K units of one variant, all at once, over HTTP.
     /// Fails (exit 1) unless exactly K orders are placed.
     FlashSale {
@@ -259,6 +265,7 @@ async fn bench(command: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Browse { products, load } => (load::browse(&load, products).await?, load.json),
         BenchCommand::Checkout { skus, load } => (load::checkout(&load, skus).await?, load.json),
+        BenchCommand::Storage { load } => (load::storage(&load).await?, load.json),
         BenchCommand::FlashSale { buyers, units, load } => (load::flash_sale(&load, buyers, units).await?, load.json),
     };
     if json {

@@ -237,8 +237,19 @@ impl Carts {
                     .await
                     .map(|_| ())
                     .map_err(storage))?;
-                    let cart = load(&mut conn, &id).await?.ok_or_else(|| Error::internal("new cart vanished"))?;
-                    Ok(Done::Commit(cart))
+                    let zero = Money::zero(currency);
+                    Ok(Done::Commit(Cart {
+                        id,
+                        currency,
+                        items: Vec::new(),
+                        subtotal: zero,
+                        tax_total: zero,
+                        shipping_total: zero,
+                        total: zero,
+                        status: CartStatus::Open,
+                        created_at: ts,
+                        updated_at: ts,
+                    }))
                 })
             })
             .await

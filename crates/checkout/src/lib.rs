@@ -604,7 +604,7 @@ async fn settle_in(conn: &mut Conn<'_>, order_id: &str, attempt_id: &str, status
     if !backroom_orders::transition(conn, order_id, OrderStatus::PendingPayment, outcome_status, &note).await? {
         return Ok(outcome_of(load_order(conn, order_id).await?));
     }
-    let cart_id = load_order(conn, order_id).await?.cart_id;
+    let cart_id = backroom_orders::cart_of(conn, order_id).await?.ok_or(Error::not_found("order"))?;
     let from = [AttemptStatus::Pending, AttemptStatus::Unknown];
     let (attempt, reference, reason, cart_to) = match &status {
         ChargeStatus::Captured { reference }

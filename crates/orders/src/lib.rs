@@ -263,6 +263,15 @@ pub async fn transition(
     Ok(n == 1)
 }
 
+/// The cart an order was created from.
+pub async fn cart_of(conn: &mut Conn<'_>, order_id: &str) -> Result<Option<String>> {
+    on_conn!(conn, c => sqlx::query_scalar("SELECT cart_id FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(storage))
+}
+
 /// Loads orders by id, in the order given, with lines and payment; `with_history` adds the
 /// state changes. A constant number of queries for any number of orders.
 pub async fn load(conn: &mut Conn<'_>, ids: &[String], with_history: bool) -> Result<Vec<Order>> {
