@@ -87,6 +87,16 @@ pub fn metrics_handle() -> PrometheusHandle {
                     Matcher::Full("http_request_duration_seconds".into()),
                     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
                 )
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full("db_writer_batch_size".into()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+                )
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full("db_writer_batch_seconds".into()),
+                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0],
+                )
                 .expect("bucket list is not empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();

@@ -37,7 +37,7 @@ pub fn spawn(
 
 /// Claims due events, hands each to the consumers of its topic, records the result.
 async fn dispatch(db: Db, consumers: Vec<Box<dyn Consumer>>, stop: watch::Receiver<bool>) {
-    let mut last_stats = std::time::Instant::now() - Duration::from_secs(60);
+    let mut last_stats: Option<std::time::Instant> = None;
     let mut last_prune = std::time::Instant::now();
     loop {
         if *stop.borrow() {
@@ -77,8 +77,8 @@ async fn dispatch(db: Db, consumers: Vec<Box<dyn Consumer>>, stop: watch::Receiv
                 Err(e) => tracing::warn!(error = %e, "outbox prune failed"),
             }
         }
-        if last_stats.elapsed() >= Duration::from_secs(5) {
-            last_stats = std::time::Instant::now();
+        if last_stats.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            last_stats = Some(std::time::Instant::now());
             if let Ok(s) = outbox::stats(&db).await {
                 metrics::gauge!("outbox_pending_events").set(s.pending as f64);
                 metrics::gauge!("outbox_dead_events").set(s.dead as f64);

@@ -32,3 +32,30 @@ both!(readyz_fails_when_the_database_is_gone, |app: TestApp| async move {
     // Requests that need the database answer 503 problem+json, not a hang or a panic.
     app.get("/store/products").await.problem(503, "unavailable");
 });
+
+both!(metrics_cover_checkout_outcomes_stock_conflicts_writer_batches_and_outbox_lag, |app: TestApp| async move {
+    let p = app.product("metered", &["METER-1"]).await;
+    let v = p["variants"][0]["id"].as_str().unwrap().to_owned();
+    app.stock(&v, 1).await;
+    let first = app.cart_with("EUR", &[(&v, 1)]).await;
+    let second = app.cart_with("EUR", &[(&v, 1)]).await;
+    app.send(app.checkout_req(&first, Some("m-1"), "tok_visa")).await.expect(201);
+    app.send(app.checkout_req(&second, Some("m-2"), "tok_visa")).await.problem(409, "insufficient_stock");
+    // The worker publishes the outbox gauges on its first pass.
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        if text.contains("outbox_lag_seconds") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let has = |prefix: &str, part: &str| text.lines().any(|l| l.starts_with(prefix) && l.contains(part));
+    assert!(has("checkout_outcomes_total{", "result=\"placed\""), "{text}");
+    assert!(has("checkout_outcomes_total{", "result=\"insufficient_stock\""), "{text}");
+    assert!(has("stock_conflicts_total", ""), "{text}");
+    assert!(has("db_writer_batch_size_bucket{", "le=\"1\""), "{text}");
+    assert!(has("db_writer_batches_total{", "result=\"committed\""), "{text}");
+    assert!(has("outbox_lag_seconds", ""), "{text}");
+    assert!(has("outbox_pending_events", ""), "{text}");
+});
