@@ -730,7 +730,9 @@ pub async fn flash_sale(opts: &LoadOptions, buyers: usize, units: i64) -> anyhow
     let baselines = server.baselines(opts.concurrency, (opts.seconds as f64 / 4.0).clamp(1.0, 3.0)).await?;
     let carts = Arc::new(std::mem::take(&mut *carts.lock().expect("carts")));
     progress_line(&format!("{buyers} buyers check out at once over {} connections", opts.concurrency));
-    let answers: Arc<Mutex<Vec<(u16, String, Duration, Duration)>>> = Arc::default();
+    /// Status, problem code, latency, and when the answer came (from the start).
+    type Answer = (u16, String, Duration, Duration);
+    let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
     let start = Instant::now();
     let run = {
         let (client, base, body, answers) =
