@@ -341,8 +341,19 @@ macro_rules! push_in_list {
 pub fn storage(e: sqlx::Error) -> Error {
     match e {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Error::Unavailable(Box::new(e)),
+        // A deadlock victim, a serialization failure, a lock timeout or SQLITE_BUSY: nothing
+        // was written (the write job's savepoint is rolled back) and trying again may work.
+        ref other if is_transient(other) => Error::Unavailable(Box::new(e)),
         other => Error::Internal(Box::new(other)),
     }
+}
+
+/// Whether a database error is worth retrying: PostgreSQL's deadlock (40P01), serialization
+/// failure (40001) and lock timeout (55P03), SQLite's busy and locked (5, 6).
+fn is_transient(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| matches!(&*c, "40P01" | "40001" | "55P03" | "5" | "6" | "261" | "517"))
 }
 
 /// Whether `e` is a unique-constraint violation (on either database).
