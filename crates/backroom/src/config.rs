@@ -35,6 +35,7 @@ struct FileSettings {
     recovery_interval: Option<String>,
     recovery_grace: Option<String>,
     reservation_ttl: Option<String>,
+    writer_max_batch: Option<i64>,
 }
 
 /// Checked settings.
@@ -47,6 +48,9 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// Recovery interval, grace period and reservation TTL.
     pub checkout: backroom_checkout::Settings,
+    /// Most write jobs the group-commit writer puts in one transaction
+    /// (`BACKROOM_WRITER_MAX_BATCH`, 1–10000; 1 turns group commit off).
+    pub writer_max_batch: usize,
 }
 
 impl std::fmt::Debug for Settings {
@@ -163,7 +167,14 @@ impl Settings {
                 Duration::from_secs(1),
             )?,
         };
-        Ok(Settings { listen, data_dir, database_url, admin_token, checkout })
+        let writer_max_batch =
+            match pick(&None, "BACKROOM_WRITER_MAX_BATCH", &file.writer_max_batch.map(|n| n.to_string()), None) {
+                None => backroom_db::writer::MAX_BATCH,
+                Some((raw, src)) => raw.trim().parse().ok().filter(|n| (1..=10_000).contains(n)).ok_or_else(|| {
+                    format!("invalid writer batch size `{raw}` (from {src}): must be a whole number from 1 to 10000")
+                })?,
+            };
+        Ok(Settings { listen, data_dir, database_url, admin_token, checkout, writer_max_batch })
     }
 
     /// Creates the data directory when the database lives in it.

@@ -15,7 +15,13 @@ use backroom_search::SearchIndex;
 
 /// Opens the database and applies migrations.
 pub async fn open_db(url: &str) -> anyhow::Result<Db> {
-    let db = Db::connect(&ConnectOptions::new(url))
+    open_db_with(ConnectOptions::new(url)).await
+}
+
+/// [`open_db`] with options (the writer's batch size).
+pub async fn open_db_with(opts: ConnectOptions) -> anyhow::Result<Db> {
+    let url = opts.url.as_str();
+    let db = Db::connect(&opts)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", config::redact(url)))?;
     db.migrate().await.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;

@@ -49,6 +49,9 @@ pub struct LoadOptions {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// The started server's `BACKROOM_WRITER_MAX_BATCH` (1: no group commit, to compare).
+    #[arg(long)]
+    pub writer_max_batch: Option<usize>,
 }
 
 /// How a run was driven.
@@ -245,6 +248,10 @@ impl Server {
             .env("BACKROOM_DATABASE_URL", &url)
             .env("BACKROOM_ADMIN_TOKEN", &token)
             .env("BACKROOM_LOG", "warn")
+            .env(
+                "BACKROOM_WRITER_MAX_BATCH",
+                opts.writer_max_batch.unwrap_or(backroom_db::writer::MAX_BATCH).to_string(),
+            )
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

@@ -167,7 +167,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     if settings.database_url.starts_with("sqlite:") {
         settings.ensure_data_dir().map_err(anyhow::Error::msg)?;
     }
-    let db = backroom::open_db(&settings.database_url).await?;
+    let db = backroom::open_db_with(backroom_db::ConnectOptions {
+        writer_max_batch: settings.writer_max_batch,
+        ..backroom_db::ConnectOptions::new(&settings.database_url)
+    })
+    .await?;
     match command {
         Command::Serve => {
             let search = backroom::open_search(&settings.data_dir)?;

@@ -46,6 +46,7 @@ fn bad_settings_stop_with_one_clear_line() {
         (vec![("BACKROOM_DATABASE_URL", "mysql://x")], vec!["migrate"], "BACKROOM_DATABASE_URL"),
         (vec![("BACKROOM_ADMIN_TOKEN", "short")], vec!["migrate"], "BACKROOM_ADMIN_TOKEN"),
         (vec![("BACKROOM_CONFIG", "missing.toml")], vec!["migrate"], "missing.toml"),
+        (vec![("BACKROOM_WRITER_MAX_BATCH", "0")], vec!["migrate"], "BACKROOM_WRITER_MAX_BATCH"),
     ];
     for (env, args, mentions) in cases {
         let mut cmd = backroom(dir.path());

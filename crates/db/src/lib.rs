@@ -59,11 +59,18 @@ pub struct ConnectOptions {
     /// power cut. Tests may turn it down to NORMAL; production never should.
     pub sqlite_synchronous_full: bool,
     pub max_connections: u32,
+    /// Most jobs the group-commit writer puts in one transaction (1: no group commit).
+    pub writer_max_batch: usize,
 }
 
 impl ConnectOptions {
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), sqlite_synchronous_full: true, max_connections: 16 }
+        Self {
+            url: url.into(),
+            sqlite_synchronous_full: true,
+            max_connections: 16,
+            writer_max_batch: writer::MAX_BATCH,
+        }
     }
 }
 
@@ -99,7 +106,7 @@ impl Db {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(pg)
                     .await?;
-                Ok(Db::new(Pools::Postgres(pool)))
+                Ok(Db::new(Pools::Postgres(pool), opts.writer_max_batch))
             }
             Dialect::Sqlite => {
                 let base = SqliteConnectOptions::from_str(&opts.url)?
@@ -127,13 +134,13 @@ impl Db {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(base.read_only(true))
                     .await?;
-                Ok(Db::new(Pools::Sqlite { writer, reader }))
+                Ok(Db::new(Pools::Sqlite { writer, reader }, opts.writer_max_batch))
             }
         }
     }
 
-    fn new(pools: Pools) -> Db {
-        Db { pools, batcher: Arc::new(writer::Batcher::new()) }
+    fn new(pools: Pools, writer_max_batch: usize) -> Db {
+        Db { pools, batcher: Arc::new(writer::Batcher::new(writer_max_batch.max(1))) }
     }
 
     /// The pools, for code that needs a driver's own pool (tests, benchmarks).

@@ -44,7 +44,7 @@ pub enum Done<T> {
     Rollback(T),
 }
 
-/// Most jobs queued before one commit. Bounded so that one batch's latency stays small and a
+/// Most jobs in one commit by default. Bounded so that one batch's latency stays small and a
 /// failing `COMMIT` affects a bounded number of requests.
 pub const MAX_BATCH: usize = 512;
 
@@ -58,6 +58,7 @@ type Job = Box<dyn for<'c> FnOnce(Conn<'c>) -> BoxFuture<'c, (bool, Reply)> + Se
 pub(crate) struct Batcher {
     tx: OnceLock<mpsc::UnboundedSender<Job>>,
     stats: Arc<Counters>,
+    max_batch: usize,
 }
 
 #[derive(Default)]
@@ -85,8 +86,8 @@ impl std::fmt::Debug for Batcher {
 }
 
 impl Batcher {
-    pub(crate) fn new() -> Self {
-        Self { tx: OnceLock::new(), stats: Arc::default() }
+    pub(crate) fn new(max_batch: usize) -> Self {
+        Self { tx: OnceLock::new(), stats: Arc::default(), max_batch }
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -100,7 +101,7 @@ impl Batcher {
     fn sender(&self, pools: &Pools) -> &mpsc::UnboundedSender<Job> {
         self.tx.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run(pools.clone(), rx, self.stats.clone()));
+            tokio::spawn(run(pools.clone(), rx, self.stats.clone(), self.max_batch));
             tx
         })
     }
@@ -147,11 +148,11 @@ fn batch_failed(e: &Error) -> Error {
     Error::Unavailable(format!("the write could not be committed: {e}").into())
 }
 
-async fn run(pools: Pools, mut rx: mpsc::UnboundedReceiver<Job>, stats: Arc<Counters>) {
-    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+async fn run(pools: Pools, mut rx: mpsc::UnboundedReceiver<Job>, stats: Arc<Counters>, max_batch: usize) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.recv().await {
         jobs.push(first);
-        while jobs.len() < MAX_BATCH {
+        while jobs.len() < max_batch {
             match rx.try_recv() {
                 Ok(j) => jobs.push(j),
                 Err(_) => break,
