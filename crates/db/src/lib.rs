@@ -123,6 +123,9 @@ impl Db {
                 let writer = SqlitePoolOptions::new()
                     .max_connections(1)
                     .min_connections(1)
+                    // One connection for the life of the process: its thread is pinned (writer.rs).
+                    .idle_timeout(None)
+                    .max_lifetime(None)
                     .acquire_timeout(Duration::from_secs(30))
                     .connect_with(base.clone())
                     .await?;

@@ -101,7 +101,11 @@ impl Batcher {
     fn sender(&self, pools: &Pools) -> &mpsc::UnboundedSender<Job> {
         self.tx.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run(pools.clone(), rx, self.stats.clone(), self.max_batch));
+            let task = run(pools.clone(), rx, self.stats.clone(), self.max_batch);
+            match pools {
+                Pools::Sqlite { writer, .. } => spawn_sqlite_writer(writer.clone(), task),
+                Pools::Postgres(_) => drop(tokio::spawn(task)),
+            }
             tx
         })
     }
@@ -146,6 +150,52 @@ impl Batcher {
 
 fn batch_failed(e: &Error) -> Error {
     Error::Unavailable(format!("the write could not be committed: {e}").into())
+}
+
+/// SQLite's writer runs on a thread of its own, pinned to one core together with sqlx's thread
+/// for the writer connection. sqlx runs each SQLite connection on its own thread, so every
+/// statement is a hand-off there and back; across cores each hand-off is a wake-up of another
+/// CPU (measured ~38 µs per statement on a 2-core VM), on one core it is a plain context switch
+/// (about twice the statements a second; docs/benchmarks.md). The rest of the process (HTTP,
+/// readers) keeps every core.
+fn spawn_sqlite_writer(pool: sqlx::SqlitePool, task: impl Future<Output = ()> + Send + 'static) {
+    let core = core_affinity::get_core_ids().filter(|ids| ids.len() > 1).and_then(|ids| ids.last().copied());
+    let spawned = std::thread::Builder::new().name("backroom-writer".into()).spawn(move || {
+        if let Some(core) = core {
+            core_affinity::set_for_current(core);
+        }
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "the database writer cannot start its runtime");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            if let Some(core) = core
+                && let Err(e) = pin_connection_thread(&pool, core).await
+            {
+                tracing::warn!(error = %e, "could not pin the SQLite writer connection's thread; carrying on");
+            }
+            task.await
+        });
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "the database writer thread cannot start");
+    }
+}
+
+/// Pins the thread sqlx runs the writer connection on: a progress handler runs on that thread
+/// while a statement executes, and sets its affinity from there.
+async fn pin_connection_thread(pool: &sqlx::SqlitePool, core: core_affinity::CoreId) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    conn.lock_handle().await?.set_progress_handler(1, move || {
+        core_affinity::set_for_current(core);
+        true
+    });
+    let pinned = sqlx::query("SELECT 1").execute(&mut *conn).await.map(|_| ());
+    conn.lock_handle().await?.remove_progress_handler();
+    pinned
 }
 
 async fn run(pools: Pools, mut rx: mpsc::UnboundedReceiver<Job>, stats: Arc<Counters>, max_batch: usize) {
