@@ -604,7 +604,6 @@ async fn settle_in(conn: &mut Conn<'_>, order_id: &str, attempt_id: &str, status
     if !backroom_orders::transition(conn, order_id, OrderStatus::PendingPayment, outcome_status, &note).await? {
         return Ok(outcome_of(load_order(conn, order_id).await?));
     }
-    let cart_id = backroom_orders::cart_of(conn, order_id).await?.ok_or(Error::not_found("order"))?;
     let from = [AttemptStatus::Pending, AttemptStatus::Unknown];
     let (attempt, reference, reason, cart_to) = match &status {
         ChargeStatus::Captured { reference }
@@ -618,13 +617,13 @@ async fn settle_in(conn: &mut Conn<'_>, order_id: &str, attempt_id: &str, status
         }
     };
     backroom_payments::transition(conn, attempt_id, &from, attempt, reference, reason).await?;
-    backroom_cart::transition(conn, &cart_id, CartStatus::CheckingOut, cart_to).await?;
     let changed = if outcome_status == OrderStatus::Placed {
         reservations::allocate(conn, order_id, ACTOR).await?
     } else {
         reservations::release(conn, order_id, ACTOR).await?
     };
     let order = load_order(conn, order_id).await?;
+    backroom_cart::transition(conn, &order.cart_id, CartStatus::CheckingOut, cart_to).await?;
     let topic = if order.status == OrderStatus::Placed { "order.placed" } else { "order.payment_failed" };
     outbox::enqueue(
         conn,

@@ -30,7 +30,7 @@ use backroom_kernel::Error;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Conn, Pools, Tx, storage};
+use crate::{Conn, Pools, Tx, on_conn, storage};
 
 /// A boxed, sendable future, as write jobs return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -232,7 +232,7 @@ async fn run_batch(pools: &Pools, jobs: &mut Vec<Job>) -> bool {
             return false;
         }
     };
-    let mut broken: Option<Error> = None;
+    let mut broken = savepoint_sql(&mut outer, "SAVEPOINT job").await.err();
     for job in jobs.drain(..) {
         if broken.is_some() {
             // The transaction is gone: dropping the job drops its answer channel, which its
@@ -264,24 +264,20 @@ async fn run_batch(pools: &Pools, jobs: &mut Vec<Job>) -> bool {
     committed.is_ok()
 }
 
-/// Runs one job in a savepoint of `outer`; releases or rolls back the savepoint as the job
-/// asks. `Err` means the batch's transaction itself is broken (the savepoint could not be
-/// rolled back), so nothing of the batch may be kept.
+/// Runs one job inside the open savepoint `job` of `outer`, then keeps its writes (release
+/// the savepoint and open the next one, in one round trip) or undoes them (roll back to the
+/// savepoint, which stays open for the next job). One statement per job besides its own.
+/// `Err` means the batch's transaction itself is broken (the savepoint could not be rolled
+/// back), so nothing of the batch may be kept.
 async fn in_savepoint(outer: &mut Tx, job: Job) -> Result<Reply, Error> {
-    macro_rules! savepoint {
-        ($inner:expr, $variant:ident) => {{
-            let mut sp = sqlx::Connection::begin(&mut **$inner).await.map_err(storage)?;
-            let (keep, reply) = job(Conn::$variant(&mut *sp)).await;
-            if keep {
-                sp.commit().await.map_err(storage)?
-            } else {
-                sp.rollback().await.map_err(storage)?
-            }
-            Ok(reply)
-        }};
-    }
-    match outer {
-        Tx::Sqlite(inner) => savepoint!(inner, Sqlite),
-        Tx::Postgres(inner) => savepoint!(inner, Postgres),
-    }
+    let (keep, reply) = job(outer.conn()).await;
+    let sql = if keep { "RELEASE SAVEPOINT job; SAVEPOINT job" } else { "ROLLBACK TO SAVEPOINT job" };
+    savepoint_sql(outer, sql).await?;
+    Ok(reply)
+}
+
+/// Savepoint statements, sent as one simple query (both drivers accept several statements
+/// without parameters in one round trip).
+async fn savepoint_sql(outer: &mut Tx, sql: &'static str) -> Result<(), Error> {
+    on_conn!(&mut outer.conn(), c => sqlx::raw_sql(sql).execute(&mut *c).await.map(|_| ()).map_err(storage))
 }

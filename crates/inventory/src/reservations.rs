@@ -37,7 +37,6 @@ struct Candidate {
 
 #[derive(sqlx::FromRow)]
 struct ReservationRow {
-    id: String,
     variant_id: String,
     location_id: String,
     quantity: i64,
@@ -122,15 +121,26 @@ pub async fn reserve(
     Ok(if shortages.is_empty() { Ok(changed) } else { Err(shortages) })
 }
 
-async fn reservations(conn: &mut Conn<'_>, order_id: &str) -> Result<Vec<ReservationRow>> {
-    on_conn!(conn, c => sqlx::query_as(
-        "SELECT id, variant_id, location_id, quantity FROM stock_reservations \
-         WHERE order_id = $1 AND status = 'reserved' ORDER BY variant_id, location_id",
+/// Marks an order's open reservations `status` and answers them in variant-id order (the
+/// order stock rows are locked in, as in [`reserve`]).
+async fn close_reservations(
+    conn: &mut Conn<'_>,
+    order_id: &str,
+    status: &str,
+    ts: DateTime<Utc>,
+) -> Result<Vec<ReservationRow>> {
+    let mut rows: Vec<ReservationRow> = on_conn!(conn, c => sqlx::query_as(
+        "UPDATE stock_reservations SET status = $2, updated_at = $3 WHERE order_id = $1 AND status = 'reserved' \
+         RETURNING variant_id, location_id, quantity",
     )
     .bind(order_id)
+    .bind(status)
+    .bind(ts)
     .fetch_all(&mut *c)
     .await
-    .map_err(storage))
+    .map_err(storage))?;
+    rows.sort_by(|a, b| (&a.variant_id, &a.location_id).cmp(&(&b.variant_id, &b.location_id)));
+    Ok(rows)
 }
 
 /// Turns an order's reservations into allocations (payment captured). Returns the variant
@@ -147,7 +157,8 @@ pub async fn release(conn: &mut Conn<'_>, order_id: &str, actor: &str) -> Result
 async fn settle(conn: &mut Conn<'_>, order_id: &str, allocate: bool, actor: &str) -> Result<Vec<String>> {
     let ts = now();
     let mut changed = Vec::new();
-    for r in reservations(conn, order_id).await? {
+    let status = if allocate { "allocated" } else { "released" };
+    for r in close_reservations(conn, order_id, status, ts).await? {
         let sql = if allocate {
             "UPDATE stock_levels SET reserved = reserved - $3, allocated = allocated + $3, updated_at = $4 \
              WHERE variant_id = $1 AND location_id = $2 RETURNING variant_id, location_id, on_hand, reserved, allocated"
@@ -163,14 +174,6 @@ async fn settle(conn: &mut Conn<'_>, order_id: &str, allocate: bool, actor: &str
             .fetch_optional(&mut *c)
             .await
             .map(|r| r.map(StockLevel::from))
-            .map_err(storage))?;
-        on_conn!(conn, c => sqlx::query("UPDATE stock_reservations SET status = $2, updated_at = $3 WHERE id = $1")
-            .bind(&r.id)
-            .bind(if allocate { "allocated" } else { "released" })
-            .bind(ts)
-            .execute(&mut *c)
-            .await
-            .map(|_| ())
             .map_err(storage))?;
         // The stock row is gone only if the variant was deleted meanwhile; nothing to move then.
         if let Some(level) = level {

@@ -166,25 +166,19 @@ const ORDER_COLUMNS: &str = "id, number, status, cart_id, email, currency, subto
 /// Creates an order in `pending_payment` inside the caller's transaction.
 pub async fn create(conn: &mut Conn<'_>, o: &NewOrder) -> Result<()> {
     let ts = now();
-    // The next human number: a sequence on PostgreSQL; on SQLite the single writer makes
-    // MAX + 1 safe.
-    let number: i64 = match conn.dialect() {
-        Dialect::Postgres => on_conn!(conn, c => sqlx::query_scalar("SELECT nextval('order_numbers')")
-            .fetch_one(&mut *c)
-            .await
-            .map_err(storage))?,
-        Dialect::Sqlite => on_conn!(conn, c => sqlx::query_scalar("SELECT COALESCE(MAX(number), 1000) + 1 FROM orders")
-            .fetch_one(&mut *c)
-            .await
-            .map_err(storage))?,
+    // The next human number, in the INSERT itself (one statement): a sequence on PostgreSQL;
+    // on SQLite the single writer makes MAX + 1 safe.
+    let number = match conn.dialect() {
+        Dialect::Postgres => "nextval('order_numbers')",
+        Dialect::Sqlite => "(SELECT COALESCE(MAX(number), 1000) + 1 FROM orders)",
     };
-    let address = serde_json::to_string(&o.shipping_address).map_err(Error::internal)?;
-    on_conn!(conn, c => sqlx::query(
+    let sql = format!(
         "INSERT INTO orders (id, number, status, cart_id, email, currency, subtotal, tax_total, shipping_total, total, \
-         shipping_address, created_at, updated_at) VALUES ($1, $2, 'pending_payment', $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
-    )
+         shipping_address, created_at, updated_at) VALUES ($1, {number}, 'pending_payment', $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)"
+    );
+    let address = serde_json::to_string(&o.shipping_address).map_err(Error::internal)?;
+    on_conn!(conn, c => sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
     .bind(&o.id)
-    .bind(number)
     .bind(&o.cart_id)
     .bind(&o.email)
     .bind(o.currency.code())
@@ -261,15 +255,6 @@ pub async fn transition(
         history(conn, order_id, to, note, ts).await?;
     }
     Ok(n == 1)
-}
-
-/// The cart an order was created from.
-pub async fn cart_of(conn: &mut Conn<'_>, order_id: &str) -> Result<Option<String>> {
-    on_conn!(conn, c => sqlx::query_scalar("SELECT cart_id FROM orders WHERE id = $1")
-        .bind(order_id)
-        .fetch_optional(&mut *c)
-        .await
-        .map_err(storage))
 }
 
 /// Loads orders by id, in the order given, with lines and payment; `with_history` adds the
