@@ -6,6 +6,7 @@
 //! It runs on scratch tables (`bench_raw_*`) that it creates and drops again, so it can be
 //! pointed at a scratch database of the same kind and disk as the store's.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -70,51 +71,45 @@ async fn checkout_like(conn: &mut Conn<'_>, n: u64) -> Result<(), Error> {
 /// Transactions a second, one commit each, `clients` at a time (each on its own connection;
 /// on SQLite they queue for the one writer connection).
 pub async fn one_per_commit(db: &Db, clients: usize, seconds: f64) -> Result<f64, Error> {
-    exec_all(db, SCHEMA).await?;
-    let until = Instant::now() + Duration::from_secs_f64(seconds);
-    let done = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..clients.max(1))
-        .map(|_| {
-            let (db, done) = (db.clone(), done.clone());
-            tokio::spawn(async move {
-                while Instant::now() < until {
-                    let n = done.fetch_add(1, Ordering::Relaxed);
-                    let mut tx = db.begin().await?;
-                    checkout_like(&mut tx.conn(), n).await?;
-                    tx.commit().await?;
-                }
-                Ok::<(), Error>(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.map_err(Error::internal)??;
-    }
-    let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    exec_all(db, &SCHEMA[..4]).await?;
-    Ok(rate)
+    rate(db, clients, seconds, |db, n| async move {
+        let mut tx = db.begin().await?;
+        checkout_like(&mut tx.conn(), n).await?;
+        tx.commit().await
+    })
+    .await
 }
 
 /// Transactions a second through the group-commit writer, `clients` submitting at once.
 pub async fn batched(db: &Db, clients: usize, seconds: f64) -> Result<f64, Error> {
+    rate(db, clients, seconds, |db, n| async move {
+        db.write(move |mut conn| {
+            Box::pin(async move {
+                checkout_like(&mut conn, n).await?;
+                Ok(Done::Commit(()))
+            })
+        })
+        .await
+    })
+    .await
+}
+
+/// Runs `one(db, n)` from `clients` tasks for `seconds` on fresh scratch tables; answers how
+/// many completed a second.
+async fn rate<F, Fut>(db: &Db, clients: usize, seconds: f64, one: F) -> Result<f64, Error>
+where
+    F: Fn(Db, u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<(), Error>> + Send,
+{
     exec_all(db, SCHEMA).await?;
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients.max(1))
         .map(|_| {
-            let (db, done) = (db.clone(), done.clone());
+            let (db, done, one) = (db.clone(), done.clone(), one.clone());
             tokio::spawn(async move {
                 while Instant::now() < until {
-                    let n = done.fetch_add(1, Ordering::Relaxed);
-                    db.write(move |mut conn| {
-                        Box::pin(async move {
-                            checkout_like(&mut conn, n).await?;
-                            Ok(Done::Commit(()))
-                        })
-                    })
-                    .await?;
+                    one(db.clone(), done.fetch_add(1, Ordering::Relaxed)).await?;
                 }
                 Ok::<(), Error>(())
             })
