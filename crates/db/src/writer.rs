@@ -249,7 +249,12 @@ async fn run_batch(pools: &Pools, jobs: &mut Vec<Job>) -> bool {
             drop(outer);
             Err(e)
         }
-        None => outer.commit().await,
+        None => {
+            let committing = Instant::now();
+            let r = outer.commit().await;
+            metrics::histogram!("db_writer_commit_seconds").record(committing.elapsed().as_secs_f64());
+            r
+        }
     };
     if let Err(e) = &committed {
         tracing::error!(error = %e, jobs = size, "a write batch failed; every job in it is answered with an error");

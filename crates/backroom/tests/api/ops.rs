@@ -56,6 +56,7 @@ both!(metrics_cover_checkout_outcomes_stock_conflicts_writer_batches_and_outbox_
     assert!(has("stock_conflicts_total", ""), "{text}");
     assert!(has("db_writer_batch_size_bucket{", "le=\"1\""), "{text}");
     assert!(has("db_writer_batches_total{", "result=\"committed\""), "{text}");
+    assert!(has("db_writer_commit_seconds_bucket{", ""), "{text}");
     assert!(has("outbox_lag_seconds", ""), "{text}");
     assert!(has("outbox_pending_events", ""), "{text}");
 });
