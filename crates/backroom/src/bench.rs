@@ -1,12 +1,6 @@
 //! `backroom bench search`: a realistic generated catalog, indexed, then driven over real HTTP
-//! by an in-process load generator. Prints figures; asserts nothing (machines are noisy).
-//!
-//! Open-loop runs send at a fixed rate and measure each request from the moment it was due,
-//! so a slow server shows up as latency instead of quietly lowering the rate (no
-//! coordinated omission). Closed-loop runs keep N requests in flight for maximum throughput.
-
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+//! by an in-process load generator ([`crate::load::drive`], open or closed loop). Prints
+//! figures; asserts nothing (machines are noisy).
 
 use backroom_catalog::{Catalog, NewCategory, NewProduct, NewVariant, PriceInput, ProductStatus};
 use backroom_db::Db;
@@ -162,30 +156,6 @@ const WORDS: &[&str] = &[
     "heavy",
 ];
 
-/// Options of `backroom bench search`.
-#[derive(Debug, Clone)]
-pub struct SearchBench {
-    pub products: usize,
-    pub search_rate: u32,
-    pub detail_rate: u32,
-    pub detail_concurrency: usize,
-    pub seconds: u64,
-    pub seed: u64,
-}
-
-/// Latency and throughput of one run.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunStats {
-    pub name: String,
-    pub requests: usize,
-    pub errors: usize,
-    pub throughput_per_s: f64,
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
-
 /// Everything `bench search` measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchReport {
@@ -193,101 +163,7 @@ pub struct SearchReport {
     pub variants: usize,
     pub generate_seconds: f64,
     pub index_seconds: f64,
-    pub runs: Vec<RunStats>,
-}
-
-fn stats(name: &str, mut lat: Vec<Duration>, errors: usize, elapsed: Duration) -> RunStats {
-    lat.sort();
-    let pct = |p: f64| -> f64 {
-        if lat.is_empty() {
-            return 0.0;
-        }
-        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
-        lat[i].as_secs_f64() * 1000.0
-    };
-    RunStats {
-        name: name.to_owned(),
-        requests: lat.len(),
-        errors,
-        throughput_per_s: lat.len() as f64 / elapsed.as_secs_f64(),
-        p50_ms: pct(0.50),
-        p95_ms: pct(0.95),
-        p99_ms: pct(0.99),
-        max_ms: lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
-    }
-}
-
-/// Sends a request and reads the whole body; `true` for a 2xx answer.
-async fn fetch(req: reqwest::RequestBuilder) -> bool {
-    match req.send().await {
-        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
-        _ => false,
-    }
-}
-
-/// Sends `rate` requests a second for `seconds`, each to the next URL of `urls`.
-pub async fn open_loop(name: &str, client: &reqwest::Client, urls: &[String], rate: u32, seconds: u64) -> RunStats {
-    let total = rate as u64 * seconds;
-    let every = Duration::from_secs_f64(1.0 / rate as f64);
-    let start = tokio::time::Instant::now();
-    let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        let due = start + every * i as u32;
-        tokio::time::sleep_until(due).await;
-        let req = client.get(&urls[i as usize % urls.len()]);
-        tasks.push(tokio::spawn(async move {
-            let ok = fetch(req).await;
-            (due.elapsed(), ok)
-        }));
-    }
-    let mut lat = Vec::with_capacity(tasks.len());
-    let mut errors = 0;
-    for t in tasks {
-        let (d, ok) = t.await.unwrap_or((Duration::ZERO, false));
-        if ok {
-            lat.push(d);
-        } else {
-            errors += 1;
-        }
-    }
-    stats(name, lat, errors, start.elapsed())
-}
-
-/// Keeps `concurrency` requests in flight for `seconds`.
-pub async fn closed_loop(
-    name: &str,
-    client: &reqwest::Client,
-    urls: Arc<Vec<String>>,
-    concurrency: usize,
-    seconds: u64,
-) -> RunStats {
-    let start = Instant::now();
-    let until = start + Duration::from_secs(seconds);
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|w| {
-            let (client, urls) = (client.clone(), urls.clone());
-            tokio::spawn(async move {
-                let (mut lat, mut errors, mut i) = (Vec::new(), 0usize, w);
-                while Instant::now() < until {
-                    let t0 = Instant::now();
-                    if fetch(client.get(&urls[i % urls.len()])).await {
-                        lat.push(t0.elapsed());
-                    } else {
-                        errors += 1;
-                    }
-                    i += concurrency;
-                }
-                (lat, errors)
-            })
-        })
-        .collect();
-    let (mut lat, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        let (l, e) = t.await.unwrap_or_default();
-        lat.extend(l);
-        errors += e;
-    }
-    stats(name, lat, errors, start.elapsed())
+    pub runs: Vec<crate::load::Run>,
 }
 
 fn pick<'a>(rng: &mut StdRng, xs: &[&'a str]) -> &'a str {

@@ -326,13 +326,8 @@ impl Server {
 
     /// `GET /healthz` a second at `concurrency` for `seconds`.
     pub async fn healthz(&self, concurrency: usize, seconds: f64) -> f64 {
-        let (client, url) = (self.client.clone(), self.url("/healthz"));
-        let run = drive("GET /healthz", Load::Closed { concurrency }, seconds, None, move |_| {
-            let (client, url) = (client.clone(), url.clone());
-            async move { status_of(client.get(url)).await.map(|_| ()) }
-        })
-        .await;
-        run.throughput_per_s
+        let urls = Arc::new(vec![self.url("/healthz")]);
+        get_urls("GET /healthz", Load::Closed { concurrency }, seconds, &self.client, urls).await.throughput_per_s
     }
 
     /// The storage limits (needs the database URL; not while a load runs).
@@ -371,6 +366,16 @@ async fn status_of(req: reqwest::RequestBuilder) -> Result<(u16, Value), String>
         return Err(format!("{status} {}", body["code"].as_str().unwrap_or("")).trim().to_owned());
     }
     Ok((status, body))
+}
+
+/// GETs `urls` in turn under `load` for `seconds`.
+pub async fn get_urls(name: &str, load: Load, seconds: f64, client: &reqwest::Client, urls: Arc<Vec<String>>) -> Run {
+    let client = client.clone();
+    drive(name, load, seconds, None, move |i| {
+        let (client, url) = (client.clone(), urls[i as usize % urls.len()].clone());
+        async move { status_of(client.get(url)).await.map(|_| ()) }
+    })
+    .await
 }
 
 /// Runs `op` under `load` for `seconds`; `op(i)` is the i-th operation. Progress goes to
@@ -617,14 +622,7 @@ pub async fn browse(opts: &LoadOptions, products: usize) -> anyhow::Result<Repor
     let search: Arc<Vec<String>> = Arc::new(crate::bench::search_urls(&base, 5_000, 42));
     let mut runs = Vec::new();
     for (name, urls) in [("product page", detail), ("category listing + facets", listing), ("search", search)] {
-        let client = server.client.clone();
-        runs.push(
-            drive(name, opts.load(), opts.seconds as f64, None, move |i| {
-                let (client, url) = (client.clone(), urls[i as usize % urls.len()].clone());
-                async move { status_of(client.get(url)).await.map(|_| ()) }
-            })
-            .await,
-        );
+        runs.push(get_urls(name, opts.load(), opts.seconds as f64, &server.client, urls).await);
     }
     let summary = format!(
         "summary: product page {:.0}/s, listing {:.0}/s, search {:.0}/s on {}; product page at {:.2}× of GET /healthz",

@@ -353,25 +353,28 @@ async fn bench_search(
     let details: Vec<String> =
         handles.iter().step_by((handles.len() / 5_000).max(1)).map(|h| format!("{base}/store/products/{h}")).collect();
     eprintln!("warming up");
-    bench::closed_loop("warm-up", &client, std::sync::Arc::new(searches.clone()), 8, 2).await;
+    use backroom::load::{Load, get_urls};
+    use std::sync::Arc;
+    let secs = seconds as f64;
+    let (searches, details) = (Arc::new(searches), Arc::new(details));
+    get_urls("warm-up", Load::Closed { concurrency: 8 }, 2.0, &client, searches.clone()).await;
     let mut runs = Vec::new();
     eprintln!("search: one at a time for {seconds}s");
     runs.push(
-        bench::closed_loop("search (one at a time)", &client, std::sync::Arc::new(searches.clone()), 1, seconds).await,
+        get_urls("search (one at a time)", Load::Closed { concurrency: 1 }, secs, &client, searches.clone()).await,
     );
     // Fresh queries, not the ones above: the response cache would answer those.
-    let fresh = bench::search_urls(&base, (search_rate as u64 * seconds) as usize, 4242);
+    let fresh = Arc::new(bench::search_urls(&base, (search_rate as u64 * seconds) as usize, 4242));
+    let (search_load, detail_load) = (Load::Open { rate: search_rate }, Load::Open { rate: detail_rate });
     eprintln!("search: {search_rate}/s for {seconds}s");
-    runs.push(bench::open_loop("search (open loop, new queries)", &client, &fresh, search_rate, seconds).await);
+    runs.push(get_urls("search (open loop, new queries)", search_load, secs, &client, fresh).await);
     eprintln!("search: {search_rate}/s for {seconds}s, queries seen before");
-    runs.push(bench::open_loop("search (open loop, cached)", &client, &searches, search_rate, seconds).await);
-    let details = std::sync::Arc::new(details);
+    runs.push(get_urls("search (open loop, cached)", search_load, secs, &client, searches).await);
     eprintln!("product page: {detail_concurrency} in flight for {seconds}s");
-    runs.push(
-        bench::closed_loop("product page (closed loop)", &client, details.clone(), detail_concurrency, seconds).await,
-    );
+    let closed = Load::Closed { concurrency: detail_concurrency };
+    runs.push(get_urls("product page (closed loop)", closed, secs, &client, details.clone()).await);
     eprintln!("product page: {detail_rate}/s for {seconds}s");
-    runs.push(bench::open_loop("product page (open loop)", &client, &details, detail_rate, seconds).await);
+    runs.push(get_urls("product page (open loop)", detail_load, secs, &client, details).await);
     let report = bench::SearchReport { products, variants, generate_seconds, index_seconds, runs };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -380,15 +383,8 @@ async fn bench_search(
             "catalog: {} products, {} variants; generated in {:.1}s, indexed in {:.1}s",
             report.products, report.variants, report.generate_seconds, report.index_seconds
         );
-        println!(
-            "{:<28} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8}",
-            "run", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"
-        );
         for r in &report.runs {
-            println!(
-                "{:<28} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
-                r.name, r.requests, r.errors, r.throughput_per_s, r.p50_ms, r.p95_ms, r.p99_ms, r.max_ms
-            );
+            println!("{r}");
         }
     }
     Ok(())
