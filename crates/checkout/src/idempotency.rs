@@ -123,7 +123,8 @@ pub async fn finish_for_order(conn: &mut Conn<'_>, order_id: &str, outcome: &Out
 }
 
 /// Removes finished records older than [`RETENTION`], and in-flight ones without an order
-/// older than `stale_before` (their request died before reserving anything).
+/// older than `stale_before` (left by versions that claimed a key before reserving; a key is
+/// now claimed in the same job as its order, or done at once).
 pub async fn prune(db: &Db, stale_before: DateTime<Utc>) -> Result<u64> {
     let mut tx = db.begin().await?;
     let n = on_conn!(&mut tx.conn(), c => sqlx::query(

@@ -340,11 +340,11 @@ impl Checkout {
         // Sold out already by the last committed state: answer without a reservation attempt
         // (the shopper asked at a moment the units were not there). A line that might fit goes
         // on to the conditional UPDATE, which decides (P1).
-        let tracked: Vec<String> = lines.iter().filter(|l| !l.allow_backorder).map(|l| l.variant_id.clone()).collect();
-        let available = self.inventory.availability(&tracked).await?;
-        let short: Vec<Shortage> = lines
-            .iter()
-            .filter(|l| !l.allow_backorder)
+        let limited: Vec<&ReserveLine> = lines.iter().filter(|l| !l.allow_backorder).collect();
+        let limited_ids: Vec<String> = limited.iter().map(|l| l.variant_id.clone()).collect();
+        let available = self.inventory.availability(&limited_ids).await?;
+        let short: Vec<Shortage> = limited
+            .into_iter()
             .filter_map(|l| {
                 let n = *available.get(&l.variant_id)?;
                 (n < l.quantity).then(|| Shortage {
