@@ -22,6 +22,11 @@ pub enum ApiError {
     MethodNotAllowed,
     IdempotencyKeyRequired,
     CardDataRefused,
+    /// The request's headers are over [`crate::edge::MAX_HEADERS_BYTES`] in all, or one is
+    /// over [`crate::edge::MAX_HEADER_BYTES`].
+    HeaderFieldsTooLarge,
+    /// The request's URI is over [`crate::edge::MAX_URI_BYTES`].
+    UriTooLong,
     /// A problem built by a handler (checkout outcomes): status, code, detail, extra members.
     Custom {
         status: StatusCode,
@@ -89,6 +94,12 @@ impl ApiError {
                     "Service unavailable",
                     "the store is busy; try again shortly".into(),
                 ),
+                Error::Overloaded(why) => (
+                    S::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "Overloaded",
+                    format!("the store is at capacity ({why}); nothing was done, retry after the Retry-After delay"),
+                ),
                 Error::Internal(_) => {
                     (S::INTERNAL_SERVER_ERROR, "internal", "Internal error", "something went wrong on our side".into())
                 }
@@ -127,6 +138,22 @@ impl ApiError {
                 "card_data_refused",
                 "Card data refused",
                 "the request carries what looks like a card number; send a payment provider token instead".into(),
+            ),
+            ApiError::HeaderFieldsTooLarge => (
+                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request_header_fields_too_large",
+                "Request header fields too large",
+                format!(
+                    "the request's headers are over {} bytes in all, or one is over {} bytes",
+                    crate::edge::MAX_HEADERS_BYTES,
+                    crate::edge::MAX_HEADER_BYTES
+                ),
+            ),
+            ApiError::UriTooLong => (
+                S::URI_TOO_LONG,
+                "uri_too_long",
+                "URI too long",
+                format!("the request's URI is over {} bytes", crate::edge::MAX_URI_BYTES),
             ),
             ApiError::Custom { status, code, title, detail, .. } => (*status, code, title, detail.clone()),
         }
@@ -179,8 +206,20 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        problem_response(&self.problem())
+        let mut res = problem_response(&self.problem());
+        if res.status() == StatusCode::UNAUTHORIZED {
+            // RFC 9110 §11.6.1: a 401 names the scheme that would work.
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if res.status() == StatusCode::SERVICE_UNAVAILABLE {
+            // Every 503 is worth retrying: say when.
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        }
+        res
     }
 }
+
+/// The `Retry-After` of every `503`, in seconds: long enough for a writer's queue to drain.
+pub const RETRY_AFTER_SECONDS: &str = "1";
 
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -2,7 +2,9 @@
 //! problem+json, the OpenAPI document, and request metrics. Modules never see HTTP; this
 //! crate turns their results and errors into responses.
 
+pub mod access;
 pub mod cache;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -13,11 +15,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use backroom_auth::Auth;
 use backroom_cart::Carts;
 use backroom_catalog::Catalog;
@@ -25,14 +27,13 @@ use backroom_checkout::Checkout;
 use backroom_db::Db;
 use backroom_inventory::Inventory;
 use backroom_orders::Orders;
-use backroom_payments::Providers;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::error::{ApiError, PROBLEM_JSON};
-use crate::routes::{admin, checkout, ops, store};
+use crate::routes::{checkout, ops, store};
 
 /// The largest request body accepted: 1 MiB.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -52,14 +53,22 @@ pub struct AppState {
     /// Cached public catalog answers; see [`cache`].
     pub cache: std::sync::Arc<cache::ResponseCache>,
     pub metrics: PrometheusHandle,
+    /// Browser origins allowed by CORS (`BACKROOM_CORS_ORIGINS`); none by default.
+    pub cors_origins: std::sync::Arc<Vec<axum::http::HeaderValue>>,
+    /// A request not answered within this is `503` (`BACKROOM_REQUEST_TIMEOUT`).
+    pub request_timeout: Duration,
+    /// Whether this router serves `/metrics` (not when it has a listener of its own).
+    pub metrics_here: bool,
 }
 
 impl AppState {
-    /// The state over `db`; `admin_token` is `BACKROOM_ADMIN_TOKEN`, when set.
+    /// The state over `db`; `admin_token` is `BACKROOM_ADMIN_TOKEN`, when set; `checkout`
+    /// carries the enabled payment providers. No CORS origin, the default request deadline,
+    /// `/metrics` served here.
     pub fn new(
         db: Db,
         admin_token: Option<&str>,
-        checkout: backroom_checkout::Settings,
+        checkout: Checkout,
         search: Option<std::sync::Arc<backroom_search::SearchIndex>>,
     ) -> Self {
         Self {
@@ -67,13 +76,34 @@ impl AppState {
             inventory: Inventory::new(db.clone()),
             auth: Auth::new(db.clone(), admin_token),
             carts: Carts::new(db.clone()),
-            checkout: Checkout::new(db.clone(), Providers::builtin(db.clone()), checkout),
+            checkout,
             orders: Orders::new(db.clone()),
             search,
             cache: Default::default(),
             metrics: metrics_handle(),
+            cors_origins: Default::default(),
+            request_timeout: Duration::from_secs(30),
+            metrics_here: true,
             db,
         }
+    }
+
+    /// Allows these exact browser origins (CORS).
+    pub fn with_cors_origins(mut self, origins: Vec<axum::http::HeaderValue>) -> Self {
+        self.cors_origins = std::sync::Arc::new(origins);
+        self
+    }
+
+    /// Answers `503` to a request not done within `timeout`.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Whether `/metrics` is served by this router (`false` when it has a listener of its own).
+    pub fn with_metrics_here(mut self, here: bool) -> Self {
+        self.metrics_here = here;
+        self
     }
 }
 
@@ -121,26 +151,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
-        .route("/admin/products", get(admin::list_products).post(admin::create_product))
-        .route(
-            "/admin/products/{id}",
-            get(admin::get_product).patch(admin::update_product).delete(admin::delete_product),
-        )
-        .route("/admin/products/{id}/variants", post(admin::add_variant))
-        .route(
-            "/admin/variants/{variant_id}",
-            get(admin::get_variant).patch(admin::update_variant).delete(admin::delete_variant),
-        )
-        .route("/admin/variants/{variant_id}/stock", put(admin::set_stock).get(admin::get_stock))
-        .route("/admin/variants/{variant_id}/stock/adjustments", get(admin::stock_adjustments))
-        .route("/admin/stock-locations", get(admin::list_locations).post(admin::create_location))
-        .route("/admin/categories", get(admin::list_categories).post(admin::create_category))
-        .route(
-            "/admin/categories/{id}",
-            get(admin::get_category).patch(admin::update_category).delete(admin::delete_category),
-        )
-        .route("/admin/api-keys", get(admin::list_keys).post(admin::create_key))
-        .route("/admin/api-keys/{id}", axum::routing::delete(admin::revoke_key))
+        // Every `/admin` route comes from the access table, with the permission it needs.
+        .merge(access::admin_router())
         .route("/store/products", get(store::list_products))
         .route("/store/products/{id_or_handle}", get(store::get_product))
         .route("/store/categories", get(store::list_categories))
@@ -152,12 +164,11 @@ pub fn router(state: AppState) -> Router {
             axum::routing::patch(checkout::set_quantity).delete(checkout::remove_item),
         )
         .route("/store/carts/{id}/checkout", post(checkout::checkout))
-        .route("/admin/orders", get(checkout::list_orders))
-        .route("/admin/orders/{id}", get(checkout::get_order))
-        .route("/admin/outbox", get(checkout::outbox))
         .fallback(|| async { ApiError::RouteNotFound })
+        .layer(middleware::from_fn_with_state(state.clone(), access::guard))
         .layer(middleware::from_fn(nul_in_path))
         .layer(middleware::from_fn_with_state(state.clone(), cache::layer))
+        .layer(middleware::from_fn_with_state(state.clone(), deadline))
         .layer(middleware::from_fn(track))
         .layer(middleware::from_fn(problems_only))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -171,7 +182,41 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        // Outside everything that logs or echoes a header: see `pci` and `edge`.
+        .layer(middleware::from_fn(pci::refuse_card_headers))
+        .layer(middleware::from_fn(edge::limits))
+        .layer(middleware::from_fn_with_state(edge::Cors::new(state.cors_origins.clone()), edge::cors))
+        .layer(middleware::from_fn(edge::secure_headers))
         .with_state(state)
+}
+
+/// The router of the metrics listener (`BACKROOM_METRICS_LISTEN`): `/metrics` alone.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(|State(s): State<AppState>| async move { ops::metrics_text(&s) }))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .with_state(state)
+}
+
+/// The request deadline (`BACKROOM_REQUEST_TIMEOUT`): a request not answered in time, body
+/// reading included, is dropped and answered `503 request_timeout`. Writes already queued run
+/// to their end in the writer (a checkout cut here is settled by recovery).
+async fn deadline(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(s.request_timeout, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => {
+            metrics::counter!("http_request_timeouts_total").increment(1);
+            tracing::warn!(limit = ?s.request_timeout, "request ran past its deadline");
+            ApiError::Custom {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "request_timeout",
+                title: "Request timeout",
+                detail: "the request was not answered in time (BACKROOM_REQUEST_TIMEOUT); retry".into(),
+                extra: serde_json::Value::Null,
+            }
+            .into_response()
+        }
+    }
 }
 
 /// No id or handle holds U+0000 (which PostgreSQL cannot even compare), so a path with `%00`
@@ -216,6 +261,8 @@ async fn problems_only(req: Request, next: Next) -> Response {
         StatusCode::NOT_FOUND => ApiError::RouteNotFound,
         StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ApiError::HeaderFieldsTooLarge,
+        StatusCode::URI_TOO_LONG => ApiError::UriTooLong,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
         StatusCode::BAD_REQUEST => ApiError::MalformedJson("the request could not be read".into()),
         s if s.is_client_error() => {

@@ -10,7 +10,7 @@ use crate::routes::{admin, checkout, ops, store};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Backroom", description = "Headless commerce backend: catalog, stock, carts, checkout, orders. See API.md for the core contract."),
+    info(title = "Backroom", description = "Headless commerce backend: catalog, stock, carts, checkout, orders. See API.md for the core contract.\n\nEvery answer carries `X-Content-Type-Options: nosniff`; answers under `/admin`, `/store/carts`, `/store/orders`, `/store/customers` and `/store/auth` carry `Cache-Control: no-store`. A request whose headers total over 16 KiB, or with one header line over 8 KiB, is `431 request_header_fields_too_large`; a URI over 8 KiB is `414 uri_too_long`. An `Idempotency-Key` or `X-Request-Id` shaped like a card number is `422 card_data_refused` on any route, and is neither logged, stored nor echoed. Browser origins listed in `BACKROOM_CORS_ORIGINS` may call the API (CORS preflight `204`)."),
     paths(
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         admin::list_products, admin::create_product, admin::get_product, admin::update_product, admin::delete_product,
@@ -48,9 +48,10 @@ impl Modify for BearerAuth {
 
 /// The errors that the extractors and middleware answer for whole classes of operations,
 /// added to every operation they can reach (an operation's own description wins):
-/// `401`/`403` where a key is needed, `400`/`413`/`415`/`422` where a JSON body is read, and
-/// `422` where query parameters are parsed. Without them the document would not list statuses
-/// the server really sends.
+/// `401` (with its `WWW-Authenticate` header) and `403` where a key is needed,
+/// `400`/`413`/`415`/`422` where a JSON body is read, `422` where query parameters are parsed,
+/// and on every operation `414`, `431` and `422` (a card-shaped `Idempotency-Key` or
+/// `X-Request-Id`). Without them the document would not list statuses the server really sends.
 struct CommonErrors;
 
 impl Modify for CommonErrors {
@@ -80,9 +81,24 @@ impl Modify for CommonErrors {
                 if has_query {
                     add("422", "`validation_failed`: a query parameter is invalid; see `errors`");
                 }
+                add("414", "`uri_too_long`: the URI is over 8 KiB");
+                add("431", "`request_header_fields_too_large`: the headers total over 16 KiB, or one is over 8 KiB");
+                add("422", "`card_data_refused`: an `Idempotency-Key` or `X-Request-Id` header shaped like a card number");
+                if let Some(utoipa::openapi::RefOr::T(res)) = op.responses.responses.get_mut("401") {
+                    res.headers.insert("WWW-Authenticate".to_owned(), www_authenticate());
+                }
             }
         }
     }
+}
+
+/// The `WWW-Authenticate` header of every `401`.
+fn www_authenticate() -> utoipa::openapi::header::Header {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    utoipa::openapi::header::HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["Bearer"])))
+        .description(Some("`Bearer`: the scheme to authenticate with"))
+        .build()
 }
 
 /// A problem+json response with `description`.

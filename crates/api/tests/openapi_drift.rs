@@ -30,9 +30,12 @@ fn admin_operations_need_a_key_and_errors_are_problems() {
             let id = op["operationId"].as_str().unwrap_or_default().to_owned();
             assert!(operation_ids.insert(id.clone()), "{method} {path}: operationId {id} is not unique");
             // The statuses the extractors answer must be listed where they can happen.
-            let mut expected = Vec::new();
+            // The edge answers these on any route: sizes, and card-shaped headers.
+            let mut expected = vec!["414", "431", "422"];
             if needs_key {
                 expected.extend(["401", "403"]);
+                let scheme = &op["responses"]["401"]["headers"]["WWW-Authenticate"]["schema"]["enum"];
+                assert_eq!(scheme, &serde_json::json!(["Bearer"]), "{method} {path}: 401 without WWW-Authenticate");
             }
             if op.get("requestBody").is_some() {
                 expected.extend(["400", "413", "415", "422"]);

@@ -148,6 +148,7 @@ impl Auth {
         if name.is_empty() || name.chars().count() > 100 {
             return Err(Error::field("name", "must be 1–100 characters"));
         }
+        backroom_kernel::check_display(name).map_err(|e| Error::field("name", e.to_string()))?;
         let mut secret = [0u8; 32];
         rand::rng().fill_bytes(&mut secret);
         let token = format!("bk_{}", hex::encode(secret));

@@ -23,6 +23,12 @@ pub struct Flags {
     /// Settings file [env: BACKROOM_CONFIG] [default: ./backroom.toml when it exists]
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// Payment providers to enable, a comma list of: test [env: BACKROOM_PAYMENT_PROVIDERS] [default: none]
+    #[arg(long, global = true)]
+    pub payment_providers: Option<String>,
+    /// A second address that serves /metrics, which the main address then does not [env: BACKROOM_METRICS_LISTEN] [default: none]
+    #[arg(long, global = true)]
+    pub metrics_listen: Option<String>,
 }
 
 /// The keys `backroom.toml` may hold.
@@ -36,6 +42,15 @@ struct FileSettings {
     recovery_grace: Option<String>,
     reservation_ttl: Option<String>,
     writer_max_batch: Option<i64>,
+    writer_queue: Option<i64>,
+    writer_job_timeout: Option<String>,
+    payment_providers: Option<String>,
+    provider_timeout: Option<String>,
+    header_timeout: Option<String>,
+    request_timeout: Option<String>,
+    cors_origins: Option<String>,
+    metrics_listen: Option<String>,
+    max_connections: Option<i64>,
 }
 
 /// Checked settings.
@@ -51,6 +66,59 @@ pub struct Settings {
     /// Most write jobs the group-commit writer puts in one transaction
     /// (`BACKROOM_WRITER_MAX_BATCH`, 1–10000; 1 turns group commit off).
     pub writer_max_batch: usize,
+    /// Most new write jobs waiting for the writer before it sheds load with `503 overloaded`
+    /// (`BACKROOM_WRITER_QUEUE`, 1–1000000).
+    pub writer_queue: usize,
+    /// A write job's deadline from being queued (`BACKROOM_WRITER_JOB_TIMEOUT`).
+    pub writer_job_timeout: Duration,
+    /// Enabled payment providers (`BACKROOM_PAYMENT_PROVIDERS`); none by default.
+    pub payment_providers: Vec<String>,
+    /// Deadline of every payment provider call (`BACKROOM_PROVIDER_TIMEOUT`).
+    pub provider_timeout: Duration,
+    /// Time a connection has to send a whole request head, and the longest an idle
+    /// keep-alive connection stays open (`BACKROOM_HEADER_TIMEOUT`).
+    pub header_timeout: Duration,
+    /// Time a request has to be answered, body reading included; past it `503`
+    /// (`BACKROOM_REQUEST_TIMEOUT`).
+    pub request_timeout: Duration,
+    /// Browser origins allowed to call the API (`BACKROOM_CORS_ORIGINS`), exact
+    /// `scheme://host[:port]` strings.
+    pub cors_origins: Vec<String>,
+    /// Where `/metrics` is served instead of the main address (`BACKROOM_METRICS_LISTEN`).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Most open client connections (`BACKROOM_MAX_CONNECTIONS`); also capped below the
+    /// process's file-descriptor limit at start.
+    pub max_connections: usize,
+}
+
+/// Defaults of the HTTP edge.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+impl Default for Settings {
+    /// The settings with nothing configured (what `serve` runs with on a fresh machine,
+    /// minus the environment): tests and benchmarks start from here.
+    fn default() -> Self {
+        let data_dir = PathBuf::from("./backroom-data");
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: backroom_db::sqlite_url_in(&data_dir),
+            data_dir,
+            admin_token: None,
+            checkout: backroom_checkout::Settings::default(),
+            writer_max_batch: backroom_db::writer::MAX_BATCH,
+            writer_queue: backroom_db::writer::QUEUE,
+            writer_job_timeout: backroom_db::writer::JOB_TIMEOUT,
+            payment_providers: Vec::new(),
+            provider_timeout: backroom_payments::DEFAULT_TIMEOUT,
+            header_timeout: HEADER_TIMEOUT,
+            request_timeout: REQUEST_TIMEOUT,
+            cors_origins: Vec::new(),
+            metrics_listen: None,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -61,6 +129,13 @@ impl std::fmt::Debug for Settings {
             .field("database_url", &redact(&self.database_url))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("checkout", &self.checkout)
+            .field("payment_providers", &self.payment_providers)
+            .field("provider_timeout", &self.provider_timeout)
+            .field("header_timeout", &self.header_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("cors_origins", &self.cors_origins)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -174,7 +249,75 @@ impl Settings {
                     format!("invalid writer batch size `{raw}` (from {src}): must be a whole number from 1 to 10000")
                 })?,
             };
-        Ok(Settings { listen, data_dir, database_url, admin_token, checkout, writer_max_batch })
+        let number = |env: &str, file: Option<i64>, default: usize, max: usize| -> Result<usize, String> {
+            match pick(&None, env, &file.map(|n| n.to_string()), None) {
+                None => Ok(default),
+                Some((raw, src)) => raw.trim().parse().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+                    format!("invalid value `{raw}` (from {src}): must be a whole number from 1 to {max}")
+                }),
+            }
+        };
+        let writer_queue = number("BACKROOM_WRITER_QUEUE", file.writer_queue, backroom_db::writer::QUEUE, 1_000_000)?;
+        let max_connections = number("BACKROOM_MAX_CONNECTIONS", file.max_connections, MAX_CONNECTIONS, 1_000_000)?;
+        let second = Duration::from_millis(100);
+        let writer_job_timeout = duration(
+            &None,
+            "BACKROOM_WRITER_JOB_TIMEOUT",
+            &file.writer_job_timeout,
+            backroom_db::writer::JOB_TIMEOUT,
+            Duration::from_millis(10),
+        )?;
+        let provider_timeout = duration(
+            &None,
+            "BACKROOM_PROVIDER_TIMEOUT",
+            &file.provider_timeout,
+            backroom_payments::DEFAULT_TIMEOUT,
+            second,
+        )?;
+        let header_timeout = duration(&None, "BACKROOM_HEADER_TIMEOUT", &file.header_timeout, HEADER_TIMEOUT, second)?;
+        let request_timeout =
+            duration(&None, "BACKROOM_REQUEST_TIMEOUT", &file.request_timeout, REQUEST_TIMEOUT, second)?;
+        let payment_providers =
+            match pick(&flags.payment_providers, "BACKROOM_PAYMENT_PROVIDERS", &file.payment_providers, None) {
+                None => Vec::new(),
+                Some((raw, src)) => {
+                    parse_providers(&raw).map_err(|e| format!("invalid payment providers `{raw}` (from {src}): {e}"))?
+                }
+            };
+        let cors_origins = match pick(&None, "BACKROOM_CORS_ORIGINS", &file.cors_origins, None) {
+            None => Vec::new(),
+            Some((raw, src)) => {
+                parse_origins(&raw).map_err(|e| format!("invalid CORS origins `{raw}` (from {src}): {e}"))?
+            }
+        };
+        let metrics_listen = match pick(&flags.metrics_listen, "BACKROOM_METRICS_LISTEN", &file.metrics_listen, None) {
+            None => None,
+            Some((raw, src)) => Some(raw.trim().parse::<SocketAddr>().map_err(|_| {
+                format!(
+                    "invalid metrics listen address `{raw}` (from {src}): expected host:port such as 127.0.0.1:9090"
+                )
+            })?),
+        };
+        if metrics_listen == Some(listen) {
+            return Err(format!("the metrics listen address {listen} must differ from the listen address"));
+        }
+        Ok(Settings {
+            listen,
+            data_dir,
+            database_url,
+            admin_token,
+            checkout,
+            writer_max_batch,
+            writer_queue,
+            writer_job_timeout,
+            payment_providers,
+            provider_timeout,
+            header_timeout,
+            request_timeout,
+            cors_origins,
+            metrics_listen,
+            max_connections,
+        })
     }
 
     /// Creates the data directory when the database lives in it.
@@ -182,6 +325,41 @@ impl Settings {
         std::fs::create_dir_all(&self.data_dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", self.data_dir.display()))
     }
+}
+
+/// A comma list of known provider names, each once; empty items (and an empty list) are
+/// refused so that a typo does not silently enable nothing.
+fn parse_providers(raw: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in raw.split(',').map(str::trim) {
+        if !backroom_payments::KNOWN_PROVIDERS.contains(&name) {
+            return Err(format!(
+                "`{name}` is not a payment provider of this build (known: {})",
+                backroom_payments::KNOWN_PROVIDERS.join(", ")
+            ));
+        }
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// A comma list of exact browser origins: `scheme://host[:port]`, no path, no wildcard.
+fn parse_origins(raw: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for origin in raw.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let Some((scheme, rest)) = origin.split_once("://") else {
+            return Err(format!("`{origin}` is not an origin such as https://shop.example"));
+        };
+        let host_ok = !rest.is_empty()
+            && rest.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+        if !matches!(scheme, "http" | "https") || !host_ok {
+            return Err(format!("`{origin}` is not an origin such as https://shop.example (no path, no wildcard)"));
+        }
+        out.push(origin.to_owned());
+    }
+    Ok(out)
 }
 
 fn load_file(flags: &Flags) -> Result<FileSettings, String> {
@@ -203,6 +381,26 @@ fn load_file(flags: &Flags) -> Result<FileSettings, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provider_lists_are_checked() {
+        assert_eq!(parse_providers("test").unwrap(), ["test"]);
+        assert_eq!(parse_providers(" test , test").unwrap(), ["test"]);
+        for bad in ["", "tset", "test,", "test,paypal"] {
+            assert!(parse_providers(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn origins_are_exact() {
+        assert_eq!(
+            parse_origins("https://shop.example, http://localhost:3000").unwrap(),
+            ["https://shop.example", "http://localhost:3000"]
+        );
+        for bad in ["shop.example", "https://shop.example/", "https://*.example", "ftp://x", "https://"] {
+            assert!(parse_origins(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn passwords_are_redacted() {

@@ -1,10 +1,9 @@
 //! The `backroom` binary's library: settings, start-up, and the demo seed. `main.rs` only
 //! parses the command line.
 
-pub mod bench;
 pub mod config;
-pub mod load;
 pub mod seed;
+pub mod server;
 pub mod worker;
 
 use std::sync::Arc;
@@ -18,7 +17,7 @@ pub async fn open_db(url: &str) -> anyhow::Result<Db> {
     open_db_with(ConnectOptions::new(url)).await
 }
 
-/// [`open_db`] with options (the writer's batch size).
+/// [`open_db`] with options (the writer's bounds).
 pub async fn open_db_with(opts: ConnectOptions) -> anyhow::Result<Db> {
     let url = opts.url.as_str();
     let db = Db::connect(&opts)
@@ -28,15 +27,38 @@ pub async fn open_db_with(opts: ConnectOptions) -> anyhow::Result<Db> {
     Ok(db)
 }
 
-/// The HTTP app over an open, migrated database.
+/// The database options `settings` ask for.
+pub fn connect_options(settings: &config::Settings) -> ConnectOptions {
+    ConnectOptions {
+        writer_max_batch: settings.writer_max_batch,
+        writer_queue: settings.writer_queue,
+        writer_job_timeout: settings.writer_job_timeout,
+        ..ConnectOptions::new(&settings.database_url)
+    }
+}
+
+/// The HTTP app over an open, migrated database, wired from `settings`: the enabled payment
+/// providers (each call bounded by the provider timeout), the bootstrap key, the request
+/// deadline, CORS origins, and whether `/metrics` is served here.
 pub fn app(
     db: Db,
-    admin_token: Option<&str>,
-    checkout: backroom_checkout::Settings,
+    settings: &config::Settings,
     search: Option<Arc<SearchIndex>>,
-) -> (axum::Router, AppState) {
-    let state = AppState::new(db, admin_token, checkout, search);
-    (backroom_api::router(state.clone()), state)
+) -> anyhow::Result<(axum::Router, AppState)> {
+    let providers = backroom_payments::Providers::enabled(&db, &settings.payment_providers, settings.provider_timeout)
+        .map_err(anyhow::Error::msg)?;
+    let checkout = backroom_checkout::Checkout::new(db.clone(), providers, settings.checkout);
+    let cors = settings
+        .cors_origins
+        .iter()
+        .map(|o| axum::http::HeaderValue::from_str(o))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("invalid CORS origin: {e}"))?;
+    let state = AppState::new(db, settings.admin_token.as_deref(), checkout, search)
+        .with_cors_origins(cors)
+        .with_request_timeout(settings.request_timeout)
+        .with_metrics_here(settings.metrics_listen.is_none());
+    Ok((backroom_api::router(state.clone()), state))
 }
 
 /// Where a process keeps its search index.

@@ -16,6 +16,19 @@ use serde::{Deserialize, Serialize};
 /// The most units of one line.
 pub const MAX_QUANTITY: i64 = 1000;
 
+/// The most lines (distinct variants) of one cart: adding another is `422
+/// cart_too_many_lines`, with nothing written. It bounds what one checkout reserves and
+/// what one anonymous cart id can hold.
+pub const MAX_LINES: usize = 100;
+
+/// The refusal of a line past [`MAX_LINES`].
+fn too_many_lines() -> Error {
+    Error::Unprocessable {
+        code: "cart_too_many_lines",
+        message: format!("a cart holds at most {MAX_LINES} lines; raise the quantity of a line, or remove one"),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CartStatus {
@@ -299,7 +312,11 @@ impl Carts {
             return Err(cart_not_open(cart.status));
         }
         let (variant, price) = self.sellable(&input.variant_id, cart.currency).await?;
-        let existing = cart.items.iter().find(|i| i.variant_id == variant.variant_id).map_or(0, |i| i.quantity);
+        let line = cart.items.iter().find(|i| i.variant_id == variant.variant_id);
+        if line.is_none() && cart.items.len() >= MAX_LINES {
+            return Err(too_many_lines());
+        }
+        let existing = line.map_or(0, |i| i.quantity);
         let wanted = existing + input.quantity;
         check_quantity(wanted)?;
         self.check_available(&variant, wanted).await?;
@@ -310,6 +327,19 @@ impl Carts {
                     // Re-checked in the write transaction: the cart may have been checked out meanwhile.
                     if !transition(&mut conn, &cart_id, CartStatus::Open, CartStatus::Open).await? {
                         return Err(cart_not_open(CartStatus::CheckingOut));
+                    }
+                    // Exact here (the cart row is held by the transition above): concurrent
+                    // adds of new lines cannot pass the cap together.
+                    let others: i64 = on_conn!(&mut conn, c => sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM cart_items WHERE cart_id = $1 AND variant_id <> $2",
+                    )
+                    .bind(&cart_id)
+                    .bind(&variant.variant_id)
+                    .fetch_one(&mut *c)
+                    .await
+                    .map_err(storage))?;
+                    if usize::try_from(others).unwrap_or(usize::MAX) >= MAX_LINES {
+                        return Err(too_many_lines());
                     }
                     on_conn!(&mut conn, c => sqlx::query(
                         "INSERT INTO cart_items (id, cart_id, variant_id, sku, title, quantity, unit_price, created_at) \

@@ -37,7 +37,9 @@ string_newtype!(
     Sku
 );
 string_newtype!(
-    /// A title shown to shoppers: 1–255 characters after trimming, no control characters.
+    /// A title shown to shoppers: 1–255 characters after trimming, readable as it shows
+    /// ([`backroom_kernel::check_display`]: no control characters, no bidi overrides, not
+    /// invisible).
     Title
 );
 
@@ -103,14 +105,13 @@ impl Title {
         if t.chars().count() > Self::MAX_LEN {
             return Err(format!("must be at most {} characters", Self::MAX_LEN));
         }
-        if t.chars().any(char::is_control) {
-            return Err("must not contain control characters".into());
-        }
+        backroom_kernel::check_display(t).map_err(|e| e.to_string())?;
         Ok(Title(t.to_owned()))
     }
 }
 
-/// Checks a free-text label (option name or value, attribute key or value).
+/// Checks a free-text label (option name or value, attribute key or value): trimmed, 1–`max`
+/// characters, readable as it shows ([`backroom_kernel::check_display`]).
 pub fn label(s: &str, max: usize) -> Result<String, String> {
     let t = s.trim();
     if t.is_empty() {
@@ -119,9 +120,7 @@ pub fn label(s: &str, max: usize) -> Result<String, String> {
     if t.chars().count() > max {
         return Err(format!("must be at most {max} characters"));
     }
-    if t.chars().any(char::is_control) {
-        return Err("must not contain control characters".into());
-    }
+    backroom_kernel::check_display(t).map_err(|e| e.to_string())?;
     Ok(t.to_owned())
 }
 
@@ -181,5 +180,10 @@ mod tests {
         assert!(Title::parse("   ").is_err());
         assert!(Title::parse(&"x".repeat(256)).is_err());
         assert!(Title::parse("a\u{0}b").is_err());
+        assert!(Title::parse("\u{200B}\u{FEFF}").is_err());
+        assert!(Title::parse("Shirt\u{202E}txt.exe").is_err());
+        assert!(label("\u{2060}", 100).is_err());
+        assert!(label("a\u{2066}b", 100).is_err());
+        assert_eq!(label(" 5901234123457 ", 100).unwrap(), "5901234123457");
     }
 }

@@ -154,8 +154,9 @@ impl Checkout {
         &self.db
     }
 
-    /// Checks the request's shape (email, address, provider); refusals here are not stored
-    /// under the idempotency key.
+    /// Checks the request's shape (email, address), then that its provider is enabled
+    /// (`422 payment_provider_unavailable` otherwise); refusals here reserve nothing and are
+    /// not stored under the idempotency key.
     pub fn validate(&self, req: &CheckoutRequest) -> Result<()> {
         let mut p = Problems::new();
         let email = req.email.trim();
@@ -178,21 +179,22 @@ impl Checkout {
         ] {
             if let Some(v) = value {
                 let v = v.trim();
-                if v.is_empty() || v.chars().count() > max || v.chars().any(char::is_control) {
+                if v.is_empty() || v.chars().count() > max {
                     p.add(format!("shipping_address.{field}"), format!("must be 1–{max} characters"));
+                } else if let Err(e) = backroom_kernel::check_display(v) {
+                    p.add(format!("shipping_address.{field}"), e.to_string());
                 }
             }
         }
         if !(a.country.len() == 2 && a.country.bytes().all(|b| b.is_ascii_uppercase())) {
             p.add("shipping_address.country", "must be an ISO 3166-1 alpha-2 code such as PT");
         }
-        if self.providers.get(&req.payment.provider).is_none() {
-            p.add("payment.provider", format!("must be one of: {}", self.providers.names().join(", ")));
-        }
         if req.payment.token.is_empty() || req.payment.token.len() > 255 {
             p.add("payment.token", "must be 1–255 characters");
         }
-        p.finish()
+        p.finish()?;
+        self.provider(&req.payment.provider)?;
+        Ok(())
     }
 
     /// Runs a checkout under its idempotency key: the whole request as ARCHITECTURE.md
@@ -263,7 +265,7 @@ impl Checkout {
             Err(e) => {
                 tracing::warn!(order_id, error = %e, "payment answer lost; recovery will settle the order");
                 self.db
-                    .write(move |mut conn| {
+                    .write_followup(move |mut conn| {
                         Box::pin(async move {
                             backroom_payments::transition(
                                 &mut conn,
@@ -382,8 +384,19 @@ impl Checkout {
             .await
     }
 
+    /// The enabled provider of this name, or `payment_provider_unavailable`.
     fn provider(&self, name: &str) -> Result<std::sync::Arc<dyn PaymentProvider>> {
-        self.providers.get(name).ok_or_else(|| Error::internal(format!("payment provider {name} is not configured")))
+        self.providers.get(name).ok_or_else(|| {
+            let enabled = self.providers.names();
+            Error::Unprocessable {
+                code: "payment_provider_unavailable",
+                message: if enabled.is_empty() {
+                    "this store has no payment provider enabled (BACKROOM_PAYMENT_PROVIDERS)".into()
+                } else {
+                    format!("payment provider `{name}` is not enabled here; enabled: {}", enabled.join(", "))
+                },
+            }
+        })
     }
 
     /// Applies a provider's answer to an order still in `pending_payment`, in one write job.
@@ -391,8 +404,9 @@ impl Checkout {
     /// first one produced.
     async fn settle(&self, order_id: &str, attempt_id: &str, status: ChargeStatus) -> Result<Outcome> {
         let (order_id, attempt_id) = (order_id.to_owned(), attempt_id.to_owned());
+        // A follow-up: the reservation is committed, so this job is never shed by a full queue.
         self.db
-            .write(move |mut conn| {
+            .write_followup(move |mut conn| {
                 Box::pin(async move { Ok(Done::Commit(settle_in(&mut conn, &order_id, &attempt_id, status).await?)) })
             })
             .await
@@ -593,8 +607,13 @@ async fn load_order(conn: &mut Conn<'_>, id: &str) -> Result<Order> {
 /// An order no longer in `pending_payment` is left as it is.
 async fn settle_in(conn: &mut Conn<'_>, order_id: &str, attempt_id: &str, status: ChargeStatus) -> Result<Outcome> {
     let (outcome_status, note) = match &status {
-        ChargeStatus::Captured { .. } | ChargeStatus::Authorized { .. } | ChargeStatus::Refunded { .. } => {
+        ChargeStatus::Captured { .. } | ChargeStatus::Authorized { .. } => {
             (OrderStatus::Placed, "payment captured".to_owned())
+        }
+        // The money went back before the order was placed (a refund in the provider's own
+        // dashboard, say): no paid order, so the stock goes back too.
+        ChargeStatus::Refunded { .. } => {
+            (OrderStatus::Cancelled, "payment refunded before the order was placed".to_owned())
         }
         ChargeStatus::Declined { reason } => (OrderStatus::PaymentFailed, format!("payment declined: {reason}")),
         ChargeStatus::Voided | ChargeStatus::NotFound => {
@@ -606,10 +625,11 @@ async fn settle_in(conn: &mut Conn<'_>, order_id: &str, attempt_id: &str, status
     }
     let from = [AttemptStatus::Pending, AttemptStatus::Unknown];
     let (attempt, reference, reason, cart_to) = match &status {
-        ChargeStatus::Captured { reference }
-        | ChargeStatus::Authorized { reference }
-        | ChargeStatus::Refunded { reference } => {
+        ChargeStatus::Captured { reference } | ChargeStatus::Authorized { reference } => {
             (AttemptStatus::Captured, Some(reference.as_str()), None, CartStatus::Completed)
+        }
+        ChargeStatus::Refunded { reference } => {
+            (AttemptStatus::Refunded, Some(reference.as_str()), Some("refunded"), CartStatus::Open)
         }
         ChargeStatus::Declined { reason } => (AttemptStatus::Declined, None, Some(reason.as_str()), CartStatus::Open),
         ChargeStatus::Voided | ChargeStatus::NotFound => {
@@ -641,6 +661,9 @@ async fn settle_in(conn: &mut Conn<'_>, order_id: &str, attempt_id: &str, status
     let outcome = match &status {
         ChargeStatus::Declined { reason } => {
             Outcome::PaymentDeclined { order_id: order.id.clone(), reason: reason.clone() }
+        }
+        ChargeStatus::Refunded { .. } => {
+            Outcome::PaymentDeclined { order_id: order.id.clone(), reason: "refunded".into() }
         }
         _ => outcome_of(order),
     };

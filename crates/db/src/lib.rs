@@ -6,7 +6,6 @@
 //! which expand the same sqlx calls for each driver (no `sqlx::Any`). SQL that must differ
 //! between the dialects sits beside its twin in the module's repository code.
 
-pub mod baseline;
 pub mod outbox;
 pub mod writer;
 
@@ -61,6 +60,12 @@ pub struct ConnectOptions {
     pub max_connections: u32,
     /// Most jobs the group-commit writer puts in one transaction (1: no group commit).
     pub writer_max_batch: usize,
+    /// Most new write jobs that may wait for the writer; past it [`Db::write`] answers
+    /// [`Error::Overloaded`] at once (`BACKROOM_WRITER_QUEUE`).
+    pub writer_queue: usize,
+    /// How long a write job may take from being queued to its end; a job not started by then
+    /// is shed, one still running is cancelled and rolled back (`BACKROOM_WRITER_JOB_TIMEOUT`).
+    pub writer_job_timeout: std::time::Duration,
 }
 
 impl ConnectOptions {
@@ -70,6 +75,8 @@ impl ConnectOptions {
             sqlite_synchronous_full: true,
             max_connections: 16,
             writer_max_batch: writer::MAX_BATCH,
+            writer_queue: writer::QUEUE,
+            writer_job_timeout: writer::JOB_TIMEOUT,
         }
     }
 }
@@ -106,7 +113,7 @@ impl Db {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(pg)
                     .await?;
-                Ok(Db::new(Pools::Postgres(pool), opts.writer_max_batch))
+                Ok(Db::new(Pools::Postgres(pool), opts))
             }
             Dialect::Sqlite => {
                 let base = SqliteConnectOptions::from_str(&opts.url)?
@@ -137,13 +144,18 @@ impl Db {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(base.read_only(true))
                     .await?;
-                Ok(Db::new(Pools::Sqlite { writer, reader }, opts.writer_max_batch))
+                Ok(Db::new(Pools::Sqlite { writer, reader }, opts))
             }
         }
     }
 
-    fn new(pools: Pools, writer_max_batch: usize) -> Db {
-        Db { pools, batcher: Arc::new(writer::Batcher::new(writer_max_batch.max(1))) }
+    fn new(pools: Pools, opts: &ConnectOptions) -> Db {
+        let limits = writer::Limits {
+            max_batch: opts.writer_max_batch.max(1),
+            queue: opts.writer_queue.max(1),
+            job_timeout: opts.writer_job_timeout,
+        };
+        Db { pools, batcher: Arc::new(writer::Batcher::new(limits)) }
     }
 
     /// The pools, for code that needs a driver's own pool (tests, benchmarks).
@@ -159,14 +171,28 @@ impl Db {
     }
 
     /// Runs `f` as one job of the group-commit writer ([`writer`]): in the next batch's
-    /// transaction, in its own savepoint, answered after the batch committed. `f` must not
-    /// call [`Db::write`] or [`Db::begin`] itself (the writer is busy running it).
+    /// transaction, in its own savepoint, answered after the batch committed. A full queue
+    /// answers [`Error::Overloaded`] at once, with nothing done. `f` must not call
+    /// [`Db::write`] or [`Db::begin`] itself (the writer is busy running it): such a call is
+    /// refused with an error instead of deadlocking.
     pub async fn write<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(Conn<'c>) -> writer::BoxFuture<'c, Result<writer::Done<T>, Error>> + Send + 'static,
     {
-        self.batcher.write(&self.pools, f).await
+        self.batcher.write(&self.pools, writer::Lane::New, f).await
+    }
+
+    /// [`Db::write`] for a job that finishes work already admitted (a checkout's settlement
+    /// after its reservation committed, the payment ledger in between): never shed by a full
+    /// queue, since shedding it would strand committed work. Its queue is bounded by the
+    /// admitted jobs themselves. The job deadline still applies.
+    pub async fn write_followup<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(Conn<'c>) -> writer::BoxFuture<'c, Result<writer::Done<T>, Error>> + Send + 'static,
+    {
+        self.batcher.write(&self.pools, writer::Lane::Followup, f).await
     }
 
     /// What this process's group-commit writer has done so far.
@@ -210,6 +236,7 @@ impl Db {
     /// the single writer connection, between the group-commit writer's batches. Hot paths use
     /// [`Db::write`] instead.
     pub async fn begin(&self) -> Result<Tx, Error> {
+        writer::refuse_nested("Db::begin")?;
         self.pools.begin().await
     }
 

@@ -15,6 +15,15 @@
 //! - A job runs to its end even if the request that queued it is gone (the client hung up):
 //!   its writes are as atomic as a transaction's, and the caller simply never reads the answer.
 //! - A job that panics is rolled back like a failed one; the writer carries on.
+//! - Load is shed, not queued without end: at most [`Limits::queue`] new jobs wait; past that
+//!   [`Db::write`](crate::Db::write) answers [`Error::Overloaded`] at once, with nothing done.
+//!   Follow-up jobs (finishing work already admitted, such as a checkout's settlement) have a
+//!   lane of their own that is never shed and is served first, so admitted work drains.
+//! - Every job has a deadline ([`Limits::job_timeout`], counted from when it was queued): a job
+//!   not started by then is answered `Overloaded` without running; one still running then is
+//!   cancelled and rolled back alone.
+//! - A job that calls `Db::write` or `Db::begin` itself would wait for the writer it is
+//!   blocking: that call is refused with an error instead ([`refuse_nested`]).
 //!
 //! Written here rather than taken from a crate: group commit has to sit on top of sqlx's own
 //! transactions and savepoints for both drivers, which no general-purpose crate does.
@@ -24,7 +33,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use backroom_kernel::Error;
 use futures_util::FutureExt;
@@ -48,17 +57,75 @@ pub enum Done<T> {
 /// failing `COMMIT` affects a bounded number of requests.
 pub const MAX_BATCH: usize = 512;
 
+/// Most new jobs waiting for the writer by default: about a second of work at the writer's
+/// measured limit on a small machine (docs/benchmarks.md), a few MiB of memory at most.
+pub const QUEUE: usize = 4096;
+
+/// A job's deadline by default, from being queued to its end.
+pub const JOB_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The writer's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most jobs in one transaction.
+    pub max_batch: usize,
+    /// Most new jobs waiting; past it new jobs are shed.
+    pub queue: usize,
+    /// From queued to done; past it a job is shed or cancelled.
+    pub job_timeout: Duration,
+}
+
+/// Which queue a job waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// New work: shed when the queue is full.
+    New,
+    /// Work that finishes something already admitted: never shed, served first.
+    Followup,
+}
+
+tokio::task_local! {
+    /// Set while a write job runs: a nested `Db::write`/`Db::begin` would deadlock.
+    static IN_JOB: ();
+}
+
+/// Refuses `what` (a write) when called from inside a write job, where it would wait for the
+/// writer that is waiting for it.
+pub(crate) fn refuse_nested(what: &str) -> Result<(), Error> {
+    if IN_JOB.try_with(|_| ()).is_ok() {
+        tracing::error!(what, "a write job tried to start another write; refused (it would deadlock)");
+        return Err(Error::internal(format!("{what} called inside a write job (it would deadlock)")));
+    }
+    Ok(())
+}
+
 /// A job's answer, sent once the batch's fate is known.
 type Reply = Box<dyn FnOnce(Result<(), &Error>) + Send>;
+/// How the writer starts a job: on the batch's connection, or not at all (past its deadline).
+enum Start<'c> {
+    Run(Conn<'c>),
+    Expired,
+}
 /// A type-erased job: runs on the batch's connection, says whether to keep its writes, and
-/// leaves a [`Reply`] to call after the commit.
-type Job = Box<dyn for<'c> FnOnce(Conn<'c>) -> BoxFuture<'c, (bool, Reply)> + Send>;
+/// leaves a [`Reply`] to call after the commit. Told `Expired`, it answers `Overloaded` at once.
+type JobFn = Box<dyn for<'c> FnOnce(Start<'c>) -> BoxFuture<'c, (bool, Reply)> + Send>;
+
+/// A job with the moment it was queued.
+struct Job {
+    run: JobFn,
+    queued: Instant,
+}
+
+struct Senders {
+    new: mpsc::Sender<Job>,
+    followup: mpsc::UnboundedSender<Job>,
+}
 
 /// The queue in front of the writer. The task starts on first use, on the caller's runtime.
 pub(crate) struct Batcher {
-    tx: OnceLock<mpsc::UnboundedSender<Job>>,
+    tx: OnceLock<Senders>,
     stats: Arc<Counters>,
-    max_batch: usize,
+    limits: Limits,
 }
 
 #[derive(Default)]
@@ -66,6 +133,8 @@ struct Counters {
     batches: AtomicU64,
     jobs: AtomicU64,
     failed_batches: AtomicU64,
+    shed: AtomicU64,
+    expired: AtomicU64,
 }
 
 /// What the writer has done since the process started (benchmarks and tests read it).
@@ -77,6 +146,10 @@ pub struct Stats {
     pub jobs: u64,
     /// Batches whose commit failed (every job in them was answered with an error).
     pub failed_batches: u64,
+    /// Jobs refused because the queue was full.
+    pub shed: u64,
+    /// Jobs answered `Overloaded` or cancelled because they passed their deadline.
+    pub expired: u64,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -86,8 +159,8 @@ impl std::fmt::Debug for Batcher {
 }
 
 impl Batcher {
-    pub(crate) fn new(max_batch: usize) -> Self {
-        Self { tx: OnceLock::new(), stats: Arc::default(), max_batch }
+    pub(crate) fn new(limits: Limits) -> Self {
+        Self { tx: OnceLock::new(), stats: Arc::default(), limits }
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -95,30 +168,41 @@ impl Batcher {
             batches: self.stats.batches.load(Ordering::Relaxed),
             jobs: self.stats.jobs.load(Ordering::Relaxed),
             failed_batches: self.stats.failed_batches.load(Ordering::Relaxed),
+            shed: self.stats.shed.load(Ordering::Relaxed),
+            expired: self.stats.expired.load(Ordering::Relaxed),
         }
     }
 
-    fn sender(&self, pools: &Pools) -> &mpsc::UnboundedSender<Job> {
+    fn senders(&self, pools: &Pools) -> &Senders {
         self.tx.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let task = run(pools.clone(), rx, self.stats.clone(), self.max_batch);
+            let (new, new_rx) = mpsc::channel(self.limits.queue);
+            let (followup, followup_rx) = mpsc::unbounded_channel();
+            let task = run(pools.clone(), new_rx, followup_rx, self.stats.clone(), self.limits);
             match pools {
                 Pools::Sqlite { writer, .. } => spawn_sqlite_writer(writer.clone(), task),
                 Pools::Postgres(_) => drop(tokio::spawn(task)),
             }
-            tx
+            Senders { new, followup }
         })
     }
 
-    pub(crate) async fn write<T, F>(&self, pools: &Pools, f: F) -> Result<T, Error>
+    pub(crate) async fn write<T, F>(&self, pools: &Pools, lane: Lane, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(Conn<'c>) -> BoxFuture<'c, Result<Done<T>, Error>> + Send + 'static,
     {
+        refuse_nested("Db::write")?;
         let (answer, answered) = oneshot::channel::<Result<T, Error>>();
-        let job: Job = Box::new(move |conn: Conn<'_>| {
+        let run: JobFn = Box::new(move |start: Start<'_>| {
             Box::pin(async move {
-                let result = AssertUnwindSafe(f(conn)).catch_unwind().await.unwrap_or_else(|panic| {
+                let conn = match start {
+                    Start::Run(conn) => conn,
+                    Start::Expired => {
+                        let _ = answer.send(Err(Error::Overloaded("a write waited past its deadline")));
+                        return (false, Box::new(|_: Result<(), &Error>| {}) as Reply);
+                    }
+                };
+                let result = AssertUnwindSafe(IN_JOB.scope((), f(conn))).catch_unwind().await.unwrap_or_else(|panic| {
                     let what = panic
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())
@@ -143,8 +227,24 @@ impl Batcher {
                 (keep, reply)
             }) as BoxFuture<'_, (bool, Reply)>
         });
-        self.sender(pools).send(job).map_err(|_| Error::Unavailable("the database writer has stopped".into()))?;
-        answered.await.map_err(|_| Error::Unavailable("the database writer has stopped".into()))?
+        let job = Job { run, queued: Instant::now() };
+        let senders = self.senders(pools);
+        let stopped = || Error::Unavailable("the database writer has stopped".into());
+        match lane {
+            Lane::Followup => senders.followup.send(job).map_err(|_| stopped())?,
+            Lane::New => match senders.new.try_send(job) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.stats.shed.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("db_writer_shed_total", "why" => "queue_full").increment(1);
+                    return Err(Error::Overloaded("the write queue is full"));
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(stopped()),
+            },
+        }
+        // A dropped answer: the writer stopped, or cancelled the job at its deadline (then
+        // its writes were rolled back).
+        answered.await.map_err(|_| Error::Unavailable("the write was cancelled or the writer stopped".into()))?
     }
 }
 
@@ -198,19 +298,36 @@ async fn pin_connection_thread(pool: &sqlx::SqlitePool, core: core_affinity::Cor
     pinned
 }
 
-async fn run(pools: Pools, mut rx: mpsc::UnboundedReceiver<Job>, stats: Arc<Counters>, max_batch: usize) {
-    let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
-    while let Some(first) = rx.recv().await {
+async fn run(
+    pools: Pools,
+    mut new: mpsc::Receiver<Job>,
+    mut followup: mpsc::UnboundedReceiver<Job>,
+    stats: Arc<Counters>,
+    limits: Limits,
+) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(limits.max_batch);
+    loop {
+        // Follow-ups first: they finish work that holds stock and money in between.
+        let first = tokio::select! {
+            biased;
+            Some(j) = followup.recv() => j,
+            Some(j) = new.recv() => j,
+            else => return,
+        };
         jobs.push(first);
-        while jobs.len() < max_batch {
-            match rx.try_recv() {
+        while jobs.len() < limits.max_batch {
+            match followup.try_recv() {
                 Ok(j) => jobs.push(j),
-                Err(_) => break,
+                Err(_) => match new.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                },
             }
         }
+        metrics::gauge!("db_writer_queued_jobs").set(new.len() as f64);
         stats.jobs.fetch_add(jobs.len() as u64, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
-        if !run_batch(&pools, &mut jobs).await {
+        if !run_batch(&pools, &mut jobs, &stats, limits.job_timeout).await {
             stats.failed_batches.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -218,7 +335,7 @@ async fn run(pools: Pools, mut rx: mpsc::UnboundedReceiver<Job>, stats: Arc<Coun
 
 /// Runs one batch: `BEGIN`, every job in its own savepoint, `COMMIT`, then the answers.
 /// Whether the batch committed.
-async fn run_batch(pools: &Pools, jobs: &mut Vec<Job>) -> bool {
+async fn run_batch(pools: &Pools, jobs: &mut Vec<Job>, stats: &Counters, job_timeout: Duration) -> bool {
     let started = Instant::now();
     let size = jobs.len();
     let mut replies: Vec<Reply> = Vec::with_capacity(size);
@@ -239,8 +356,20 @@ async fn run_batch(pools: &Pools, jobs: &mut Vec<Job>) -> bool {
             // caller reads as "the writer has stopped" (Unavailable).
             continue;
         }
-        match in_savepoint(&mut outer, job).await {
-            Ok(reply) => replies.push(reply),
+        let Some(left) = job_timeout.checked_sub(job.queued.elapsed()) else {
+            // Its caller has waited too long already (and may have given up): shed it.
+            stats.expired.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("db_writer_shed_total", "why" => "deadline").increment(1);
+            let (_, answered) = (job.run)(Start::Expired).await;
+            drop(answered);
+            continue;
+        };
+        match in_savepoint(&mut outer, job.run, left).await {
+            Ok(Some(reply)) => replies.push(reply),
+            Ok(None) => {
+                stats.expired.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("db_writer_shed_total", "why" => "cancelled").increment(1);
+            }
             Err(e) => broken = Some(e),
         }
     }
@@ -272,10 +401,18 @@ async fn run_batch(pools: &Pools, jobs: &mut Vec<Job>) -> bool {
 /// Runs one job inside the open savepoint `job` of `outer`, then keeps its writes (release
 /// the savepoint and open the next one, in one round trip) or undoes them (roll back to the
 /// savepoint, which stays open for the next job). One statement per job besides its own.
-/// `Err` means the batch's transaction itself is broken (the savepoint could not be rolled
-/// back), so nothing of the batch may be kept.
-async fn in_savepoint(outer: &mut Tx, job: Job) -> Result<Reply, Error> {
-    let (keep, reply) = job(outer.conn()).await;
+/// A job still running after `left` is cancelled and rolled back (`Ok(None)`: its caller's
+/// answer channel is dropped with it). `Err` means the batch's transaction itself is broken
+/// (the savepoint could not be rolled back), so nothing of the batch may be kept.
+async fn in_savepoint(outer: &mut Tx, job: JobFn, left: Duration) -> Result<Option<Reply>, Error> {
+    let ran = tokio::time::timeout(left, job(Start::Run(outer.conn()))).await;
+    let (keep, reply) = match ran {
+        Ok((keep, reply)) => (keep, Some(reply)),
+        Err(_) => {
+            tracing::warn!(limit = ?left, "a write job ran past its deadline; cancelled and rolled back");
+            (false, None)
+        }
+    };
     let sql = if keep { "RELEASE SAVEPOINT job; SAVEPOINT job" } else { "ROLLBACK TO SAVEPOINT job" };
     savepoint_sql(outer, sql).await?;
     Ok(reply)

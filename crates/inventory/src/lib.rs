@@ -300,9 +300,12 @@ impl Inventory {
         })
     }
 
-    /// Units available to sell per variant, summed over locations, for the variants that
-    /// have stock rows; a variant without any is not tracked and is missing from the map.
-    /// One query for any number of variants.
+    /// Units available to sell per variant: the sum over locations of what each can still
+    /// sell (`on_hand - reserved - allocated`, a location below zero counting as zero), which
+    /// is exactly what a checkout can reserve (see [`reservations`]). Only for the variants
+    /// that have stock rows; a variant without any is not tracked and is missing from the
+    /// map. One query for any number of variants. The storefront, carts and checkout all
+    /// count stock with this.
     pub async fn availability(&self, variant_ids: &[String]) -> Result<HashMap<String, i64>> {
         if variant_ids.is_empty() {
             return Ok(HashMap::new());
@@ -310,13 +313,14 @@ impl Inventory {
         let mut r = self.db.read().await?;
         let rows: Vec<(String, i64)> = on_conn!(&mut r.conn(), c, DB => {
             let mut qb = QueryBuilder::<DB>::new(
-                "SELECT variant_id, CAST(SUM(on_hand - reserved - allocated) AS BIGINT) FROM stock_levels WHERE variant_id IN ",
+                "SELECT variant_id, CAST(SUM(CASE WHEN on_hand - reserved - allocated > 0 \
+                 THEN on_hand - reserved - allocated ELSE 0 END) AS BIGINT) FROM stock_levels WHERE variant_id IN ",
             );
             backroom_db::push_in_list!(qb, variant_ids);
             qb.push(" GROUP BY variant_id");
             qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?
         });
-        Ok(rows.into_iter().map(|(id, n)| (id, n.max(0))).collect())
+        Ok(rows.into_iter().collect())
     }
 
     /// The ledger of a variant, newest first.
@@ -350,9 +354,10 @@ impl Inventory {
     #[tracing::instrument(skip(self))]
     pub async fn create_location(&self, input: &NewLocation) -> Result<StockLocation> {
         let name = input.name.trim();
-        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            return Err(Error::field("name", "must be 1–100 characters without control characters"));
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(Error::field("name", "must be 1–100 characters"));
         }
+        backroom_kernel::check_display(name).map_err(|e| Error::field("name", e.to_string()))?;
         let loc = StockLocation { id: id::new("loc"), name: name.to_owned(), is_default: false, created_at: now() };
         let mut tx = self.db.begin().await?;
         let n = on_conn!(&mut tx.conn(), c => sqlx::query(

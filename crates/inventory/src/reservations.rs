@@ -2,10 +2,19 @@
 //!
 //! Every function here runs inside the caller's transaction (the checkout's), so the order,
 //! its reservations and the payment attempt commit together or not at all. Each stock change
-//! is one conditional `UPDATE` of one stock row; lines are handled in variant-id order so two
-//! checkouts never lock rows in opposite orders (no deadlocks on PostgreSQL).
+//! is one conditional `UPDATE` of one stock row.
+//!
+//! A line is served from as many locations as it needs, always in the same order, the
+//! *location order*: the default location first, then the others by id (byte order). So a
+//! line of 5 over 3 units at the default location and 3 at a warehouse reserves 3 at the
+//! default location and 2 at the warehouse; each part is a row of `stock_reservations`
+//! (one per order, variant and location). Stock rows are locked in one global order, variant
+//! id then location order, by reservations and by their settlement alike, so two checkouts
+//! never wait on each other's rows in opposite orders (no deadlocks on PostgreSQL).
 
-use backroom_db::{Conn, on_conn, storage};
+use std::collections::BTreeMap;
+
+use backroom_db::{Conn, Dialect, on_conn, storage};
 use backroom_kernel::{Result, id, now};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -25,11 +34,12 @@ pub struct ReserveLine {
 pub struct Shortage {
     pub variant_id: String,
     pub requested: i64,
-    /// Units available at the moment of the attempt (summed over locations).
+    /// Units available at the moment of the attempt: the sum over locations of what each
+    /// can still sell (never below zero), the figure the storefront shows.
     pub available: i64,
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 struct Candidate {
     location_id: String,
     available: i64,
@@ -42,9 +52,71 @@ struct ReservationRow {
     quantity: i64,
 }
 
+/// The sort key of the location order: the default location first, then by id.
+fn location_rank(location_id: &str) -> (bool, &str) {
+    (location_id != DEFAULT_LOCATION, location_id)
+}
+
+/// How many units to take from each location (given in location order) for `quantity`:
+/// from each in turn as many as it has, until the line is served. Without backorders a line
+/// that all locations together cannot serve gets `None`; with them the rest is taken from
+/// the first location, which may go below zero. Parts are in location order and positive.
+fn split(candidates: &[Candidate], quantity: i64, allow_backorder: bool) -> Option<Vec<(&str, i64)>> {
+    let mut left = quantity;
+    let mut parts: Vec<(&str, i64)> = Vec::new();
+    for cand in candidates {
+        if left == 0 {
+            break;
+        }
+        let take = left.min(cand.available.max(0));
+        if take > 0 {
+            parts.push((&cand.location_id, take));
+            left -= take;
+        }
+    }
+    if left > 0 {
+        let first = candidates.first()?;
+        if !allow_backorder {
+            return None;
+        }
+        match parts.first_mut() {
+            Some(part) if part.0 == first.location_id => part.1 += left,
+            _ => parts.insert(0, (&first.location_id, left)),
+        }
+    }
+    Some(parts)
+}
+
+/// Locks a variant's stock rows in location order (PostgreSQL: `FOR UPDATE`; SQLite's
+/// single writer already serialises) and answers what each location can sell.
+async fn lock_levels(conn: &mut Conn<'_>, variant_id: &str) -> Result<Vec<Candidate>> {
+    // Byte order on both sides (`COLLATE "C"` on PostgreSQL, whose default collation may not
+    // be), the same order as `location_rank`.
+    let sql = match conn.dialect() {
+        Dialect::Postgres => {
+            "SELECT location_id, on_hand - reserved - allocated AS available FROM stock_levels \
+             WHERE variant_id = $1 ORDER BY CASE WHEN location_id = $2 THEN 0 ELSE 1 END, location_id COLLATE \"C\" \
+             FOR UPDATE"
+        }
+        Dialect::Sqlite => {
+            "SELECT location_id, on_hand - reserved - allocated AS available FROM stock_levels \
+             WHERE variant_id = $1 ORDER BY CASE WHEN location_id = $2 THEN 0 ELSE 1 END, location_id"
+        }
+    };
+    on_conn!(conn, c => sqlx::query_as(sql)
+        .bind(variant_id)
+        .bind(DEFAULT_LOCATION)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(storage))
+}
+
 /// Reserves every line for `order_id`, or reports the lines that lack stock (the caller
-/// then rolls its transaction back, so nothing stays reserved). A variant without any stock
-/// row is not tracked and needs no reservation. Returns the variant ids whose stock changed.
+/// then rolls its transaction back, so no part of any line stays reserved). A line is split
+/// over locations in location order (see the module's note), one `stock_reservations` row
+/// per location it takes from. A variant without any stock row is not tracked and needs no
+/// reservation; lines of the same variant count as one, and a line of no units reserves
+/// nothing. Returns the variant ids whose stock changed.
 pub async fn reserve(
     conn: &mut Conn<'_>,
     order_id: &str,
@@ -52,77 +124,78 @@ pub async fn reserve(
     expires_at: DateTime<Utc>,
     actor: &str,
 ) -> Result<Result<Vec<String>, Vec<Shortage>>> {
-    let mut sorted: Vec<&ReserveLine> = lines.iter().collect();
-    sorted.sort_by(|a, b| a.variant_id.cmp(&b.variant_id));
+    // Variant-id order: the first half of the global lock order.
+    let mut wanted: BTreeMap<&str, (i64, bool)> = BTreeMap::new();
+    for line in lines.iter().filter(|l| l.quantity > 0) {
+        let w = wanted.entry(&line.variant_id).or_insert((0, true));
+        w.0 += line.quantity;
+        w.1 &= line.allow_backorder;
+    }
     let ts = now();
     let mut shortages = Vec::new();
     let mut changed = Vec::new();
-    for line in sorted {
-        // Where the units could come from: the default location first, then the fullest.
-        // Only a hint: the UPDATE below re-checks under the row lock.
-        let candidates: Vec<Candidate> = on_conn!(conn, c => sqlx::query_as(
-            "SELECT location_id, on_hand - reserved - allocated AS available FROM stock_levels \
-             WHERE variant_id = $1 ORDER BY CASE WHEN location_id = $2 THEN 0 ELSE 1 END, available DESC",
-        )
-        .bind(&line.variant_id)
-        .bind(DEFAULT_LOCATION)
-        .fetch_all(&mut *c)
-        .await
-        .map_err(storage))?;
+    for (variant_id, (quantity, allow_backorder)) in wanted {
+        let candidates = lock_levels(conn, variant_id).await?;
         if candidates.is_empty() {
             continue; // not tracked
         }
-        let mut done = false;
-        for cand in candidates.iter().filter(|c| line.allow_backorder || c.available >= line.quantity) {
+        let shortage = || Shortage {
+            variant_id: variant_id.to_owned(),
+            requested: quantity,
+            available: candidates.iter().map(|c| c.available.max(0)).sum(),
+        };
+        let Some(parts) = split(&candidates, quantity, allow_backorder) else {
+            shortages.push(shortage());
+            continue;
+        };
+        if !shortages.is_empty() {
+            continue; // the whole reservation fails: only the remaining shortages matter
+        }
+        for (location_id, part) in parts {
+            // P1: the row lock above makes the split exact, and the condition still holds
+            // the line to what the row can give (a row that cannot matches nothing).
             let level: Option<StockLevel> = on_conn!(conn, c => sqlx::query_as::<_, crate::LevelRow>(
                 "UPDATE stock_levels SET reserved = reserved + $3, updated_at = $4 \
                  WHERE variant_id = $1 AND location_id = $2 AND ($5 OR on_hand - reserved - allocated >= $3) \
                  RETURNING variant_id, location_id, on_hand, reserved, allocated",
             )
-            .bind(&line.variant_id)
-            .bind(&cand.location_id)
-            .bind(line.quantity)
+            .bind(variant_id)
+            .bind(location_id)
+            .bind(part)
             .bind(ts)
-            .bind(line.allow_backorder)
+            .bind(allow_backorder)
             .fetch_optional(&mut *c)
             .await
             .map(|r| r.map(StockLevel::from))
             .map_err(storage))?;
-            if let Some(level) = level {
-                on_conn!(conn, c => sqlx::query(
-                    "INSERT INTO stock_reservations (id, order_id, variant_id, location_id, quantity, status, expires_at, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, 'reserved', $6, $7, $7)",
-                )
-                .bind(id::new("res"))
-                .bind(order_id)
-                .bind(&line.variant_id)
-                .bind(&cand.location_id)
-                .bind(line.quantity)
-                .bind(expires_at)
-                .bind(ts)
-                .execute(&mut *c)
-                .await
-                .map(|_| ())
-                .map_err(storage))?;
-                record(conn, &level, 0, line.quantity, 0, &format!("reserved for {order_id}"), actor, ts).await?;
-                changed.push(line.variant_id.clone());
-                done = true;
+            let Some(level) = level else {
+                shortages.push(shortage());
                 break;
-            }
+            };
+            on_conn!(conn, c => sqlx::query(
+                "INSERT INTO stock_reservations (id, order_id, variant_id, location_id, quantity, status, expires_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'reserved', $6, $7, $7)",
+            )
+            .bind(id::new("res"))
+            .bind(order_id)
+            .bind(variant_id)
+            .bind(location_id)
+            .bind(part)
+            .bind(expires_at)
+            .bind(ts)
+            .execute(&mut *c)
+            .await
+            .map(|_| ())
+            .map_err(storage))?;
+            record(conn, &level, 0, part, 0, &format!("reserved for {order_id}"), actor, ts).await?;
         }
-        if !done {
-            shortages.push(Shortage {
-                variant_id: line.variant_id.clone(),
-                requested: line.quantity,
-                available: candidates.iter().map(|c| c.available.max(0)).sum(),
-            });
-        }
+        changed.push(variant_id.to_owned());
     }
     Ok(if shortages.is_empty() { Ok(changed) } else { Err(shortages) })
 }
 
-/// Marks an order's open reservations `status` and answers them in variant-id order (the
-/// order stock rows are locked in, as in [`reserve`]).
+/// Marks an order's open reservations `status` and answers them in the global lock order,
+/// variant id then location order, as [`reserve`] locks stock rows.
 async fn close_reservations(
     conn: &mut Conn<'_>,
     order_id: &str,
@@ -139,17 +212,20 @@ async fn close_reservations(
     .fetch_all(&mut *c)
     .await
     .map_err(storage))?;
-    rows.sort_by(|a, b| (&a.variant_id, &a.location_id).cmp(&(&b.variant_id, &b.location_id)));
+    rows.sort_by(|a, b| {
+        (&a.variant_id, location_rank(&a.location_id)).cmp(&(&b.variant_id, location_rank(&b.location_id)))
+    });
     Ok(rows)
 }
 
-/// Turns an order's reservations into allocations (payment captured). Returns the variant
-/// ids whose stock changed.
+/// Turns an order's reservations into allocations (payment captured), every part at its
+/// own location. Returns the variant ids whose stock changed, each once.
 pub async fn allocate(conn: &mut Conn<'_>, order_id: &str, actor: &str) -> Result<Vec<String>> {
     settle(conn, order_id, true, actor).await
 }
 
-/// Gives an order's reserved units back (payment declined or voided).
+/// Gives an order's reserved units back (payment declined or voided), every part to its
+/// own location. Returns the variant ids whose stock changed, each once.
 pub async fn release(conn: &mut Conn<'_>, order_id: &str, actor: &str) -> Result<Vec<String>> {
     settle(conn, order_id, false, actor).await
 }
@@ -179,8 +255,51 @@ async fn settle(conn: &mut Conn<'_>, order_id: &str, allocate: bool, actor: &str
         if let Some(level) = level {
             let (reason, alloc) = if allocate { ("allocated to", r.quantity) } else { ("released from", 0) };
             record(conn, &level, 0, -r.quantity, alloc, &format!("{reason} {order_id}"), actor, ts).await?;
-            changed.push(r.variant_id);
+            // Rows come grouped by variant: one entry per variant, however many parts.
+            if changed.last() != Some(&r.variant_id) {
+                changed.push(r.variant_id);
+            }
         }
     }
     Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(levels: &[(&str, i64)]) -> Vec<Candidate> {
+        levels.iter().map(|(l, a)| Candidate { location_id: (*l).to_owned(), available: *a }).collect()
+    }
+
+    #[test]
+    fn a_line_takes_from_locations_in_order_until_served() {
+        let c = at(&[("loc_default", 3), ("loc_a", 3)]);
+        assert_eq!(split(&c, 2, false), Some(vec![("loc_default", 2)]));
+        assert_eq!(split(&c, 5, false), Some(vec![("loc_default", 3), ("loc_a", 2)]));
+        assert_eq!(split(&c, 6, false), Some(vec![("loc_default", 3), ("loc_a", 3)]));
+        assert_eq!(split(&c, 7, false), None);
+        // Empty or overdrawn locations give nothing and are skipped.
+        let c = at(&[("loc_default", 0), ("loc_a", -2), ("loc_b", 4)]);
+        assert_eq!(split(&c, 4, false), Some(vec![("loc_b", 4)]));
+        assert_eq!(split(&c, 5, false), None);
+    }
+
+    #[test]
+    fn a_backorder_line_takes_what_is_there_and_the_rest_from_the_first_location() {
+        let c = at(&[("loc_default", 1), ("loc_a", 2)]);
+        assert_eq!(split(&c, 5, true), Some(vec![("loc_default", 3), ("loc_a", 2)]));
+        let c = at(&[("loc_default", -1), ("loc_a", 2)]);
+        assert_eq!(split(&c, 5, true), Some(vec![("loc_default", 3), ("loc_a", 2)]));
+        let c = at(&[("loc_a", 0)]);
+        assert_eq!(split(&c, 2, true), Some(vec![("loc_a", 2)]));
+        assert_eq!(split(&[], 2, true), None);
+    }
+
+    #[test]
+    fn the_location_order_puts_the_default_first_then_ids_in_byte_order() {
+        let mut ids = vec!["loc_b", DEFAULT_LOCATION, "loc_01j", "loc_A"];
+        ids.sort_by(|a, b| location_rank(a).cmp(&location_rank(b)));
+        assert_eq!(ids, [DEFAULT_LOCATION, "loc_01j", "loc_A", "loc_b"]);
+    }
 }

@@ -40,6 +40,10 @@ pub enum Error {
     /// Storage is unreachable or overloaded; the caller may retry.
     #[error("storage unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store is at capacity and shed this request before doing any of it (a full write
+    /// queue, a write that waited past its deadline); the caller may retry shortly.
+    #[error("overloaded: {0}")]
+    Overloaded(&'static str),
     /// A bug or an unexpected storage failure: logged with its cause, answered with a bare 500.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),

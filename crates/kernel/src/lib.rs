@@ -1,14 +1,16 @@
 //! The shared kernel of Backroom: small types every module uses and that depend on nothing
-//! else of ours. Money and currencies, typed id generation, pages, the domain error, the clock.
+//! else of ours. Money and currencies, typed id generation, pages, the domain error, the clock, and the rule for names and address lines ([`text`]).
 
 pub mod error;
 pub mod id;
 pub mod money;
 pub mod page;
+pub mod text;
 
 pub use error::{Error, FieldError, Result};
 pub use money::{Currency, Money, MoneyError};
 pub use page::{Cursor, Page, PageRequest};
+pub use text::{TextError, check_display};
 
 /// The current time, truncated to whole microseconds so that a value read back from either
 /// database (both keep microseconds) compares equal to the value that was written.

@@ -9,6 +9,7 @@ mod test_provider;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use backroom_db::{Conn, Db, on_conn, storage};
 use backroom_kernel::{Money, Result, now};
@@ -84,14 +85,43 @@ pub trait PaymentProvider: Send + Sync {
     fn status<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult>;
 }
 
-/// The providers this store accepts, by name.
+/// The provider names `BACKROOM_PAYMENT_PROVIDERS` may list in this build.
+pub const KNOWN_PROVIDERS: &[&str] = &["test"];
+
+/// How long a provider call may take by default (`BACKROOM_PROVIDER_TIMEOUT`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The providers this store accepts, by name. Empty unless the operator enables some
+/// (`BACKROOM_PAYMENT_PROVIDERS`): a fresh deployment takes no payment it was not told to.
 #[derive(Clone, Default)]
 pub struct Providers(Vec<Arc<dyn PaymentProvider>>);
 
 impl Providers {
-    /// The built-in set: the `test` provider.
-    pub fn builtin(db: Db) -> Self {
-        Providers(vec![Arc::new(TestProvider::new(db))])
+    /// No provider: every checkout is refused with `payment_provider_unavailable`.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// The providers named (each one of [`KNOWN_PROVIDERS`]), every call of each bounded by
+    /// `timeout`: an answer that does not come in time is a lost answer
+    /// ([`ProviderError::Timeout`]), settled later by recovery.
+    pub fn enabled(db: &Db, names: &[String], timeout: Duration) -> std::result::Result<Self, String> {
+        let mut out: Vec<Arc<dyn PaymentProvider>> = Vec::new();
+        for name in names {
+            let provider: Arc<dyn PaymentProvider> = match name.as_str() {
+                "test" => Arc::new(TestProvider::new(db.clone())),
+                other => {
+                    return Err(format!(
+                        "unknown payment provider `{other}`: this build has {}",
+                        KNOWN_PROVIDERS.join(", ")
+                    ));
+                }
+            };
+            if out.iter().all(|p| p.name() != provider.name()) {
+                out.push(Arc::new(Deadline { inner: provider, limit: timeout }));
+            }
+        }
+        Ok(Providers(out))
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn PaymentProvider>> {
@@ -100,6 +130,51 @@ impl Providers {
 
     pub fn names(&self) -> Vec<&'static str> {
         self.0.iter().map(|p| p.name()).collect()
+    }
+}
+
+/// A provider whose every call is bounded in time. Past the limit the call is dropped and
+/// answered [`ProviderError::Timeout`]: the outcome is unknown, and recovery asks again by
+/// the same idempotency key, so a slow provider can neither hang a checkout nor charge twice.
+struct Deadline {
+    inner: Arc<dyn PaymentProvider>,
+    limit: Duration,
+}
+
+impl Deadline {
+    fn bound<'a>(&'a self, call: &'static str, f: BoxFuture<'a, ProviderResult>) -> BoxFuture<'a, ProviderResult> {
+        Box::pin(async move {
+            match tokio::time::timeout(self.limit, f).await {
+                Ok(r) => r,
+                Err(_) => {
+                    metrics::counter!("payment_provider_timeouts_total", "provider" => self.inner.name(), "call" => call)
+                        .increment(1);
+                    tracing::warn!(provider = self.inner.name(), call, limit = ?self.limit, "payment provider call timed out");
+                    Err(ProviderError::Timeout)
+                }
+            }
+        })
+    }
+}
+
+impl PaymentProvider for Deadline {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn authorize(&self, req: ChargeRequest) -> BoxFuture<'_, ProviderResult> {
+        self.bound("authorize", self.inner.authorize(req))
+    }
+    fn capture<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult> {
+        self.bound("capture", self.inner.capture(idempotency_key))
+    }
+    fn void<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult> {
+        self.bound("void", self.inner.void(idempotency_key))
+    }
+    fn refund<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult> {
+        self.bound("refund", self.inner.refund(idempotency_key))
+    }
+    fn status<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult> {
+        self.bound("status", self.inner.status(idempotency_key))
     }
 }
 
@@ -114,6 +189,8 @@ pub enum AttemptStatus {
     Captured,
     Declined,
     Voided,
+    /// The charge was given back before the order was placed: not a paid order.
+    Refunded,
 }
 
 impl AttemptStatus {
@@ -124,11 +201,12 @@ impl AttemptStatus {
             AttemptStatus::Captured => "captured",
             AttemptStatus::Declined => "declined",
             AttemptStatus::Voided => "voided",
+            AttemptStatus::Refunded => "refunded",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Unknown, Self::Captured, Self::Declined, Self::Voided]
+        [Self::Pending, Self::Unknown, Self::Captured, Self::Declined, Self::Voided, Self::Refunded]
             .into_iter()
             .find(|a| a.as_str() == s)
     }

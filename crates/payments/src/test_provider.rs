@@ -8,7 +8,11 @@
 //! | `tok_declined` | declined (`card_declined`) |
 //! | `tok_insufficient_funds` | declined (`insufficient_funds`) |
 //! | `tok_timeout` | the charge is captured, but the answer is lost |
+//! | `tok_slow` | the charge is captured, but the answer takes a minute (past any sane `BACKROOM_PROVIDER_TIMEOUT`) |
 //! | anything else | declined (`invalid_token`) |
+//!
+//! `refund` gives a captured charge back (as a refund in a provider's own dashboard would);
+//! the ledger then says `refunded`.
 
 use backroom_db::writer::Done;
 use backroom_db::{Db, on_conn, storage};
@@ -50,6 +54,7 @@ impl TestProvider {
             None => ChargeStatus::NotFound,
             Some((status, reason, reference)) => match status.as_str() {
                 "captured" => ChargeStatus::Captured { reference },
+                "refunded" => ChargeStatus::Refunded { reference },
                 "voided" => ChargeStatus::Voided,
                 _ => ChargeStatus::Declined { reason: reason.unwrap_or_else(|| "card_declined".into()) },
             },
@@ -68,9 +73,10 @@ impl TestProvider {
         let (token, amount, currency) = asked.unwrap_or(("", 0, "XXX"));
         let row = (key.to_owned(), token.to_owned(), amount, currency.to_owned(), status.to_owned());
         let reason = reason.map(str::to_owned);
-        // Through the group-commit writer: a flash sale's charges share commits.
+        // Through the group-commit writer: a flash sale's charges share commits. A follow-up
+        // (never shed): the checkout that calls it has its reservation committed already.
         self.db
-            .write(move |mut conn| {
+            .write_followup(move |mut conn| {
                 Box::pin(async move {
                     let (key, token, amount, currency, status) = row;
                     on_conn!(&mut conn, c => sqlx::query(
@@ -109,7 +115,7 @@ impl PaymentProvider for TestProvider {
     fn authorize(&self, req: ChargeRequest) -> BoxFuture<'_, ProviderResult> {
         Box::pin(async move {
             let (status, reason) = match req.token.as_str() {
-                "tok_visa" | "tok_timeout" => ("captured", None),
+                "tok_visa" | "tok_timeout" | "tok_slow" => ("captured", None),
                 "tok_declined" => ("declined", Some("card_declined")),
                 "tok_insufficient_funds" => ("declined", Some("insufficient_funds")),
                 _ => ("declined", Some("invalid_token")),
@@ -118,6 +124,10 @@ impl PaymentProvider for TestProvider {
             self.record(&req.idempotency_key, Some(asked), status, reason).await?;
             if req.token == "tok_timeout" {
                 return Err(ProviderError::Timeout);
+            }
+            if req.token == "tok_slow" {
+                // A provider that hangs: only the caller's deadline ends the wait.
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
             }
             // The ledger's row decides: a repeated key answers what happened the first time.
             self.lookup(&req.idempotency_key).await
@@ -138,10 +148,24 @@ impl PaymentProvider for TestProvider {
 
     fn refund<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult> {
         Box::pin(async move {
-            match self.lookup(idempotency_key).await? {
-                ChargeStatus::Captured { reference } => Ok(ChargeStatus::Refunded { reference }),
-                other => Ok(other),
-            }
+            let key = idempotency_key.to_owned();
+            self.db
+                .write_followup(move |mut conn| {
+                    Box::pin(async move {
+                        on_conn!(&mut conn, c => sqlx::query(
+                            "UPDATE test_provider_charges SET status = 'refunded' \
+                             WHERE idempotency_key = $1 AND status = 'captured'",
+                        )
+                        .bind(key)
+                        .execute(&mut *c)
+                        .await
+                        .map(|_| Done::Commit(()))
+                        .map_err(storage))
+                    })
+                })
+                .await
+                .map_err(unavailable)?;
+            self.lookup(idempotency_key).await
         })
     }
 

@@ -1,9 +1,11 @@
-//! `/admin/*`: catalog, stock and API keys. Every handler names the permission it needs.
+//! `/admin/*`: catalog, stock and API keys. The permission each route needs is in the table
+//! of [`crate::access`], checked before the handler runs; every handler takes [`Staff`], which
+//! only a route of that table can hand it.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use backroom_auth::{ApiKey, Permission, Role};
+use backroom_auth::{ApiKey, Role};
 use backroom_catalog::{
     Category, CategoryPatch, NewCategory, NewProduct, NewVariant, Product, ProductFilter, ProductPatch, ProductStatus,
     Variant, VariantPatch,
@@ -48,10 +50,9 @@ pub struct AdminProductsQuery {
     security(("api_key" = [])))]
 pub async fn list_products(
     State(s): State<AppState>,
-    staff: Staff,
+    _staff: Staff,
     ApiQuery(q): ApiQuery<AdminProductsQuery>,
 ) -> ApiResult<Json<Page<Product>>> {
-    staff.require(Permission::CatalogRead)?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let filter = ProductFilter { status: q.status, q: crate::routes::store::check_q(q.q)?, category: q.category };
     Ok(Json(s.catalog.list_products(&filter, &page).await?))
@@ -73,17 +74,15 @@ pub async fn list_products(
     security(("api_key" = [])))]
 pub async fn create_product(
     State(s): State<AppState>,
-    staff: Staff,
+    _staff: Staff,
     ApiJson(body): ApiJson<NewProduct>,
 ) -> ApiResult<(StatusCode, Json<Product>)> {
-    staff.require(Permission::CatalogWrite)?;
     Ok((StatusCode::CREATED, Json(s.catalog.create_product(&body).await?)))
 }
 
 #[utoipa::path(get, path = "/admin/products/{id}", tag = "catalog", params(("id" = String, Path)),
     responses((status = 200, body = Product), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
-pub async fn get_product(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<Json<Product>> {
-    staff.require(Permission::CatalogRead)?;
+pub async fn get_product(State(s): State<AppState>, _staff: Staff, Path(id): Path<String>) -> ApiResult<Json<Product>> {
     Ok(Json(s.catalog.product(&id).await?))
 }
 
@@ -93,18 +92,16 @@ pub async fn get_product(State(s): State<AppState>, staff: Staff, Path(id): Path
     security(("api_key" = [])))]
 pub async fn update_product(
     State(s): State<AppState>,
-    staff: Staff,
+    _staff: Staff,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ProductPatch>,
 ) -> ApiResult<Json<Product>> {
-    staff.require(Permission::CatalogWrite)?;
     Ok(Json(s.catalog.update_product(&id, &body).await?))
 }
 
 #[utoipa::path(delete, path = "/admin/products/{id}", tag = "catalog", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
-pub async fn delete_product(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    staff.require(Permission::CatalogWrite)?;
+pub async fn delete_product(State(s): State<AppState>, _staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
     s.catalog.delete_product(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -121,18 +118,16 @@ pub async fn delete_product(State(s): State<AppState>, staff: Staff, Path(id): P
     security(("api_key" = [])))]
 pub async fn add_variant(
     State(s): State<AppState>,
-    staff: Staff,
+    _staff: Staff,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<NewVariant>,
 ) -> ApiResult<(StatusCode, Json<Variant>)> {
-    staff.require(Permission::CatalogWrite)?;
     Ok((StatusCode::CREATED, Json(s.catalog.add_variant(&id, &body).await?)))
 }
 
 #[utoipa::path(get, path = "/admin/variants/{variant_id}", tag = "catalog", params(("variant_id" = String, Path)),
     responses((status = 200, body = Variant), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
-pub async fn get_variant(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<Json<Variant>> {
-    staff.require(Permission::CatalogRead)?;
+pub async fn get_variant(State(s): State<AppState>, _staff: Staff, Path(id): Path<String>) -> ApiResult<Json<Variant>> {
     Ok(Json(s.catalog.variant(&id).await?))
 }
 
@@ -142,18 +137,16 @@ pub async fn get_variant(State(s): State<AppState>, staff: Staff, Path(id): Path
     security(("api_key" = [])))]
 pub async fn update_variant(
     State(s): State<AppState>,
-    staff: Staff,
+    _staff: Staff,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<VariantPatch>,
 ) -> ApiResult<Json<Variant>> {
-    staff.require(Permission::CatalogWrite)?;
     Ok(Json(s.catalog.update_variant(&id, &body).await?))
 }
 
 #[utoipa::path(delete, path = "/admin/variants/{variant_id}", tag = "catalog", params(("variant_id" = String, Path)),
     responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
-pub async fn delete_variant(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    staff.require(Permission::CatalogWrite)?;
+pub async fn delete_variant(State(s): State<AppState>, _staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
     s.catalog.delete_variant(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -170,7 +163,6 @@ pub async fn set_stock(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<SetStock>,
 ) -> ApiResult<Json<StockLevel>> {
-    staff.require(Permission::InventoryWrite)?;
     let variant = s.catalog.variant(&id).await?;
     Ok(Json(s.inventory.set_on_hand(&variant.id, &body, variant.allow_backorder, &staff.key_id).await?))
 }
@@ -179,10 +171,9 @@ pub async fn set_stock(
     responses((status = 200, body = VariantStock), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn get_stock(
     State(s): State<AppState>,
-    staff: Staff,
+    _staff: Staff,
     Path(id): Path<String>,
 ) -> ApiResult<Json<VariantStock>> {
-    staff.require(Permission::InventoryRead)?;
     let variant = s.catalog.variant(&id).await?;
     Ok(Json(s.inventory.variant_stock(&variant.id).await?))
 }
@@ -192,11 +183,10 @@ pub async fn get_stock(
     responses((status = 200, body = Page<Adjustment>), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn stock_adjustments(
     State(s): State<AppState>,
-    staff: Staff,
+    _staff: Staff,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Page<Adjustment>>> {
-    staff.require(Permission::InventoryRead)?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let variant = s.catalog.variant(&id).await?;
     Ok(Json(s.inventory.adjustments(&variant.id, &page).await?))
@@ -210,8 +200,7 @@ pub struct Items<T> {
 
 #[utoipa::path(get, path = "/admin/stock-locations", tag = "inventory",
     responses((status = 200, body = Items<StockLocation>)), security(("api_key" = [])))]
-pub async fn list_locations(State(s): State<AppState>, staff: Staff) -> ApiResult<Json<Items<StockLocation>>> {
-    staff.require(Permission::InventoryRead)?;
+pub async fn list_locations(State(s): State<AppState>, _staff: Staff) -> ApiResult<Json<Items<StockLocation>>> {
     Ok(Json(Items { items: s.inventory.locations().await? }))
 }
 
@@ -220,10 +209,9 @@ pub async fn list_locations(State(s): State<AppState>, staff: Staff) -> ApiResul
     security(("api_key" = [])))]
 pub async fn create_location(
     State(s): State<AppState>,
-    staff: Staff,
+    _staff: Staff,
     ApiJson(body): ApiJson<NewLocation>,
 ) -> ApiResult<(StatusCode, Json<StockLocation>)> {
-    staff.require(Permission::InventoryWrite)?;
     Ok((StatusCode::CREATED, Json(s.inventory.create_location(&body).await?)))
 }
 
@@ -231,8 +219,7 @@ pub async fn create_location(
 
 #[utoipa::path(get, path = "/admin/categories", tag = "catalog",
     responses((status = 200, body = Items<Category>)), security(("api_key" = [])))]
-pub async fn list_categories(State(s): State<AppState>, staff: Staff) -> ApiResult<Json<Items<Category>>> {
-    staff.require(Permission::CatalogRead)?;
+pub async fn list_categories(State(s): State<AppState>, _staff: Staff) -> ApiResult<Json<Items<Category>>> {
     Ok(Json(Items { items: s.catalog.category_tree().await? }))
 }
 
@@ -244,10 +231,9 @@ pub async fn list_categories(State(s): State<AppState>, staff: Staff) -> ApiResu
     security(("api_key" = [])))]
 pub async fn create_category(
     State(s): State<AppState>,
-    staff: Staff,
+    _staff: Staff,
     ApiJson(body): ApiJson<NewCategory>,
 ) -> ApiResult<(StatusCode, Json<Category>)> {
-    staff.require(Permission::CatalogWrite)?;
     Ok((StatusCode::CREATED, Json(s.catalog.create_category(&body).await?)))
 }
 
@@ -255,10 +241,9 @@ pub async fn create_category(
     responses((status = 200, body = Category), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn get_category(
     State(s): State<AppState>,
-    staff: Staff,
+    _staff: Staff,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Category>> {
-    staff.require(Permission::CatalogRead)?;
     Ok(Json(s.catalog.category(&id).await?))
 }
 
@@ -268,18 +253,16 @@ pub async fn get_category(
     security(("api_key" = [])))]
 pub async fn update_category(
     State(s): State<AppState>,
-    staff: Staff,
+    _staff: Staff,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CategoryPatch>,
 ) -> ApiResult<Json<Category>> {
-    staff.require(Permission::CatalogWrite)?;
     Ok(Json(s.catalog.update_category(&id, &body).await?))
 }
 
 #[utoipa::path(delete, path = "/admin/categories/{id}", tag = "catalog", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
-pub async fn delete_category(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    staff.require(Permission::CatalogWrite)?;
+pub async fn delete_category(State(s): State<AppState>, _staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
     s.catalog.delete_category(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -307,8 +290,7 @@ pub struct CreatedApiKey {
 
 #[utoipa::path(get, path = "/admin/api-keys", tag = "auth",
     responses((status = 200, body = Items<ApiKey>), (status = 403, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
-pub async fn list_keys(State(s): State<AppState>, staff: Staff) -> ApiResult<Json<Items<ApiKey>>> {
-    staff.require(Permission::KeysManage)?;
+pub async fn list_keys(State(s): State<AppState>, _staff: Staff) -> ApiResult<Json<Items<ApiKey>>> {
     Ok(Json(Items { items: s.auth.list_keys().await? }))
 }
 
@@ -318,18 +300,16 @@ pub async fn list_keys(State(s): State<AppState>, staff: Staff) -> ApiResult<Jso
     security(("api_key" = [])))]
 pub async fn create_key(
     State(s): State<AppState>,
-    staff: Staff,
+    _staff: Staff,
     ApiJson(body): ApiJson<NewApiKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
-    staff.require(Permission::KeysManage)?;
     let (key, token) = s.auth.create_key(&body.name, body.role).await?;
     Ok((StatusCode::CREATED, Json(CreatedApiKey { key, token })))
 }
 
 #[utoipa::path(delete, path = "/admin/api-keys/{id}", tag = "auth", params(("id" = String, Path)),
     responses((status = 204), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
-pub async fn revoke_key(State(s): State<AppState>, staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    staff.require(Permission::KeysManage)?;
+pub async fn revoke_key(State(s): State<AppState>, _staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
     s.auth.revoke_key(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,10 +3,11 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::AppState;
+use crate::error::ApiError;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
@@ -29,9 +30,18 @@ pub async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "ops",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 404, description = "Served on its own address (`BACKROOM_METRICS_LISTEN`)", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    if !s.metrics_here {
+        return ApiError::RouteNotFound.into_response();
+    }
+    metrics_text(&s)
+}
+
+/// The Prometheus text of this process.
+pub fn metrics_text(s: &AppState) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "ops",

@@ -14,9 +14,30 @@ pub enum Backend {
     Postgres,
 }
 
-/// Runs `$body` (a `|app: TestApp| async move { … }`) once on SQLite and once on PostgreSQL.
+/// Runs `$body` (a `|app: TestApp| async move { … }`) once on SQLite and once on PostgreSQL;
+/// with a `settings = |s: &mut Settings| …` before the body, on an app with those settings.
 #[macro_export]
 macro_rules! both {
+    ($name:ident, settings = $settings:expr, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let app = $crate::support::TestApp::spawn_with($crate::support::Backend::Sqlite, $settings).await;
+                ($body)(app).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(app) =
+                    $crate::support::TestApp::try_spawn_with($crate::support::Backend::Postgres, $settings).await
+                else {
+                    return;
+                };
+                ($body)(app).await;
+            }
+        }
+    };
     ($name:ident, $body:expr) => {
         mod $name {
             #[allow(unused_imports)]
@@ -49,6 +70,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub db: Db,
+    /// The app's checkout (its providers), for tests that drive recovery themselves.
+    pub checkout: backroom_checkout::Checkout,
     _dir: tempfile::TempDir,
 }
 
@@ -83,44 +106,69 @@ impl Res {
     }
 }
 
+/// The settings every test app starts from: the `test` payment provider enabled (it is off
+/// by default), a fast recovery loop, the bootstrap admin token.
+pub fn test_settings() -> backroom::config::Settings {
+    let mut s = backroom::config::Settings::default();
+    s.payment_providers = vec!["test".into()];
+    s.admin_token = Some(ADMIN_TOKEN.into());
+    s.checkout.recovery_interval = std::time::Duration::from_millis(200);
+    s
+}
+
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
         Self::try_spawn(backend).await.expect("backend available")
     }
 
     pub async fn try_spawn(backend: Backend) -> Option<TestApp> {
+        Self::try_spawn_with(backend, |_| {}).await
+    }
+
+    /// [`TestApp::spawn`] with settings changed by `change` (on top of [`test_settings`]).
+    pub async fn spawn_with(backend: Backend, change: impl FnOnce(&mut backroom::config::Settings)) -> TestApp {
+        Self::try_spawn_with(backend, change).await.expect("backend available")
+    }
+
+    pub async fn try_spawn_with(
+        backend: Backend,
+        change: impl FnOnce(&mut backroom::config::Settings),
+    ) -> Option<TestApp> {
         // Quiet unless TEST_LOG is set (then it is the filter, such as `debug`).
         if let Ok(filter) = std::env::var("TEST_LOG") {
             let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = match backend {
+        let mut settings = test_settings();
+        settings.data_dir = dir.path().to_owned();
+        settings.database_url = match backend {
             Backend::Sqlite => backroom_db::sqlite_url_in(dir.path()),
             Backend::Postgres => backroom_db::testing::fresh_postgres_url().await?,
         };
-        let db = backroom::open_db(&url).await.expect("open and migrate the test database");
-        let settings = backroom_checkout::Settings {
-            recovery_interval: std::time::Duration::from_millis(200),
-            ..Default::default()
-        };
+        change(&mut settings);
+        let db = backroom::open_db_with(backroom::connect_options(&settings))
+            .await
+            .expect("open and migrate the test database");
         let search = backroom::open_search(dir.path()).expect("search index");
-        let (app, state) = backroom::app(db.clone(), Some(ADMIN_TOKEN), settings, Some(search.clone()));
-        let checkout =
-            backroom_checkout::Checkout::new(db.clone(), backroom_payments::Providers::builtin(db.clone()), settings);
+        let (app, state) = backroom::app(db.clone(), &settings, Some(search.clone())).expect("app");
         // The worker runs for the whole test (the sender is leaked on purpose).
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         std::mem::forget(stop_tx);
-        backroom::worker::spawn(db.clone(), checkout, Vec::new(), stop_rx.clone());
+        backroom::worker::spawn(db.clone(), state.checkout.clone(), Vec::new(), stop_rx.clone());
         tokio::spawn(
             backroom::follower(&state, search)
                 .run(std::time::Duration::from_millis(50), backroom::worker::stopped(stop_rx)),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("server runs");
-        });
-        Some(TestApp { addr, client: reqwest::Client::new(), db, _dir: dir })
+        // The real server loop of `serve`, with its timeouts and connection cap.
+        let limits = backroom::server::Limits {
+            header_timeout: settings.header_timeout,
+            drain: settings.request_timeout,
+            max_connections: settings.max_connections,
+        };
+        tokio::spawn(backroom::server::serve(listener, app, limits, std::future::pending()));
+        Some(TestApp { addr, client: reqwest::Client::new(), db, checkout: state.checkout.clone(), _dir: dir })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -185,6 +233,20 @@ impl TestApp {
         let mut last = Value::Null;
         for _ in 0..100 {
             let r = self.get(path).await;
+            if r.status == 200 && done(&r.body) {
+                return r.body;
+            }
+            last = r.body;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{path} never satisfied the condition; last answer: {last}");
+    }
+
+    /// Admin-GETs `path` until `done` holds for the answer; fails after 10 s.
+    pub async fn admin_get_until(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..200 {
+            let r = self.admin_get(path).await;
             if r.status == 200 && done(&r.body) {
                 return r.body;
             }

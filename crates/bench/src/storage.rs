@@ -3,18 +3,18 @@
 //! figures as ratios of it. A checkout-like transaction takes one unit of a hot stock row
 //! with a conditional `UPDATE`, inserts an order, its line and an outbox event, and commits.
 //!
-//! It runs on scratch tables (`bench_raw_*`) that it creates and drops again, so it can be
-//! pointed at a scratch database of the same kind and disk as the store's.
+//! It runs on scratch tables (`bench_raw_*`) that it creates and drops again, and only ever
+//! in a database the bench made for itself (a temporary SQLite file, or the run's own
+//! PostgreSQL database, see [`crate::scratch`]).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use backroom_db::writer::Done;
+use backroom_db::{Conn, Db, on_conn, storage};
 use backroom_kernel::Error;
-
-use crate::writer::Done;
-use crate::{Conn, Db, on_conn, storage};
 
 const SCHEMA: &[&str] = &[
     "DROP TABLE IF EXISTS bench_raw_lines",
@@ -121,13 +121,4 @@ where
     let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     exec_all(db, &SCHEMA[..4]).await?;
     Ok(rate)
-}
-
-/// Drops every table of a PostgreSQL database (its `public` schema), so that a benchmark
-/// starts on a clean slate there. Does nothing on SQLite (benchmarks use a new file).
-pub async fn wipe_postgres(db: &Db) -> Result<(), Error> {
-    if db.dialect() == crate::Dialect::Postgres {
-        exec_all(db, &["DROP SCHEMA public CASCADE", "CREATE SCHEMA public"]).await?;
-    }
-    Ok(())
 }

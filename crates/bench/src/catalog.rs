@@ -1,13 +1,11 @@
-//! `backroom bench search`: a realistic generated catalog, indexed, then driven over real HTTP
-//! by an in-process load generator ([`crate::load::drive`], open or closed loop). Prints
-//! figures; asserts nothing (machines are noisy).
+//! A realistic generated catalog for the benchmarks (categories, brands, colours, sizes,
+//! prices, descriptions, stock), and a query mix with facets to search it with.
 
 use backroom_catalog::{Catalog, NewCategory, NewProduct, NewVariant, PriceInput, ProductStatus};
 use backroom_db::Db;
 use backroom_inventory::Inventory;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
 
 const ROOTS: &[(&str, &[&str])] = &[
     ("Clothing", &["Shirts", "T-shirts", "Trousers", "Jackets", "Knitwear", "Dresses"]),
@@ -155,16 +153,6 @@ const WORDS: &[&str] = &[
     "light",
     "heavy",
 ];
-
-/// Everything `bench search` measured.
-#[derive(Debug, Clone, Serialize)]
-pub struct SearchReport {
-    pub products: usize,
-    pub variants: usize,
-    pub generate_seconds: f64,
-    pub index_seconds: f64,
-    pub runs: Vec<crate::load::Run>,
-}
 
 fn pick<'a>(rng: &mut StdRng, xs: &[&'a str]) -> &'a str {
     xs[rng.random_range(0..xs.len())]
@@ -341,40 +329,4 @@ pub async fn handles(db: &Db) -> anyhow::Result<(Vec<String>, usize)> {
             None => return Ok((out, variants)),
         }
     }
-}
-
-/// Runs one search straight on the index, with the query parameters of a URL.
-pub fn search_in_process(index: &backroom_search::SearchIndex, pairs: &[(String, String)]) -> anyhow::Result<u64> {
-    let mut p = backroom_search::SearchParams { limit: 20, ..Default::default() };
-    let mut filters: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for (k, v) in pairs {
-        match k.as_str() {
-            "q" => p.q = Some(v.clone()),
-            "category" => p.category = Some(v.clone()),
-            "currency" => p.currency = backroom_kernel::Currency::parse(v).ok(),
-            "price_min" => p.price_min = v.parse().ok(),
-            "price_max" => p.price_max = v.parse().ok(),
-            "in_stock" => p.in_stock = v == "true",
-            "sort" => p.sort = backroom_search::Sort::parse(v).unwrap_or_default(),
-            "facets" => {}
-            name => filters.entry(name.to_owned()).or_default().push(v.clone()),
-        }
-    }
-    p.filters = filters.into_iter().collect();
-    Ok(index.search(&p)?.total)
-}
-
-/// Serves `app` on 127.0.0.1 from its own thread and runtime (as another process would);
-/// answers the base URL.
-pub fn serve_in_thread(app: axum::Router) -> anyhow::Result<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("server runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            tx.send(listener.local_addr().expect("addr")).expect("send addr");
-            axum::serve(listener, app).await.expect("serve");
-        });
-    });
-    Ok(format!("http://{}", rx.recv()?))
 }

@@ -1,7 +1,8 @@
-//! `backroom bench browse | checkout | flash-sale`: scenarios that start a real `backroom
-//! serve` (a child process of this binary, on a temporary SQLite store or on the PostgreSQL
-//! database given) or target a running one, and drive it over HTTP from an in-process load
-//! generator, open-loop at a fixed rate or closed-loop at a concurrency.
+//! `backroom bench browse | checkout | flash-sale | storage`: scenarios that start a real
+//! `backroom serve` (a child process of this binary, on a temporary SQLite store or in the
+//! run's own PostgreSQL database, see [`crate::scratch`]) or target a running one, and drive
+//! it over HTTP from an in-process load generator, open-loop at a fixed rate or closed-loop
+//! at a concurrency.
 //!
 //! Every scenario also measures, in the same run, the two limits our figures are read
 //! against: `GET /healthz` requests a second (what HTTP alone allows on this machine) and
@@ -22,12 +23,15 @@ use backroom_db::{ConnectOptions, Db};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::memory::Rss;
+
 /// Options every scenario takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadOptions {
-    /// Run the server on this PostgreSQL database (`postgres://…`) or SQLite file
-    /// (`sqlite://…`); a temporary SQLite store when left out. Its data are replaced.
-    #[arg(long)]
+    /// Run on this PostgreSQL server (`postgres://…`), in a database the bench creates there
+    /// for the run (`backroom_bench_…`) and drops at the end; nothing else on the server is
+    /// touched. A temporary SQLite store when left out.
+    #[arg(long, value_parser = crate::scratch::parse_server_url)]
     pub database_url: Option<String>,
     /// Drive the server already running at this URL instead of starting one (needs --token;
     /// the storage baseline needs --database-url too).
@@ -58,7 +62,9 @@ pub struct LoadOptions {
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Load {
+    /// A fixed number of operations in flight: the next starts when one ends.
     Closed { concurrency: usize },
+    /// Operations started at a fixed rate a second, whether the earlier ones ended or not.
     Open { rate: u32 },
 }
 
@@ -164,6 +170,9 @@ pub struct Report {
     pub runs: Vec<Run>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flash_sale: Option<FlashSale>,
+    /// The started server's resident memory during the measured run (where sampled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_memory: Option<Rss>,
     pub summary: String,
 }
 
@@ -176,6 +185,9 @@ impl std::fmt::Display for Report {
         if let Some(fs) = &self.flash_sale {
             writeln!(f, "{fs}")?;
         }
+        if let Some(rss) = &self.server_memory {
+            writeln!(f, "{rss}")?;
+        }
         writeln!(f, "{}", self.baselines)?;
         write!(f, "{}", self.summary)
     }
@@ -185,12 +197,19 @@ impl std::fmt::Display for Report {
 
 /// The server a scenario drives: a child `backroom serve`, or a running one (--target).
 pub struct Server {
+    /// Its base URL, `http://127.0.0.1:port`.
     pub base: String,
+    /// An admin bearer token for it.
     pub token: String,
+    /// Its database (a started server, or --target with --database-url).
     pub database_url: Option<String>,
+    /// An HTTP client with a pool sized for the run.
     pub client: reqwest::Client,
     child: Option<Child>,
-    dir: Option<tempfile::TempDir>,
+    /// The child's data directory (its log and search index live there).
+    dir: Option<std::path::PathBuf>,
+    /// Removed when the server is dropped (after the child is stopped).
+    _temp: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -202,18 +221,24 @@ impl Drop for Server {
     }
 }
 
+/// An HTTP client for a run with up to `connections` requests in flight.
+pub fn client(connections: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(connections.max(64))
+        .timeout(Duration::from_secs(60))
+        .build()?)
+}
+
 impl Server {
     /// Starts `backroom serve` on a fresh store after `prepare` filled its database (or
-    /// targets the running server of `opts.target`, whose data are used as they are).
+    /// targets the running server of `opts.target`, whose data are used as they are). The
+    /// store is a temporary SQLite file, or `opts.database_url`: the run's own database.
     pub async fn start<F, Fut>(opts: &LoadOptions, prepare: F) -> anyhow::Result<Server>
     where
         F: FnOnce(Db) -> Fut,
         Fut: Future<Output = anyhow::Result<()>>,
     {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(opts.concurrency.max(64))
-            .timeout(Duration::from_secs(60))
-            .build()?;
+        let client = client(opts.concurrency)?;
         if let Some(target) = &opts.target {
             let token = opts.token.clone().unwrap_or_default();
             return Ok(Server {
@@ -223,35 +248,45 @@ impl Server {
                 client,
                 child: None,
                 dir: None,
+                _temp: None,
             });
         }
-        let dir = tempfile::tempdir()?;
+        let temp = tempfile::tempdir()?;
         let url = match &opts.database_url {
             Some(u) => u.clone(),
-            None => backroom_db::sqlite_url_in(dir.path()),
+            None => backroom_db::sqlite_url_in(temp.path()),
         };
         {
             let db = Db::connect(&ConnectOptions::new(&url)).await.context("open the bench database")?;
-            if db.dialect() == backroom_db::Dialect::Postgres {
-                // A clean slate on the database given: the store's data are replaced.
-                backroom_db::baseline::wipe_postgres(&db).await?;
-            }
             db.migrate().await?;
             prepare(db.clone()).await?;
             db.close().await;
         }
+        let dir = temp.path().to_owned();
+        Server::spawn(client, &dir, Some(temp), &url, opts.writer_max_batch).await
+    }
+
+    /// Starts `backroom serve` (this very binary) on the migrated database `url`, with `dir`
+    /// as its data directory; `temp` is removed once the server stopped. Answers when it is
+    /// ready (its search index built).
+    pub async fn spawn(
+        client: reqwest::Client,
+        dir: &std::path::Path,
+        temp: Option<tempfile::TempDir>,
+        url: &str,
+        writer_max_batch: Option<usize>,
+    ) -> anyhow::Result<Server> {
         let token = "bench-admin-token-0123456789".to_owned();
-        let log = std::fs::File::create(dir.path().join("server.log"))?;
+        let log = std::fs::File::create(dir.join("server.log"))?;
         let mut child = Command::new(std::env::current_exe()?)
             .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("BACKROOM_DATA_DIR", dir.path())
-            .env("BACKROOM_DATABASE_URL", &url)
+            .env("BACKROOM_DATA_DIR", dir)
+            .env("BACKROOM_DATABASE_URL", url)
             .env("BACKROOM_ADMIN_TOKEN", &token)
+            // The scenarios buy with the test provider, which a server only offers when told.
+            .env("BACKROOM_PAYMENT_PROVIDERS", "test")
             .env("BACKROOM_LOG", "warn")
-            .env(
-                "BACKROOM_WRITER_MAX_BATCH",
-                opts.writer_max_batch.unwrap_or(backroom_db::writer::MAX_BATCH).to_string(),
-            )
+            .env("BACKROOM_WRITER_MAX_BATCH", writer_max_batch.unwrap_or(backroom_db::writer::MAX_BATCH).to_string())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -260,16 +295,18 @@ impl Server {
         BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?).read_line(&mut line)?;
         let Some(base) = line.trim().strip_prefix("backroom listening on ") else {
             let _ = child.kill();
-            let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
             bail!("backroom serve did not start: {line:?}\n{log}");
         };
         let server = Server {
             base: base.to_owned(),
             token,
-            database_url: Some(url),
+            database_url: Some(url.to_owned()),
             client,
             child: Some(child),
-            dir: Some(dir),
+            dir: Some(dir.to_owned()),
+            _temp: temp,
         };
         // Ready once the search index is built and the database answers.
         for _ in 0..600 {
@@ -284,7 +321,12 @@ impl Server {
 
     /// The server's log (a started server only).
     pub fn log_path(&self) -> Option<std::path::PathBuf> {
-        self.dir.as_ref().map(|d| d.path().join("server.log"))
+        self.dir.as_ref().map(|d| d.join("server.log"))
+    }
+
+    /// The started server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     fn url(&self, path: &str) -> String {
@@ -337,15 +379,15 @@ impl Server {
         let (mut one, mut batched) = (None, None);
         if let Some(url) = &self.database_url {
             // On SQLite a scratch file beside the store's (same disk, same settings); on
-            // PostgreSQL scratch tables in the same database, dropped afterwards.
+            // PostgreSQL scratch tables in the run's own database, dropped afterwards.
             let scratch = match &self.dir {
-                Some(d) if url.starts_with("sqlite:") => format!("sqlite://{}", d.path().join("baseline.db").display()),
+                Some(d) if url.starts_with("sqlite:") => format!("sqlite://{}", d.join("baseline.db").display()),
                 _ => url.clone(),
             };
             let db = Db::connect(&ConnectOptions::new(&scratch)).await?;
             let clients = if db.dialect() == backroom_db::Dialect::Sqlite { 1 } else { concurrency };
-            one = Some(backroom_db::baseline::one_per_commit(&db, clients, seconds).await?);
-            batched = Some(backroom_db::baseline::batched(&db, concurrency, seconds).await?);
+            one = Some(crate::storage::one_per_commit(&db, clients, seconds).await?);
+            batched = Some(crate::storage::batched(&db, concurrency, seconds).await?);
             db.close().await;
         }
         Ok(Baselines { healthz_per_s, db_one_per_commit_per_s: one, db_batched_per_s: batched })
@@ -519,6 +561,7 @@ pub async fn checkout(opts: &LoadOptions, skus: usize) -> anyhow::Result<Report>
     let baselines = server.baselines(opts.concurrency, (opts.seconds as f64 / 2.0).max(1.0)).await?;
     let (client, base, body) = (server.client.clone(), server.base.clone(), Arc::new(checkout_body()));
     let checkout_lat: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let memory = server.pid().and_then(|pid| crate::memory::Sampler::start(pid, Duration::from_millis(100)));
     let purchases = {
         let checkout_lat = checkout_lat.clone();
         drive("purchase (cart+item+checkout)", opts.load(), opts.seconds as f64, None, move |i| {
@@ -538,6 +581,10 @@ pub async fn checkout(opts: &LoadOptions, skus: usize) -> anyhow::Result<Report>
             }
         })
         .await
+    };
+    let server_memory = match memory {
+        Some(m) => m.finish().await,
+        None => None,
     };
     let lat = std::mem::take(&mut *checkout_lat.lock().expect("latencies"));
     let checkout_only = Run::new(
@@ -568,6 +615,7 @@ pub async fn checkout(opts: &LoadOptions, skus: usize) -> anyhow::Result<Report>
         baselines,
         runs: vec![purchases, checkout_only],
         flash_sale: None,
+        server_memory,
         summary,
     })
 }
@@ -576,7 +624,7 @@ pub async fn checkout(opts: &LoadOptions, skus: usize) -> anyhow::Result<Report>
 pub async fn browse(opts: &LoadOptions, products: usize) -> anyhow::Result<Report> {
     let server = Server::start(opts, |db| async move {
         progress_line(&format!("generating {products} products"));
-        crate::bench::generate(&db, products, 42, |_| {}).await.map(|_| ())
+        crate::catalog::generate(&db, products, 42, |_| {}).await.map(|_| ())
     })
     .await?;
     let handles: Vec<String> = {
@@ -619,7 +667,7 @@ pub async fn browse(opts: &LoadOptions, products: usize) -> anyhow::Result<Repor
             })
             .collect(),
     );
-    let search: Arc<Vec<String>> = Arc::new(crate::bench::search_urls(&base, 5_000, 42));
+    let search: Arc<Vec<String>> = Arc::new(crate::catalog::search_urls(&base, 5_000, 42));
     let mut runs = Vec::new();
     for (name, urls) in [("product page", detail), ("category listing + facets", listing), ("search", search)] {
         runs.push(get_urls(name, opts.load(), opts.seconds as f64, &server.client, urls).await);
@@ -638,6 +686,7 @@ pub async fn browse(opts: &LoadOptions, products: usize) -> anyhow::Result<Repor
         baselines,
         runs,
         flash_sale: None,
+        server_memory: None,
         summary,
     })
 }
@@ -660,33 +709,92 @@ fn collect_ids(v: &Value, out: &mut Vec<String>) {
 pub struct FlashSale {
     pub buyers: usize,
     pub units: i64,
+    /// How the checkouts were sent.
+    pub load: Load,
+    /// Checkouts answered `201`: orders placed.
     pub orders: usize,
+    /// `409 insufficient_stock` answers: the buyer came too late.
     pub sold_out_answers: usize,
-    pub other_answers: BTreeMap<String, usize>,
+    /// `503` answers: the server turned the buyer away (nothing was bought).
+    pub overloaded_answers: usize,
+    /// Of those, answers without a `Retry-After` header.
+    pub overloaded_without_retry_after: usize,
+    /// Every answer by status and problem `code` (`201`, `409 insufficient_stock`,
+    /// `503 overloaded`), or `transport` when none came.
+    pub answers: BTreeMap<String, usize>,
     /// From the first checkout sent to the answer of the last placed order.
     pub sell_out_ms: f64,
     /// From the first checkout sent to the last answer.
     pub total_ms: f64,
     pub sold_out_p50_ms: f64,
     pub sold_out_p99_ms: f64,
+    pub overloaded_p50_ms: f64,
+    pub overloaded_p99_ms: f64,
     pub placed_p99_ms: f64,
+    /// The variant's allocated and available units afterwards.
     pub allocated: i64,
     pub available: i64,
 }
 
+impl FlashSale {
+    /// The sale's invariants: every order placed holds one allocated unit, no more orders
+    /// than units, and every unit sold unless some buyers were turned away with `503`.
+    pub fn check(&self) -> Result<(), String> {
+        let orders = self.orders as i64;
+        if orders != self.allocated {
+            Err(format!("{orders} orders placed but {} units allocated", self.allocated))
+        } else if orders > self.units {
+            Err(format!("{orders} orders for {} units: oversold", self.units))
+        } else if self.overloaded_answers == 0 && orders != self.units {
+            Err(format!("{orders} orders for {} units, and no buyer was turned away with 503", self.units))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn verdict(&self) -> String {
+        match self.check() {
+            Ok(()) if self.orders as i64 == self.units => "exact".into(),
+            Ok(()) => format!(
+                "consistent: {} left unsold, {} buyers turned away with 503",
+                self.units - self.orders as i64,
+                self.overloaded_answers
+            ),
+            Err(why) => format!("WRONG: {why}"),
+        }
+    }
+}
+
 impl std::fmt::Display for FlashSale {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "  flash sale: {} buyers, {} units", self.buyers, self.units)?;
+        let load = match self.load {
+            Load::Closed { concurrency } => format!("all at once over {concurrency} connections"),
+            Load::Open { rate } => format!("{rate} checkouts/s offered"),
+        };
+        writeln!(f, "  flash sale: {} buyers, {} units, {load}", self.buyers, self.units)?;
+        let answers: Vec<String> = self.answers.iter().map(|(code, n)| format!("{n} × {code}")).collect();
+        writeln!(f, "    answers                {}", answers.join(", "))?;
         writeln!(f, "    orders placed          {}", self.orders)?;
         writeln!(f, "    sold-out answers (409) {}", self.sold_out_answers)?;
-        for (code, n) in &self.other_answers {
-            writeln!(f, "    other answers          {n} × {code}")?;
+        if self.overloaded_answers > 0 {
+            writeln!(
+                f,
+                "    turned away (503)      {}, p50 {:.1} ms, p99 {:.1} ms; {} without Retry-After",
+                self.overloaded_answers,
+                self.overloaded_p50_ms,
+                self.overloaded_p99_ms,
+                self.overloaded_without_retry_after
+            )?;
         }
-        writeln!(
-            f,
-            "    sold out after         {:.0} ms (all answered after {:.0} ms)",
-            self.sell_out_ms, self.total_ms
-        )?;
+        if self.orders as i64 == self.units {
+            writeln!(
+                f,
+                "    sold out after         {:.0} ms (all answered after {:.0} ms)",
+                self.sell_out_ms, self.total_ms
+            )?;
+        } else {
+            writeln!(f, "    not sold out           (all answered after {:.0} ms)", self.total_ms)?;
+        }
         writeln!(
             f,
             "    sold-out answer        p50 {:.1} ms, p99 {:.1} ms",
@@ -698,18 +806,30 @@ impl std::fmt::Display for FlashSale {
             "    stock afterwards       allocated {}, available {}; {}",
             self.allocated,
             self.available,
-            if self.orders as i64 == self.units && self.allocated == self.units {
-                "exactly K orders"
-            } else {
-                "ORDERS != K"
-            }
+            self.verdict()
         )
     }
 }
 
-/// `bench flash-sale`: `buyers` carts ready, `units` units of one variant, every checkout
-/// sent at once over `concurrency` connections (a load balancer's pool); each answer's
-/// latency counts from the moment its request went out.
+/// A checkout's answer: its status (0: none came), its label (`201`,
+/// `409 insufficient_stock`, `transport`), and whether it carried `Retry-After`.
+async fn answer_of(req: reqwest::RequestBuilder) -> (u16, String, bool) {
+    let Ok(res) = req.send().await else { return (0, "transport".into(), false) };
+    let status = res.status().as_u16();
+    let retry_after = res.headers().contains_key(reqwest::header::RETRY_AFTER);
+    let Ok(bytes) = res.bytes().await else { return (0, "transport".into(), false) };
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let label = match body["code"].as_str() {
+        Some(code) if status >= 400 => format!("{status} {code}"),
+        _ => status.to_string(),
+    };
+    (status, label, retry_after)
+}
+
+/// `bench flash-sale`: `buyers` carts ready, `units` units of one variant, then one checkout
+/// per buyer: all at once over `concurrency` connections (a load balancer's pool), or
+/// at `rate` a second (open loop). Each answer's latency counts from the moment its request
+/// was due. The server's memory is sampled while the sale runs.
 pub async fn flash_sale(opts: &LoadOptions, buyers: usize, units: i64) -> anyhow::Result<Report> {
     let server = Server::start(opts, |_| async { Ok(()) }).await?;
     let variant = server.products(1, units, "drop").await?.remove(0);
@@ -722,7 +842,17 @@ pub async fn flash_sale(opts: &LoadOptions, buyers: usize, units: i64) -> anyhow
         drive("carts", Load::Closed { concurrency: opts.concurrency.min(64) }, 0.0, Some(buyers as u64), move |_| {
             let (client, base, variant, carts) = (client.clone(), base.clone(), variant.clone(), carts.clone());
             async move {
-                let id = new_cart(&client, &base, &variant).await?;
+                // A server that sheds load may turn a cart away too: that buyer tries again.
+                let mut tries = 0;
+                let id = loop {
+                    match new_cart(&client, &base, &variant).await {
+                        Err(e) if e.starts_with("503") && tries < 50 => {
+                            tries += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        other => break other?,
+                    }
+                };
                 carts.lock().expect("carts").push(id);
                 Ok(())
             }
@@ -734,75 +864,110 @@ pub async fn flash_sale(opts: &LoadOptions, buyers: usize, units: i64) -> anyhow
     }
     let baselines = server.baselines(opts.concurrency, (opts.seconds as f64 / 4.0).clamp(1.0, 3.0)).await?;
     let carts = Arc::new(std::mem::take(&mut *carts.lock().expect("carts")));
-    progress_line(&format!("{buyers} buyers check out at once over {} connections", opts.concurrency));
-    /// Status, problem code, latency, and when the answer came (from the start).
-    type Answer = (u16, String, Duration, Duration);
+    let load = opts.load();
+    progress_line(&match load {
+        Load::Closed { concurrency } => format!("{buyers} buyers check out at once over {concurrency} connections"),
+        Load::Open { rate } => format!("{buyers} buyers check out at {rate}/s"),
+    });
+    /// Status, label, Retry-After, latency, and when the answer came (from the start).
+    type Answer = (u16, String, bool, Duration, Duration);
     let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
+    let memory = server.pid().and_then(|pid| crate::memory::Sampler::start(pid, Duration::from_millis(100)));
     let start = Instant::now();
     let run = {
         let (client, base, body, answers) =
             (server.client.clone(), server.base.clone(), Arc::new(checkout_body()), answers.clone());
-        drive("flash sale", Load::Closed { concurrency: opts.concurrency }, 0.0, Some(buyers as u64), move |i| {
+        drive("flash sale", load, 0.0, Some(buyers as u64), move |i| {
             let (client, base, body, answers, carts) =
                 (client.clone(), base.clone(), body.clone(), answers.clone(), carts.clone());
             async move {
                 let cart = &carts[i as usize];
-                let t0 = Instant::now();
+                // Open loop: from when the request was due, so a slow generator hides nothing.
+                let due = match load {
+                    Load::Open { rate } => start + Duration::from_secs_f64(i as f64 / f64::from(rate)),
+                    Load::Closed { .. } => Instant::now(),
+                };
                 let req = client
                     .post(format!("{base}/store/carts/{cart}/checkout"))
                     .header("Idempotency-Key", "flash")
                     .json(&*body);
-                let r = status_of(req).await;
-                let (status, code) = match &r {
-                    Ok((s, _)) => (*s, String::new()),
-                    Err(code) => (code.split(' ').next().and_then(|s| s.parse().ok()).unwrap_or(0), code.clone()),
-                };
-                answers.lock().expect("answers").push((status, code, t0.elapsed(), start.elapsed()));
-                r.map(|_| ())
+                let (status, label, retry_after) = answer_of(req).await;
+                let answered = Instant::now();
+                answers.lock().expect("answers").push((
+                    status,
+                    label.clone(),
+                    retry_after,
+                    answered.saturating_duration_since(due),
+                    answered - start,
+                ));
+                if status == 201 { Ok(()) } else { Err(label) }
             }
         })
         .await
     };
+    let server_memory = match memory {
+        Some(m) => m.finish().await,
+        None => None,
+    };
     let answers = std::mem::take(&mut *answers.lock().expect("answers"));
-    let (mut placed, mut sold_out, mut other) = (Vec::new(), Vec::new(), BTreeMap::<String, usize>::new());
+    let (mut placed, mut sold_out, mut overloaded) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut by_label, mut without_retry_after) = (BTreeMap::<String, usize>::new(), 0);
     let mut sell_out = Duration::ZERO;
-    for (status, code, latency, at) in answers {
-        match (status, code.as_str()) {
-            (201, _) => {
+    for (status, label, retry_after, latency, at) in answers {
+        match status {
+            201 => {
                 placed.push(latency);
                 sell_out = sell_out.max(at);
             }
-            (409, "409 insufficient_stock") => sold_out.push(latency),
-            _ => *other.entry(if code.is_empty() { status.to_string() } else { code }).or_default() += 1,
+            409 if label == "409 insufficient_stock" => sold_out.push(latency),
+            503 => {
+                overloaded.push(latency);
+                without_retry_after += usize::from(!retry_after);
+            }
+            _ => {}
         }
+        *by_label.entry(label).or_default() += 1;
     }
     let total = Duration::from_secs_f64(run.seconds);
-    let sold = Run::new("sold out", run.load, sold_out.clone(), BTreeMap::new(), total);
+    let (sold_n, shed_n) = (sold_out.len(), overloaded.len());
+    let sold = Run::new("sold out", run.load, sold_out, BTreeMap::new(), total);
+    let shed = Run::new("overloaded", run.load, overloaded, BTreeMap::new(), total);
     let placed_run = Run::new("placed", run.load, placed.clone(), BTreeMap::new(), total);
     let stock = server.admin(reqwest::Method::GET, &format!("/admin/variants/{variant}/stock"), Value::Null).await?;
     let fs = FlashSale {
         buyers,
         units,
+        load,
         orders: placed.len(),
-        sold_out_answers: sold_out.len(),
-        other_answers: other,
+        sold_out_answers: sold_n,
+        overloaded_answers: shed_n,
+        overloaded_without_retry_after: without_retry_after,
+        answers: by_label,
         sell_out_ms: ms(sell_out),
         total_ms: ms(total),
         sold_out_p50_ms: sold.p50_ms,
         sold_out_p99_ms: sold.p99_ms,
+        overloaded_p50_ms: shed.p50_ms,
+        overloaded_p99_ms: shed.p99_ms,
         placed_p99_ms: placed_run.p99_ms,
         allocated: stock["allocated"].as_i64().unwrap_or(-1),
         available: stock["available"].as_i64().unwrap_or(-1),
     };
     let summary = format!(
-        "summary: {} orders for {} units ({}), sold out in {:.0} ms, sold-out p99 {:.1} ms, {:.0} checkouts/s on {}",
+        "summary: {} orders for {} units ({}), {}, sold-out p99 {:.1} ms, {} turned away (503), {:.0} checkouts/s on {}{}",
         fs.orders,
         fs.units,
-        if fs.orders as i64 == fs.units { "exact" } else { "WRONG" },
-        fs.sell_out_ms,
+        fs.verdict(),
+        if fs.orders as i64 == fs.units {
+            format!("sold out in {:.0} ms", fs.sell_out_ms)
+        } else {
+            "not sold out".to_owned()
+        },
         fs.sold_out_p99_ms,
+        fs.overloaded_answers,
         buyers as f64 / run.seconds.max(1e-9),
-        database_name(&server)
+        database_name(&server),
+        server_memory.map(|m| format!(", server RSS peak {:.0} MiB", m.peak_mib)).unwrap_or_default(),
     );
     Ok(Report {
         scenario: format!("flash-sale ({buyers} buyers, {units} units)"),
@@ -810,6 +975,7 @@ pub async fn flash_sale(opts: &LoadOptions, buyers: usize, units: i64) -> anyhow
         baselines,
         runs: vec![run],
         flash_sale: Some(fs),
+        server_memory,
         summary,
     })
 }
@@ -825,9 +991,9 @@ pub async fn storage(opts: &LoadOptions) -> anyhow::Result<Report> {
     let postgres = db.dialect() == backroom_db::Dialect::Postgres;
     let seconds = opts.seconds as f64;
     progress_line("checkout-like transactions, one commit each");
-    let one = backroom_db::baseline::one_per_commit(&db, if postgres { opts.concurrency } else { 1 }, seconds).await?;
+    let one = crate::storage::one_per_commit(&db, if postgres { opts.concurrency } else { 1 }, seconds).await?;
     progress_line(&format!("the same through the group-commit writer, {} at once", opts.concurrency));
-    let batched = backroom_db::baseline::batched(&db, opts.concurrency, seconds).await?;
+    let batched = crate::storage::batched(&db, opts.concurrency, seconds).await?;
     let stats = db.writer_stats();
     db.close().await;
     let database = if postgres { "PostgreSQL" } else { "SQLite (synchronous=FULL)" }.to_owned();
@@ -845,6 +1011,7 @@ pub async fn storage(opts: &LoadOptions) -> anyhow::Result<Report> {
         },
         runs: Vec::new(),
         flash_sale: None,
+        server_memory: None,
         summary,
     })
 }

@@ -1,0 +1,248 @@
+//! `backroom bench …` through the real binary: the scenarios run end to end, the flash sale
+//! sells exactly K units, and a bench given a PostgreSQL server works in a database of its
+//! own, touches nothing else there, and drops its database again (after a failure and an
+//! interruption too).
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection};
+
+fn backroom(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_backroom"));
+    c.current_dir(dir)
+        .env_remove("BACKROOM_LISTEN")
+        .env_remove("BACKROOM_DATA_DIR")
+        .env_remove("BACKROOM_DATABASE_URL")
+        .env_remove("BACKROOM_CONFIG")
+        .env_remove("BACKROOM_ADMIN_TOKEN")
+        .env_remove("BACKROOM_PAYMENT_PROVIDERS")
+        .env("BACKROOM_LOG", "warn");
+    c
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("backroom runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `bench flash-sale` with 40 buyers for 7 units (plus `extra` flags); answers its JSON
+/// report and its stderr after checking that exactly 7 orders were placed, the rest being
+/// sold-out answers.
+fn flash_sale(database_url: Option<&str>, extra: &[&str]) -> (Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = backroom(dir.path());
+    cmd.args(["bench", "flash-sale", "--buyers", "40", "--units", "7", "--seconds", "1", "--json"]).args(extra);
+    if let Some(url) = database_url {
+        cmd.args(["--database-url", url]);
+    }
+    let (code, out, err) = run(&mut cmd);
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let sale = &report["flash_sale"];
+    assert_eq!(sale["orders"], 7, "{report}");
+    assert_eq!(sale["sold_out_answers"], 33, "{report}");
+    assert_eq!(sale["overloaded_answers"], 0, "{report}");
+    assert_eq!(sale["answers"], json!({"201": 7, "409 insufficient_stock": 33}), "{report}");
+    assert_eq!(sale["allocated"], 7);
+    assert_eq!(sale["available"], 0);
+    assert!(report["baselines"]["healthz_per_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["baselines"]["db_batched_per_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["summary"].as_str().unwrap().contains("7 orders for 7 units (exact)"), "{report}");
+    if cfg!(target_os = "linux") {
+        let rss = &report["server_memory"];
+        let (start, peak, end) =
+            (rss["start_mib"].as_f64().unwrap(), rss["peak_mib"].as_f64().unwrap(), rss["end_mib"].as_f64().unwrap());
+        assert!(start > 0.0 && peak >= start && peak >= end && end > 0.0, "{report}");
+    }
+    (report, err)
+}
+
+#[test]
+fn bench_flash_sale_sells_exactly_k_units_on_sqlite_closed_and_open_loop() {
+    let (report, _) = flash_sale(None, &["--concurrency", "8"]);
+    assert_eq!(report["flash_sale"]["load"], json!({"closed": {"concurrency": 8}}), "{report}");
+    let (report, _) = flash_sale(None, &["--rate", "400"]);
+    assert_eq!(report["flash_sale"]["load"], json!({"open": {"rate": 400}}), "{report}");
+}
+
+/// The database a bench said it created (`[bench] created database NAME on …`).
+fn bench_database(stderr: &str) -> String {
+    let at = stderr.find("created database ").unwrap_or_else(|| panic!("no database created: {stderr}"));
+    let name = stderr[at + "created database ".len()..].split_whitespace().next().unwrap().to_owned();
+    assert!(name.starts_with("backroom_bench_"), "{name}");
+    name
+}
+
+/// Whether a database of this name is on the server of `url`.
+async fn database_exists(url: &str, name: &str) -> bool {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap();
+    found.is_some()
+}
+
+/// A database holding someone else's data, among them tables of the names the store's
+/// migrations and the storage limit's scratch tables use.
+async fn foreign_database() -> Option<String> {
+    let url = backroom_db::testing::fresh_postgres_url().await?;
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    for sql in [
+        "CREATE TABLE keep_me (id INT PRIMARY KEY, note TEXT NOT NULL)",
+        "INSERT INTO keep_me VALUES (1, 'precious'), (2, 'also precious')",
+        "CREATE TABLE products (id TEXT PRIMARY KEY, title TEXT NOT NULL)",
+        "INSERT INTO products VALUES ('p1', 'not a bench product')",
+        "CREATE TABLE bench_raw_stock (id TEXT PRIMARY KEY, on_hand BIGINT NOT NULL)",
+        "INSERT INTO bench_raw_stock VALUES ('mine', 5)",
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+    }
+    Some(url)
+}
+
+/// The foreign database is exactly as [`foreign_database`] left it.
+async fn assert_untouched(url: &str) {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT tablename::TEXT FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(tables, ["bench_raw_stock", "keep_me", "products"]);
+    let kept: Vec<(i32, String)> =
+        sqlx::query_as("SELECT id, note FROM keep_me ORDER BY id").fetch_all(&mut conn).await.unwrap();
+    assert_eq!(kept, [(1, "precious".to_owned()), (2, "also precious".to_owned())]);
+    let products: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, title FROM products").fetch_all(&mut conn).await.unwrap();
+    assert_eq!(products, [("p1".to_owned(), "not a bench product".to_owned())]);
+    let stock: Vec<(String, i64)> =
+        sqlx::query_as("SELECT id, on_hand FROM bench_raw_stock").fetch_all(&mut conn).await.unwrap();
+    assert_eq!(stock, [("mine".to_owned(), 5)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_flash_sale_on_postgres_runs_in_its_own_database_and_leaves_the_rest_alone() {
+    let Some(url) = foreign_database().await else { return };
+    let given = url.clone();
+    let (_, err) =
+        tokio::task::spawn_blocking(move || flash_sale(Some(&given), &["--concurrency", "8"])).await.unwrap();
+    let name = bench_database(&err);
+    assert!(err.contains(&format!("dropped database {name}")), "{err}");
+    assert!(!database_exists(&url, &name).await, "{name} is left behind");
+    assert_untouched(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_bench_on_postgres_drops_its_database_too() {
+    let Some(url) = foreign_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = backroom(dir.path());
+    // Nothing to browse: the scenario fails after its server started on its database.
+    cmd.args(["bench", "browse", "--products", "0", "--seconds", "1", "--concurrency", "2", "--database-url", &url]);
+    let (code, _, err) = tokio::task::spawn_blocking(move || run(&mut cmd)).await.unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no published products"), "{err}");
+    let name = bench_database(&err);
+    assert!(!database_exists(&url, &name).await, "{name} is left behind: {err}");
+    assert_untouched(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_bench_on_postgres_drops_its_database_too() {
+    let Some(url) = foreign_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let given = url.clone();
+    let (code, err) = tokio::task::spawn_blocking(move || {
+        let mut cmd = backroom(dir.path());
+        cmd.args(["bench", "checkout", "--skus", "1", "--seconds", "600", "--concurrency", "2"])
+            .args(["--database-url", &given])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        // Interrupt once the server runs on the bench's database and the load has begun.
+        while !seen.contains("measuring the limits") {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "the bench ended early: {seen}");
+            seen.push_str(&line);
+        }
+        Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+        stderr.read_to_string(&mut seen).unwrap();
+        (child.wait().unwrap().code(), seen)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("interrupted by SIGINT"), "{err}");
+    let name = bench_database(&err);
+    assert!(!database_exists(&url, &name).await, "{name} is left behind: {err}");
+    assert_untouched(&url).await;
+}
+
+#[test]
+fn bench_refuses_a_sqlite_database_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("store.db").display());
+    let (code, _, err) = run(backroom(dir.path()).args(["bench", "storage", "--database-url", &store]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("PostgreSQL server"), "{err}");
+    assert!(!dir.path().join("store.db").exists());
+}
+
+/// `bench checkout` and `bench browse` run end to end and report what they measured.
+#[test]
+fn bench_checkout_and_browse_report_their_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--concurrency", "4", "--seconds", "1", "--json"];
+    let (code, out, err) = run(backroom(dir.path()).args(["bench", "checkout", "--skus", "2"]).args(args));
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let purchases = &report["runs"][0];
+    assert!(purchases["ok"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(purchases["errors"], json!({}), "{report}");
+    assert!(purchases["p99_ms"].as_f64().unwrap() > 0.0);
+
+    let (code, out, err) = run(backroom(dir.path()).args(["bench", "browse", "--products", "30"]).args(args));
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = report["runs"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["product page", "category listing + facets", "search"]);
+    for r in report["runs"].as_array().unwrap() {
+        assert!(r["ok"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(r["errors"], json!({}), "{report}");
+    }
+}
+
+/// `bench search` generates, indexes, serves the index it built through `backroom serve`,
+/// and measures every run without errors.
+#[test]
+fn bench_search_serves_the_catalog_it_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let flags = ["--search-rate", "20", "--detail-rate", "20", "--detail-concurrency", "2", "--seconds", "1", "--json"];
+    let store_flag = ["--dir", store.to_str().unwrap()];
+    let (code, out, err) =
+        run(backroom(dir.path()).args(["bench", "search", "--products", "40"]).args(flags).args(store_flag));
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["products"], 40, "{report}");
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 5, "{report}");
+    for r in runs {
+        assert!(r["ok"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(r["errors"], json!({}), "{report}");
+    }
+    // The store is kept and reused.
+    let (code, _, err) = run(backroom(dir.path()).args(["bench", "search"]).args(flags).args(store_flag));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("reusing the 40 products"), "{err}");
+}
