@@ -71,7 +71,7 @@ run_against() {
   [ -n "$key" ] || die "$name: could not create an API key"
 
   # Port 0: the server picks a free port and prints it.
-  BACKROOM_LISTEN=127.0.0.1:0 BACKROOM_LOG=warn "$BIN" serve >"$data/stdout.log" 2>"$data/server.log" &
+  BACKROOM_LISTEN=127.0.0.1:0 BACKROOM_LOG=warn BACKROOM_PAYMENT_PROVIDERS=test "$BIN" serve >"$data/stdout.log" 2>"$data/server.log" &
   SERVER_PID=$!
   local base=""
   for _ in $(seq 1 100); do

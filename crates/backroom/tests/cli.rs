@@ -14,6 +14,9 @@ fn backroom(dir: &std::path::Path) -> Command {
         .env_remove("BACKROOM_DATABASE_URL")
         .env_remove("BACKROOM_CONFIG")
         .env_remove("BACKROOM_ADMIN_TOKEN")
+        .env_remove("BACKROOM_PAYMENT_PROVIDERS")
+        .env_remove("BACKROOM_METRICS_LISTEN")
+        .env_remove("BACKROOM_CORS_ORIGINS")
         .env("BACKROOM_LOG", "warn");
     c
 }

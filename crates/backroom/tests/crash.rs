@@ -31,6 +31,7 @@ fn start(dir: &std::path::Path, db_url: &str) -> (Child, String) {
     cmd.current_dir(dir)
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db_url])
         .env("BACKROOM_ADMIN_TOKEN", TOKEN)
+        .env("BACKROOM_PAYMENT_PROVIDERS", "test")
         .env("BACKROOM_RECOVERY_INTERVAL", "200ms")
         .env("BACKROOM_RECOVERY_GRACE", "1s")
         .env("BACKROOM_LOG", "error")

@@ -18,6 +18,7 @@ fn serve(data_dir: &Path, db_url: &str) -> (Child, String) {
         .arg("--data-dir")
         .arg(data_dir)
         .env("BACKROOM_ADMIN_TOKEN", TOKEN)
+        .env("BACKROOM_PAYMENT_PROVIDERS", "test")
         .env("BACKROOM_LOG", "error")
         .env_remove("BACKROOM_CONFIG")
         .stderr(Stdio::null());
