@@ -89,7 +89,7 @@ pub struct SetStock {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewLocation {
-    /// 1–100 characters, no control characters.
+    /// 1–100 characters: no control characters or bidi overrides, and not only invisible ones.
     #[schema(min_length = 1, max_length = 100)]
     pub name: String,
 }
