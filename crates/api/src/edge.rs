@@ -24,9 +24,13 @@ pub const MAX_HEADERS_BYTES: usize = 16 * 1024;
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
 /// The most bytes of a request's URI (path and query).
 pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// The most header lines of one request. The server's own parser takes more (so that a
+/// request past this still gets a problem document, not an empty answer).
+pub const MAX_HEADER_COUNT: usize = 100;
 
 /// `414 uri_too_long` for a URI over [`MAX_URI_BYTES`]; `431 request_header_fields_too_large`
-/// for headers over [`MAX_HEADERS_BYTES`] in all or one over [`MAX_HEADER_BYTES`].
+/// for headers over [`MAX_HEADERS_BYTES`] in all, one over [`MAX_HEADER_BYTES`], or more than
+/// [`MAX_HEADER_COUNT`] of them.
 pub async fn limits(req: Request, next: Next) -> Response {
     let uri = req.uri();
     let uri_len = uri.scheme_str().map_or(0, |s| s.len() + 3)
@@ -34,6 +38,9 @@ pub async fn limits(req: Request, next: Next) -> Response {
         + uri.path_and_query().map_or(0, |p| p.as_str().len());
     if uri_len > MAX_URI_BYTES {
         return ApiError::UriTooLong.into_response();
+    }
+    if req.headers().len() > MAX_HEADER_COUNT {
+        return ApiError::HeaderFieldsTooLarge.into_response();
     }
     let mut total = 0usize;
     for (name, value) in req.headers() {

@@ -177,7 +177,9 @@ impl std::fmt::Display for Report {
         } else {
             write!(
                 f,
-                "demo store loaded: {} products, {} variants with stock and EUR/USD prices, {} categories",
+                "demo store loaded: {} products, {} variants with stock and EUR/USD prices, {} categories\n\
+                 to take test payments in the demo, start it with the test provider enabled:\n  \
+                 BACKROOM_PAYMENT_PROVIDERS=test backroom serve",
                 self.products, self.variants, self.categories
             )
         }

@@ -206,7 +206,15 @@ async fn connection(
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
+    // hyper's own limits sit above the router's (`backroom_api::edge`: 100 header lines, 16 KiB
+    // of them, an 8 KiB URI), so that a request past those gets a problem document from the
+    // router instead of hyper's empty 431.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true)
+        .max_headers(400)
+        .max_buf_size(256 * 1024);
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
     tokio::select! {

@@ -138,6 +138,16 @@ async fn oversized_headers_and_uris_are_problems() {
         req = req.header(format!("x-pad-{i}"), "b".repeat(6 * 1024));
     }
     app.send(req).await.problem(431, "request_header_fields_too_large");
+    // Too many header lines, each small.
+    let mut req = get("/healthz");
+    for i in 0..150 {
+        req = req.header(format!("x-n-{i}"), "1");
+    }
+    app.send(req).await.problem(431, "request_header_fields_too_large");
+    // Far past every limit, still a problem document.
+    app.send(get("/healthz").header("x-huge", "h".repeat(100 * 1024)))
+        .await
+        .problem(431, "request_header_fields_too_large");
     // Just under both limits.
     let r = app.send(get("/healthz").header("x-pad-1", "c".repeat(7000)).header("x-pad-2", "d".repeat(7000))).await;
     r.expect(200);

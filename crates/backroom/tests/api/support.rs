@@ -109,11 +109,16 @@ impl Res {
 /// The settings every test app starts from: the `test` payment provider enabled (it is off
 /// by default), a fast recovery loop, the bootstrap admin token.
 pub fn test_settings() -> backroom::config::Settings {
-    let mut s = backroom::config::Settings::default();
-    s.payment_providers = vec!["test".into()];
-    s.admin_token = Some(ADMIN_TOKEN.into());
-    s.checkout.recovery_interval = std::time::Duration::from_millis(200);
-    s
+    let defaults = backroom::config::Settings::default();
+    backroom::config::Settings {
+        payment_providers: vec!["test".into()],
+        admin_token: Some(ADMIN_TOKEN.into()),
+        checkout: backroom_checkout::Settings {
+            recovery_interval: std::time::Duration::from_millis(200),
+            ..defaults.checkout
+        },
+        ..defaults
+    }
 }
 
 impl TestApp {
