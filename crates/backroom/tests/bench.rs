@@ -246,3 +246,45 @@ fn bench_search_serves_the_catalog_it_generated() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("reusing the 40 products"), "{err}");
 }
+
+/// With a writer queue of one job some checkouts may be turned away with `503 overloaded`:
+/// whatever the split, the bench passes only when every answer is accounted for and the
+/// orders placed match the units allocated.
+fn turned_away(database_url: Option<&str>, load: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = backroom(dir.path());
+    cmd.args(["bench", "flash-sale", "--buyers", "200", "--units", "50", "--writer-queue", "1", "--seconds", "1"])
+        .args(load)
+        .arg("--json");
+    if let Some(url) = database_url {
+        cmd.args(["--database-url", url]);
+    }
+    let (code, out, err) = run(&mut cmd);
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let sale = &report["flash_sale"];
+    let n = |k: &str| sale[k].as_u64().unwrap_or_else(|| panic!("{k}: {report}"));
+    let answers: u64 = sale["answers"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(answers, 200, "{report}");
+    assert_eq!(n("orders") + n("sold_out_answers") + n("overloaded_answers"), 200, "{report}");
+    assert_eq!(sale["answers"]["201"].as_u64().unwrap_or(0), n("orders"), "{report}");
+    assert_eq!(sale["answers"]["503 overloaded"].as_u64().unwrap_or(0), n("overloaded_answers"), "{report}");
+    assert_eq!(n("overloaded_without_retry_after"), 0, "{report}");
+    assert_eq!(sale["allocated"].as_u64().unwrap(), n("orders"), "{report}");
+    assert!(n("orders") <= 50, "{report}");
+    if n("overloaded_answers") == 0 {
+        assert_eq!(n("orders"), 50, "{report}");
+    }
+}
+
+#[test]
+fn bench_flash_sale_accounts_for_checkouts_turned_away_on_sqlite() {
+    turned_away(None, &["--concurrency", "64"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_flash_sale_accounts_for_checkouts_turned_away_on_postgres() {
+    if let Some(url) = backroom_db::testing::fresh_postgres_url().await {
+        tokio::task::spawn_blocking(move || turned_away(Some(&url), &["--rate", "2000"])).await.unwrap();
+    }
+}

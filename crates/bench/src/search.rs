@@ -108,7 +108,7 @@ pub async fn run(o: SearchOptions) -> anyhow::Result<()> {
     db.close().await;
 
     let client = crate::load::client(2048)?;
-    let server = Server::spawn(client, &dir, None, &url, None).await?;
+    let server = Server::spawn(client, &dir, None, &url, &[]).await?;
     let (base, client) = (server.base.clone(), server.client.clone());
     let searches = crate::catalog::search_urls(&base, 5_000, 42);
     let details: Vec<String> =
