@@ -83,7 +83,10 @@ impl Modify for CommonErrors {
                 }
                 add("414", "`uri_too_long`: the URI is over 8 KiB");
                 add("431", "`request_header_fields_too_large`: the headers total over 16 KiB, or one is over 8 KiB");
-                add("422", "`card_data_refused`: an `Idempotency-Key` or `X-Request-Id` header shaped like a card number");
+                add(
+                    "422",
+                    "`card_data_refused`: an `Idempotency-Key` or `X-Request-Id` header shaped like a card number",
+                );
                 if let Some(utoipa::openapi::RefOr::T(res)) = op.responses.responses.get_mut("401") {
                     res.headers.insert("WWW-Authenticate".to_owned(), www_authenticate());
                 }

@@ -122,7 +122,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 tracing::warn!(
                     "the `test` payment provider is enabled: anyone can place paid orders with test tokens; never enable it on a real store"
                 );
-                eprintln!("WARNING: the `test` payment provider is enabled (BACKROOM_PAYMENT_PROVIDERS); never on a real store");
+                eprintln!(
+                    "WARNING: the `test` payment provider is enabled (BACKROOM_PAYMENT_PROVIDERS); never on a real store"
+                );
             }
             let (max_connections, fd_limit) = backroom::server::connection_cap(settings.max_connections);
             if max_connections < settings.max_connections {

@@ -262,7 +262,11 @@ pub async fn update_category(
 
 #[utoipa::path(delete, path = "/admin/categories/{id}", tag = "catalog", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
-pub async fn delete_category(State(s): State<AppState>, _staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_category(
+    State(s): State<AppState>,
+    _staff: Staff,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     s.catalog.delete_category(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
