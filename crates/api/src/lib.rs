@@ -195,6 +195,7 @@ pub fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(|State(s): State<AppState>| async move { ops::metrics_text(&s) }))
         .fallback(|| async { ApiError::RouteNotFound })
+        .layer(middleware::from_fn(edge::secure_headers))
         .with_state(state)
 }
 

@@ -51,6 +51,7 @@ struct FileSettings {
     cors_origins: Option<String>,
     metrics_listen: Option<String>,
     max_connections: Option<i64>,
+    max_in_flight: Option<i64>,
 }
 
 /// Checked settings.
@@ -89,6 +90,8 @@ pub struct Settings {
     /// Most open client connections (`BACKROOM_MAX_CONNECTIONS`); also capped below the
     /// process's file-descriptor limit at start.
     pub max_connections: usize,
+    /// Most requests in flight at once (`BACKROOM_MAX_IN_FLIGHT`); past it `503 overloaded`.
+    pub max_in_flight: usize,
 }
 
 /// Defaults of the HTTP edge.
@@ -117,6 +120,7 @@ impl Default for Settings {
             cors_origins: Vec::new(),
             metrics_listen: None,
             max_connections: MAX_CONNECTIONS,
+            max_in_flight: crate::server::default_max_in_flight(),
         }
     }
 }
@@ -136,6 +140,7 @@ impl std::fmt::Debug for Settings {
             .field("cors_origins", &self.cors_origins)
             .field("metrics_listen", &self.metrics_listen)
             .field("max_connections", &self.max_connections)
+            .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
 }
@@ -259,6 +264,8 @@ impl Settings {
         };
         let writer_queue = number("BACKROOM_WRITER_QUEUE", file.writer_queue, backroom_db::writer::QUEUE, 1_000_000)?;
         let max_connections = number("BACKROOM_MAX_CONNECTIONS", file.max_connections, MAX_CONNECTIONS, 1_000_000)?;
+        let max_in_flight =
+            number("BACKROOM_MAX_IN_FLIGHT", file.max_in_flight, crate::server::default_max_in_flight(), 1_000_000)?;
         let second = Duration::from_millis(100);
         let writer_job_timeout = duration(
             &None,
@@ -317,6 +324,7 @@ impl Settings {
             cors_origins,
             metrics_listen,
             max_connections,
+            max_in_flight,
         })
     }
 

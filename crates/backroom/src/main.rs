@@ -134,6 +134,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 header_timeout: settings.header_timeout,
                 drain: settings.request_timeout,
                 max_connections,
+                max_in_flight: settings.max_in_flight,
             };
             tracing::info!(%addr, database = %backroom::config::redact(&settings.database_url),
                 providers = ?settings.payment_providers, max_connections, fd_limit, "backroom listening");

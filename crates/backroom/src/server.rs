@@ -12,6 +12,11 @@
 //!   been idle longest (no request in flight: a stalled head or an idle keep-alive), so a
 //!   stalled client never keeps anyone else out. Only when every connection is busy with a
 //!   request is the newcomer answered `503 overloaded` (with `Retry-After`) and closed.
+//! - Requests in flight are capped (`BACKROOM_MAX_IN_FLIGHT`): past the cap a request is
+//!   answered `503 overloaded` at once, before it reads a body or touches the database, so an
+//!   overload costs a few bytes per shed request instead of a growing queue of half-done work
+//!   (memory and latency stay bounded at any offered rate). `/healthz`, `/readyz` and
+//!   `/metrics` are never shed, so probes keep answering.
 //!
 //! Written on hyper directly because `axum::serve` has no header timeout, no idle timeout and
 //! no connection cap.
@@ -25,12 +30,13 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
+use futures_util::future::Either;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tower::ServiceExt;
 
 /// The bounds of one listener.
@@ -42,6 +48,14 @@ pub struct Limits {
     pub drain: Duration,
     /// Most open connections.
     pub max_connections: usize,
+    /// Most requests in flight at once (probes aside); past it `503 overloaded`.
+    pub max_in_flight: usize,
+}
+
+/// The default of [`Limits::max_in_flight`]: 256 a core. At a few milliseconds a request that
+/// is far more than the cores can work on at once, yet it bounds the queue.
+pub fn default_max_in_flight() -> usize {
+    256 * std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Raises the soft file-descriptor limit to the hard one and answers how many connections
@@ -143,6 +157,7 @@ impl Drop for Busy {
 /// to [`Limits::drain`]).
 pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: impl Future<Output = ()>) {
     let registry = Arc::new(Registry::default());
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -168,9 +183,9 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
         }
         let (id, state) = registry.add();
         metrics::gauge!("http_open_connections").set(registry.len() as f64);
-        let (app, registry, stop) = (app.clone(), registry.clone(), stop_rx.clone());
+        let (app, registry, stop, in_flight) = (app.clone(), registry.clone(), stop_rx.clone(), in_flight.clone());
         tokio::spawn(async move {
-            connection(stream, app, &state, limits, stop).await;
+            connection(stream, app, &state, in_flight, limits, stop).await;
             registry.remove(id);
             metrics::gauge!("http_open_connections").set(registry.len() as f64);
         });
@@ -187,6 +202,7 @@ async fn connection(
     stream: TcpStream,
     app: Router,
     state: &Arc<ConnState>,
+    in_flight: Arc<Semaphore>,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -194,16 +210,24 @@ async fn connection(
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let busy = Busy::enter(&svc_state);
         let app = app.clone();
-        async move {
+        let permit = match in_flight.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) if is_probe(req.uri().path()) => None,
+            Err(_) => {
+                metrics::counter!("http_requests_shed_total").increment(1);
+                return Either::Left(std::future::ready(Ok::<_, Infallible>(overloaded())));
+            }
+        };
+        Either::Right(async move {
             let res = app.oneshot(req.map(Body::new)).await.unwrap_or_else(|never: Infallible| match never {});
             // The request counts as in flight until its answer's body has been sent.
             Ok::<_, Infallible>(res.map(|body| {
                 Body::new(body.map_frame(move |frame| {
-                    let _in_flight = &busy;
+                    let _in_flight = (&busy, &permit);
                     frame
                 }))
             }))
-        }
+        })
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     // hyper's own limits sit above the router's (`backroom_api::edge`: 100 header lines, 16 KiB
@@ -228,14 +252,33 @@ async fn connection(
     }
 }
 
+/// Probes that are never shed: an overloaded store is still alive, and says so.
+fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// The problem document of a request or connection shed at a cap.
+const OVERLOADED: &str = r#"{"type":"https://backroom.dev/problems/overloaded","title":"Overloaded","status":503,"detail":"the store is at capacity; nothing was done, retry after the Retry-After delay","code":"overloaded"}"#;
+
+/// `503 overloaded` for a request shed before it ran (the connection stays open).
+fn overloaded() -> axum::response::Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    let mut res = axum::response::Response::new(Body::from(OVERLOADED));
+    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(backroom_api::error::PROBLEM_JSON));
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static(backroom_api::error::RETRY_AFTER_SECONDS));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    res
+}
+
 /// Answers a connection over the cap with `503 overloaded` and closes it.
 async fn refuse(mut stream: TcpStream) {
-    const BODY: &str = r#"{"type":"https://backroom.dev/problems/overloaded","title":"Overloaded","status":503,"detail":"the store has too many open connections; retry after the Retry-After delay","code":"overloaded"}"#;
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: {}\r\n\
-         x-content-type-options: nosniff\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+         x-content-type-options: nosniff\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{OVERLOADED}",
         backroom_api::error::RETRY_AFTER_SECONDS,
-        BODY.len()
+        OVERLOADED.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
     let _ = stream.shutdown().await;

@@ -3,33 +3,15 @@
 //! own, touches nothing else there, and drops its database again (after a failure and an
 //! interruption too).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
-fn backroom(dir: &std::path::Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_backroom"));
-    c.current_dir(dir)
-        .env_remove("BACKROOM_LISTEN")
-        .env_remove("BACKROOM_DATA_DIR")
-        .env_remove("BACKROOM_DATABASE_URL")
-        .env_remove("BACKROOM_CONFIG")
-        .env_remove("BACKROOM_ADMIN_TOKEN")
-        .env_remove("BACKROOM_PAYMENT_PROVIDERS")
-        .env("BACKROOM_LOG", "warn");
-    c
-}
-
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().expect("backroom runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{backroom, run};
 
 /// `bench flash-sale` with 40 buyers for 7 units (plus `extra` flags); answers its JSON
 /// report and its stderr after checking that exactly 7 orders were placed, the rest being

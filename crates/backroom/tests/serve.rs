@@ -11,17 +11,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-fn backroom(dir: &std::path::Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_backroom"));
-    c.current_dir(dir)
-        .env_remove("BACKROOM_CONFIG")
-        .env_remove("BACKROOM_DATABASE_URL")
-        .env_remove("BACKROOM_PAYMENT_PROVIDERS")
-        .env_remove("BACKROOM_METRICS_LISTEN")
-        .env("BACKROOM_DATA_DIR", dir)
-        .env("BACKROOM_LOG", "warn");
-    c
-}
+use common::backroom;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

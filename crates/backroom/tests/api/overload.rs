@@ -163,3 +163,38 @@ async fn when_every_connection_is_busy_a_newcomer_gets_503() {
     }
     app.get("/healthz").await.expect(200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_in_flight_cap_requests_are_shed_but_probes_answer() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.request_timeout = Duration::from_secs(1);
+        s.max_in_flight = 2;
+    })
+    .await;
+    // Two requests in flight (their bodies never finish) take the whole cap.
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(app.addr).await.unwrap();
+        s.write_all(
+            b"POST /store/carts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+        busy.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = app.get("/store/products").await;
+    assert_eq!(r.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    r.problem(503, "overloaded");
+    let r = app.send(app.client.post(app.url("/store/carts")).json(&json!({"currency": "EUR"}))).await;
+    r.problem(503, "overloaded");
+    assert_eq!(carts_in_db(&app).await, 0, "a shed request did nothing");
+    // Probes are never shed.
+    app.get("/healthz").await.expect(200);
+    app.get("/readyz").await.expect(200);
+    // Once the busy ones end (at their deadline), requests run again.
+    for s in &mut busy {
+        closed_within(s, Duration::from_secs(10)).await.expect("the request deadline ends it");
+    }
+    app.get("/store/products").await.expect(200);
+}

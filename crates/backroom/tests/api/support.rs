@@ -171,6 +171,7 @@ impl TestApp {
             header_timeout: settings.header_timeout,
             drain: settings.request_timeout,
             max_connections: settings.max_connections,
+            max_in_flight: settings.max_in_flight,
         };
         tokio::spawn(backroom::server::serve(listener, app, limits, std::future::pending()));
         Some(TestApp { addr, client: reqwest::Client::new(), db, checkout: state.checkout.clone(), _dir: dir })
