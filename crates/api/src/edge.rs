@@ -99,7 +99,8 @@ pub const CORS_EXPOSE_HEADERS: [&str; 8] = [
 #[derive(Clone)]
 pub struct Cors {
     origins: Arc<Vec<HeaderValue>>,
-    layer: CorsLayer,
+    /// Behind an `Arc`: the middleware's state is cloned for every request.
+    layer: Arc<CorsLayer>,
 }
 
 impl Cors {
@@ -112,7 +113,7 @@ impl Cors {
             .allow_headers(names(&CORS_ALLOW_HEADERS))
             .expose_headers(names(&CORS_EXPOSE_HEADERS))
             .max_age(Duration::from_secs(600));
-        Self { origins, layer }
+        Self { origins, layer: Arc::new(layer) }
     }
 }
 

@@ -38,9 +38,23 @@ use crate::routes::{checkout, ops, store};
 /// The largest request body accepted: 1 MiB.
 pub const MAX_BODY: usize = 1024 * 1024;
 
-/// What every handler can reach.
+/// What every handler can reach: the [`Services`] behind one `Arc`. Axum clones the state for
+/// every handler and every middleware that takes it, so a clone must be one counter increment
+/// (cloning the services themselves, each with its own database handle, cost about a quarter
+/// of the server's CPU under load: docs/benchmarks.md).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(std::sync::Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The modules and settings the HTTP layer works with.
+#[derive(Clone)]
+pub struct Services {
     pub db: Db,
     pub catalog: Catalog,
     pub inventory: Inventory,
@@ -71,7 +85,7 @@ impl AppState {
         checkout: Checkout,
         search: Option<std::sync::Arc<backroom_search::SearchIndex>>,
     ) -> Self {
-        Self {
+        AppState(std::sync::Arc::new(Services {
             catalog: Catalog::new(db.clone()),
             inventory: Inventory::new(db.clone()),
             auth: Auth::new(db.clone(), admin_token),
@@ -85,25 +99,28 @@ impl AppState {
             request_timeout: Duration::from_secs(30),
             metrics_here: true,
             db,
-        }
+        }))
+    }
+
+    /// Changes the services while this is the only handle (at start-up), or a copy of them.
+    fn with(mut self, change: impl FnOnce(&mut Services)) -> Self {
+        change(std::sync::Arc::make_mut(&mut self.0));
+        self
     }
 
     /// Allows these exact browser origins (CORS).
-    pub fn with_cors_origins(mut self, origins: Vec<axum::http::HeaderValue>) -> Self {
-        self.cors_origins = std::sync::Arc::new(origins);
-        self
+    pub fn with_cors_origins(self, origins: Vec<axum::http::HeaderValue>) -> Self {
+        self.with(|s| s.cors_origins = std::sync::Arc::new(origins))
     }
 
     /// Answers `503` to a request not done within `timeout`.
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
-        self
+    pub fn with_request_timeout(self, timeout: Duration) -> Self {
+        self.with(|s| s.request_timeout = timeout)
     }
 
     /// Whether `/metrics` is served by this router (`false` when it has a listener of its own).
-    pub fn with_metrics_here(mut self, here: bool) -> Self {
-        self.metrics_here = here;
-        self
+    pub fn with_metrics_here(self, here: bool) -> Self {
+        self.with(|s| s.metrics_here = here)
     }
 }
 
@@ -168,7 +185,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), access::guard))
         .layer(middleware::from_fn(nul_in_path))
         .layer(middleware::from_fn_with_state(state.clone(), cache::layer))
-        .layer(middleware::from_fn_with_state(state.clone(), deadline))
+        .layer(middleware::from_fn_with_state(state.request_timeout, deadline))
         .layer(middleware::from_fn(track))
         .layer(middleware::from_fn(problems_only))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -202,12 +219,12 @@ pub fn metrics_router(state: AppState) -> Router {
 /// The request deadline (`BACKROOM_REQUEST_TIMEOUT`): a request not answered in time, body
 /// reading included, is dropped and answered `503 request_timeout`. Writes already queued run
 /// to their end in the writer (a checkout cut here is settled by recovery).
-async fn deadline(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(s.request_timeout, next.run(req)).await {
+async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
         Ok(res) => res,
         Err(_) => {
             metrics::counter!("http_request_timeouts_total").increment(1);
-            tracing::warn!(limit = ?s.request_timeout, "request ran past its deadline");
+            tracing::warn!(?limit, "request ran past its deadline");
             ApiError::Custom {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "request_timeout",
