@@ -79,6 +79,21 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<String
     read.ok().map(|_| String::from_utf8_lossy(&got).into_owned())
 }
 
+/// `n` connections, each with a request in flight whose body never finishes.
+async fn stuck_requests(app: &TestApp, n: usize) -> Vec<TcpStream> {
+    let mut busy = Vec::new();
+    for _ in 0..n {
+        let mut s = TcpStream::connect(app.addr).await.unwrap();
+        s.write_all(
+            b"POST /store/carts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+        busy.push(s);
+    }
+    busy
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickled_head_and_an_idle_connection_are_closed() {
     let app = edge_app(100).await;
@@ -140,16 +155,7 @@ async fn at_the_connection_cap_stalled_clients_give_way() {
 async fn when_every_connection_is_busy_a_newcomer_gets_503() {
     let app = edge_app(4).await;
     // Four requests in flight (their bodies never finish) fill the cap.
-    let mut busy = Vec::new();
-    for _ in 0..4 {
-        let mut s = TcpStream::connect(app.addr).await.unwrap();
-        s.write_all(
-            b"POST /store/carts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{",
-        )
-        .await
-        .unwrap();
-        busy.push(s);
-    }
+    let mut busy = stuck_requests(&app, 4).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut late = TcpStream::connect(app.addr).await.unwrap();
     late.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
@@ -172,16 +178,7 @@ async fn past_the_in_flight_cap_requests_are_shed_but_probes_answer() {
     })
     .await;
     // Two requests in flight (their bodies never finish) take the whole cap.
-    let mut busy = Vec::new();
-    for _ in 0..2 {
-        let mut s = TcpStream::connect(app.addr).await.unwrap();
-        s.write_all(
-            b"POST /store/carts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{",
-        )
-        .await
-        .unwrap();
-        busy.push(s);
-    }
+    let mut busy = stuck_requests(&app, 2).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let r = app.get("/store/products").await;
     assert_eq!(r.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));

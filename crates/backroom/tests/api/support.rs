@@ -234,25 +234,20 @@ impl TestApp {
     }
 
     /// GETs `path` until `done` holds for the answer (the search index follows the outbox
-    /// within a second); fails after 5 s.
+    /// within a second); fails after 10 s.
     pub async fn get_until(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let mut last = Value::Null;
-        for _ in 0..100 {
-            let r = self.get(path).await;
-            if r.status == 200 && done(&r.body) {
-                return r.body;
-            }
-            last = r.body;
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("{path} never satisfied the condition; last answer: {last}");
+        self.until(path, self.client.get(self.url(path)), done).await
     }
 
-    /// Admin-GETs `path` until `done` holds for the answer; fails after 10 s.
+    /// [`TestApp::get_until`] with the admin token.
     pub async fn admin_get_until(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        self.until(path, self.admin(reqwest::Method::GET, path, ADMIN_TOKEN), done).await
+    }
+
+    async fn until(&self, path: &str, req: reqwest::RequestBuilder, done: impl Fn(&Value) -> bool) -> Value {
         let mut last = Value::Null;
         for _ in 0..200 {
-            let r = self.admin_get(path).await;
+            let r = self.send(req.try_clone().expect("a GET clones")).await;
             if r.status == 200 && done(&r.body) {
                 return r.body;
             }
