@@ -83,6 +83,8 @@ fn provider_and_edge_settings_are_checked_at_start() {
         ("BACKROOM_METRICS_LISTEN", "nowhere", "invalid metrics listen address"),
         ("BACKROOM_WRITER_QUEUE", "0", "must be a whole number"),
         ("BACKROOM_MAX_CONNECTIONS", "lots", "must be a whole number"),
+        ("BACKROOM_MAX_IN_FLIGHT", "0", "must be a whole number"),
+        ("BACKROOM_WRITER_JOB_TIMEOUT", "1ms", "must be at least"),
     ] {
         let out = backroom(dir.path()).env(name, value).arg("serve").output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{name}={value}");

@@ -186,7 +186,7 @@ impl Db {
     /// [`Db::write`] for a job that finishes work already admitted (a checkout's settlement
     /// after its reservation committed, the payment ledger in between): never shed by a full
     /// queue, since shedding it would strand committed work. Its queue is bounded by the
-    /// admitted jobs themselves. The job deadline still applies.
+    /// admitted jobs themselves. It always starts; the job deadline still bounds its run.
     pub async fn write_followup<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,

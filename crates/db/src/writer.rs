@@ -19,9 +19,10 @@
 //!   [`Db::write`](crate::Db::write) answers [`Error::Overloaded`] at once, with nothing done.
 //!   Follow-up jobs (finishing work already admitted, such as a checkout's settlement) have a
 //!   lane of their own that is never shed and is served first, so admitted work drains.
-//! - Every job has a deadline ([`Limits::job_timeout`], counted from when it was queued): a job
-//!   not started by then is answered `Overloaded` without running; one still running then is
-//!   cancelled and rolled back alone.
+//! - Every job has a deadline ([`Limits::job_timeout`]): a new job not started that long after
+//!   it was queued is answered `Overloaded` without running; a job still running that long
+//!   after its start (after its queueing, for new work) is cancelled and rolled back alone.
+//!   Follow-ups always start, since their answer may tell of money that moved.
 //! - A job that calls `Db::write` or `Db::begin` itself would wait for the writer it is
 //!   blocking: that call is refused with an error instead ([`refuse_nested`]).
 //!
@@ -114,6 +115,7 @@ type JobFn = Box<dyn for<'c> FnOnce(Start<'c>) -> BoxFuture<'c, (bool, Reply)> +
 struct Job {
     run: JobFn,
     queued: Instant,
+    lane: Lane,
 }
 
 struct Senders {
@@ -227,7 +229,7 @@ impl Batcher {
                 (keep, reply)
             }) as BoxFuture<'_, (bool, Reply)>
         });
-        let job = Job { run, queued: Instant::now() };
+        let job = Job { run, queued: Instant::now(), lane };
         let senders = self.senders(pools);
         let stopped = || Error::Unavailable("the database writer has stopped".into());
         match lane {
@@ -356,8 +358,14 @@ async fn run_batch(pools: &Pools, jobs: &mut Vec<Job>, stats: &Counters, job_tim
             // caller reads as "the writer has stopped" (Unavailable).
             continue;
         }
-        let Some(left) = job_timeout.checked_sub(job.queued.elapsed()) else {
-            // Its caller has waited too long already (and may have given up): shed it.
+        let left = match job.lane {
+            // New work whose caller has waited too long already (and may have given up) is
+            // shed below. A follow-up finishes work whose money may have moved: it always
+            // starts, with the full deadline for running.
+            Lane::New => job_timeout.checked_sub(job.queued.elapsed()),
+            Lane::Followup => Some(job_timeout),
+        };
+        let Some(left) = left else {
             stats.expired.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("db_writer_shed_total", "why" => "deadline").increment(1);
             let (_, answered) = (job.run)(Start::Expired).await;

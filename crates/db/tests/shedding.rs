@@ -116,33 +116,38 @@ async fn full_queue_sheds_new_work_but_not_followups(url: String) {
 
 async fn deadlines_shed_waiting_jobs_and_cancel_running_ones(url: String) {
     let db = setup(url, 64, Duration::from_millis(300)).await;
-    // Job 1 never lets go by itself: it is cancelled at its deadline and its insert undone.
-    let (_never, hold) = oneshot::channel::<()>();
-    let first = tokio::spawn({
+    // Two follow-ups that never let go by themselves: each is cancelled 300 ms after it
+    // started and its insert undone, so the writer is held for about 600 ms in all.
+    let (_never1, hold1) = oneshot::channel::<()>();
+    let (_never2, hold2) = oneshot::channel::<()>();
+    let spawn = |id: i64, hold: Option<oneshot::Receiver<()>>, followup: bool| {
         let db = db.clone();
-        async move { insert(&db, 1, Some(hold), false).await }
-    });
+        tokio::spawn(async move { insert(&db, id, hold, followup).await })
+    };
+    let first = spawn(1, Some(hold1), true);
     until_jobs(&db, 1).await;
-    // Queued behind it, these wait past their own deadline: shed without running.
-    let mut waiting = Vec::new();
-    for id in 2..=4 {
-        let db = db.clone();
-        waiting.push(tokio::spawn(async move { insert(&db, id, None, false).await }));
+    let second = spawn(2, Some(hold2), true);
+    // Queued behind both: new work waits past its deadline and is shed without running; a
+    // follow-up waits as long but still runs (its answer may tell of money that moved).
+    let followup = spawn(3, None, true);
+    let waiting: Vec<_> = (10..14).map(|id| spawn(id, None, false)).collect();
+    for held in [first, second] {
+        let cancelled =
+            tokio::time::timeout(Duration::from_secs(10), held).await.expect("the deadline ends it").unwrap();
+        assert!(matches!(cancelled, Err(Error::Unavailable(_))), "{cancelled:?}");
     }
-    let cancelled =
-        tokio::time::timeout(Duration::from_secs(10), first).await.expect("the deadline ends the job").unwrap();
-    assert!(matches!(cancelled, Err(Error::Unavailable(_))), "{cancelled:?}");
+    assert_eq!(tokio::time::timeout(Duration::from_secs(10), followup).await.unwrap().unwrap().unwrap(), 3);
     for w in waiting {
         match tokio::time::timeout(Duration::from_secs(10), w).await.unwrap().unwrap() {
-            Err(Error::Overloaded(_)) | Ok(_) => {}
-            other => panic!("a job behind a cancelled one: {other:?}"),
+            Err(Error::Overloaded(_)) => {}
+            other => panic!("new work queued past its deadline: {other:?}"),
         }
     }
-    assert!(!ids(&db).await.contains(&1), "a cancelled job's writes are rolled back");
-    assert!(db.writer_stats().expired >= 1, "{:?}", db.writer_stats());
+    assert_eq!(ids(&db).await, [3], "cancelled jobs' writes are rolled back, shed ones never ran");
+    assert_eq!(db.writer_stats().expired, 6, "{:?}", db.writer_stats());
     // The writer carries on.
     assert_eq!(insert(&db, 9, None, false).await.unwrap(), 9);
-    assert!(ids(&db).await.contains(&9));
+    assert_eq!(ids(&db).await, [3, 9]);
 }
 
 async fn a_nested_write_is_an_error_not_a_deadlock(url: String) {
