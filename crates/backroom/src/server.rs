@@ -246,8 +246,12 @@ async fn connection(
         // Evicted at the cap: it had no request in flight, so dropping it cuts nothing.
         _ = state.close.notified() => {}
         _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(limits.drain, conn).await;
+            // Stopping: a connection between requests (idle, or a head still trickling in) is
+            // closed at once; one with a request in flight finishes it (up to the drain time).
+            if state.busy.load(Ordering::Acquire) > 0 {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(limits.drain, conn).await;
+            }
         }
     }
 }

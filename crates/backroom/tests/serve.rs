@@ -92,3 +92,29 @@ fn provider_and_edge_settings_are_checked_at_start() {
         assert!(err.contains(says) && err.contains(name), "{name}={value}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_at_once_despite_idle_and_stalled_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = backroom(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .env("BACKROOM_DATA_DIR", dir.path())
+        .env("BACKROOM_HEADER_TIMEOUT", "300s")
+        .stderr(Stdio::null());
+    let (mut child, base) = common::spawn_serve(&mut cmd);
+    let addr = base.trim_start_matches("http://").to_owned();
+    // One connection idle on keep-alive, one with half a head.
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+    let mut stalled = TcpStream::connect(&addr).await.unwrap();
+    stalled.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "{status:?}");
+    // Not a speed check: with a 300 s header timeout, a stop that waited for the stalled
+    // head would take five minutes.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(120), "stopping waited for the stalled connection: {took:?}");
+}
