@@ -10,7 +10,7 @@ use crate::routes::{admin, checkout, ops, store};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Backroom", description = "Headless commerce backend: catalog, stock, carts, checkout, orders. See API.md for the core contract.\n\nEvery answer carries `X-Content-Type-Options: nosniff`; answers under `/admin`, `/store/carts`, `/store/orders`, `/store/customers` and `/store/auth` carry `Cache-Control: no-store`. A request whose headers total over 16 KiB, or with one header line over 8 KiB, is `431 request_header_fields_too_large`; a URI over 8 KiB is `414 uri_too_long`. An `Idempotency-Key` or `X-Request-Id` shaped like a card number is `422 card_data_refused` on any route, and is neither logged, stored nor echoed. Browser origins listed in `BACKROOM_CORS_ORIGINS` may call the API (CORS preflight `204`)."),
+    info(title = "Backroom", description = "Headless commerce backend: catalog, stock, carts, checkout, orders. Behaviour the document leaves open (error codes, limits, overload) is described in the repository's docs/api-notes.md.\n\nEvery answer carries `X-Content-Type-Options: nosniff`; answers under `/admin`, `/store/carts`, `/store/orders`, `/store/customers` and `/store/auth` carry `Cache-Control: no-store`. Every `503` carries `Retry-After`; `503 overloaded` means the request was shed before any of it was done. A request whose headers total over 16 KiB, with one header line over 8 KiB, or with more than 100 header lines, is `431 request_header_fields_too_large`; a URI over 8 KiB is `414 uri_too_long`. An `Idempotency-Key` or `X-Request-Id` shaped like a card number is `422 card_data_refused` on any route, and is neither logged, stored nor echoed. Browser origins listed in `BACKROOM_CORS_ORIGINS` may call the API (CORS preflight `204`)."),
     paths(
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
         admin::list_products, admin::create_product, admin::get_product, admin::update_product, admin::delete_product,
@@ -57,7 +57,9 @@ struct CommonErrors;
 impl Modify for CommonErrors {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::path::ParameterIn;
-        for item in doc.paths.paths.values_mut() {
+        for (path, item) in doc.paths.paths.iter_mut() {
+            // Probes are never shed (`backroom serve`'s in-flight cap lets them through).
+            let probe = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
             let ops =
                 [item.get.as_mut(), item.put.as_mut(), item.post.as_mut(), item.delete.as_mut(), item.patch.as_mut()];
             for op in ops.into_iter().flatten() {
@@ -82,13 +84,27 @@ impl Modify for CommonErrors {
                     add("422", "`validation_failed`: a query parameter is invalid; see `errors`");
                 }
                 add("414", "`uri_too_long`: the URI is over 8 KiB");
-                add("431", "`request_header_fields_too_large`: the headers total over 16 KiB, or one is over 8 KiB");
+                add(
+                    "431",
+                    "`request_header_fields_too_large`: the headers total over 16 KiB, one is over 8 KiB, or there are over 100",
+                );
                 add(
                     "422",
                     "`card_data_refused`: an `Idempotency-Key` or `X-Request-Id` header shaped like a card number",
                 );
+                if !probe {
+                    add(
+                        "503",
+                        "`overloaded`: shed before any of it was done (too many requests in flight, a full write \
+                         queue); `request_timeout`: not answered within the request deadline; `unavailable`: the \
+                         database cannot be reached. Retry after `Retry-After` seconds",
+                    );
+                }
                 if let Some(utoipa::openapi::RefOr::T(res)) = op.responses.responses.get_mut("401") {
                     res.headers.insert("WWW-Authenticate".to_owned(), www_authenticate());
+                }
+                if let Some(utoipa::openapi::RefOr::T(res)) = op.responses.responses.get_mut("503") {
+                    res.headers.insert("Retry-After".to_owned(), retry_after());
                 }
             }
         }
@@ -101,6 +117,15 @@ fn www_authenticate() -> utoipa::openapi::header::Header {
     utoipa::openapi::header::HeaderBuilder::new()
         .schema(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["Bearer"])))
         .description(Some("`Bearer`: the scheme to authenticate with"))
+        .build()
+}
+
+/// The `Retry-After` of every `503`: seconds to wait before retrying.
+fn retry_after() -> utoipa::openapi::header::Header {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    utoipa::openapi::header::HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
+        .description(Some("seconds to wait before retrying"))
         .build()
 }
 
