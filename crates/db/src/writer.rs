@@ -62,7 +62,7 @@ pub const MAX_BATCH: usize = 512;
 /// measured limit on a small machine (docs/benchmarks.md), a few MiB of memory at most.
 pub const QUEUE: usize = 4096;
 
-/// A job's deadline by default, from being queued to its end.
+/// A job's deadline by default (see [`Limits::job_timeout`]).
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The writer's bounds.
@@ -72,7 +72,8 @@ pub struct Limits {
     pub max_batch: usize,
     /// Most new jobs waiting; past it new jobs are shed.
     pub queue: usize,
-    /// From queued to done; past it a job is shed or cancelled.
+    /// A job's deadline: counted from its queueing for new work (not started by then, it is
+    /// shed; still running, cancelled), from its start for a follow-up.
     pub job_timeout: Duration,
 }
 

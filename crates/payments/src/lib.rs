@@ -97,11 +97,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Providers(Vec<Arc<dyn PaymentProvider>>);
 
 impl Providers {
-    /// No provider: every checkout is refused with `payment_provider_unavailable`.
-    pub fn none() -> Self {
-        Self::default()
-    }
-
     /// The providers named (each one of [`KNOWN_PROVIDERS`]), every call of each bounded by
     /// `timeout`: an answer that does not come in time is a lost answer
     /// ([`ProviderError::Timeout`]), settled later by recovery.
