@@ -110,16 +110,23 @@ async fn assert_untouched(url: &str) {
     assert_eq!(stock, [("mine".to_owned(), 5)]);
 }
 
+/// After a bench on the server at `url`: the database it named on stderr is gone and the
+/// given database is as it was. Answers the bench database's name.
+async fn assert_cleaned_up(url: &str, err: &str) -> String {
+    let name = bench_database(err);
+    assert!(!database_exists(url, &name).await, "{name} is left behind: {err}");
+    assert_untouched(url).await;
+    name
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_flash_sale_on_postgres_runs_in_its_own_database_and_leaves_the_rest_alone() {
     let Some(url) = foreign_database().await else { return };
     let given = url.clone();
     let (_, err) =
         tokio::task::spawn_blocking(move || flash_sale(Some(&given), &["--concurrency", "8"])).await.unwrap();
-    let name = bench_database(&err);
+    let name = assert_cleaned_up(&url, &err).await;
     assert!(err.contains(&format!("dropped database {name}")), "{err}");
-    assert!(!database_exists(&url, &name).await, "{name} is left behind");
-    assert_untouched(&url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,9 +139,7 @@ async fn a_failed_bench_on_postgres_drops_its_database_too() {
     let (code, _, err) = tokio::task::spawn_blocking(move || run(&mut cmd)).await.unwrap();
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no published products"), "{err}");
-    let name = bench_database(&err);
-    assert!(!database_exists(&url, &name).await, "{name} is left behind: {err}");
-    assert_untouched(&url).await;
+    assert_cleaned_up(&url, &err).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,9 +170,7 @@ async fn an_interrupted_bench_on_postgres_drops_its_database_too() {
     .unwrap();
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("interrupted by SIGINT"), "{err}");
-    let name = bench_database(&err);
-    assert!(!database_exists(&url, &name).await, "{name} is left behind: {err}");
-    assert_untouched(&url).await;
+    assert_cleaned_up(&url, &err).await;
 }
 
 #[test]
