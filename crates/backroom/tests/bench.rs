@@ -13,19 +13,26 @@ use sqlx::{Connection, PgConnection};
 
 use common::{backroom, run};
 
-/// `bench flash-sale` with 40 buyers for 7 units (plus `extra` flags); answers its JSON
-/// report and its stderr after checking that exactly 7 orders were placed, the rest being
-/// sold-out answers.
-fn flash_sale(database_url: Option<&str>, extra: &[&str]) -> (Value, String) {
+/// Runs `bench flash-sale --json` with `args` (on the PostgreSQL server at `database_url`, or
+/// SQLite), checks it succeeded, and answers its JSON report and its stderr.
+fn flash_sale_report(database_url: Option<&str>, args: &[&str]) -> (Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = backroom(dir.path());
-    cmd.args(["bench", "flash-sale", "--buyers", "40", "--units", "7", "--seconds", "1", "--json"]).args(extra);
+    cmd.args(["bench", "flash-sale", "--json"]).args(args);
     if let Some(url) = database_url {
         cmd.args(["--database-url", url]);
     }
     let (code, out, err) = run(&mut cmd);
     assert_eq!(code, 0, "{err}");
-    let report: Value = serde_json::from_str(&out).unwrap();
+    (serde_json::from_str(&out).unwrap(), err)
+}
+
+/// `bench flash-sale` with 40 buyers for 7 units (plus `extra` flags); answers its JSON
+/// report and its stderr after checking that exactly 7 orders were placed, the rest being
+/// sold-out answers.
+fn flash_sale(database_url: Option<&str>, extra: &[&str]) -> (Value, String) {
+    let args = [&["--buyers", "40", "--units", "7", "--seconds", "1"], extra].concat();
+    let (report, err) = flash_sale_report(database_url, &args);
     let sale = &report["flash_sale"];
     assert_eq!(sale["orders"], 7, "{report}");
     assert_eq!(sale["sold_out_answers"], 33, "{report}");
@@ -236,17 +243,8 @@ fn bench_search_serves_the_catalog_it_generated() {
 /// whatever the split, the bench passes only when every answer is accounted for and the
 /// orders placed match the units allocated.
 fn turned_away(database_url: Option<&str>, load: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = backroom(dir.path());
-    cmd.args(["bench", "flash-sale", "--buyers", "200", "--units", "50", "--writer-queue", "1", "--seconds", "1"])
-        .args(load)
-        .arg("--json");
-    if let Some(url) = database_url {
-        cmd.args(["--database-url", url]);
-    }
-    let (code, out, err) = run(&mut cmd);
-    assert_eq!(code, 0, "{err}");
-    let report: Value = serde_json::from_str(&out).unwrap();
+    let args = [&["--buyers", "200", "--units", "50", "--writer-queue", "1", "--seconds", "1"], load].concat();
+    let (report, _) = flash_sale_report(database_url, &args);
     let sale = &report["flash_sale"];
     let n = |k: &str| sale[k].as_u64().unwrap_or_else(|| panic!("{k}: {report}"));
     let answers: u64 = sale["answers"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
