@@ -1,4 +1,4 @@
-//! Checkout: the workflow that must never lie (ARCHITECTURE.md "Checkout").
+//! Checkout: the workflow that must never lie (docs/architecture.md, "Checkout").
 //!
 //! 1. Validate the cart and compare every line's price with the current one (P4).
 //! 2. One transaction: lock the cart, reserve stock line by line (P1), create the order in
@@ -197,7 +197,7 @@ impl Checkout {
         Ok(())
     }
 
-    /// Runs a checkout under its idempotency key: the whole request as ARCHITECTURE.md
+    /// Runs a checkout under its idempotency key: the whole request as docs/architecture.md
     /// describes it, with every write going through the group-commit writer ([`Db::write`]):
     /// one job locks the cart, reserves the stock, creates the order and the attempt and claims
     /// the key; the provider is called; one job settles. A checkout that ends without an

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::{Error, FieldError};
 
-/// Default and maximum page sizes (API.md "Conventions").
+/// Default and maximum page sizes (docs/api.md, "Conventions").
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 

@@ -1,6 +1,6 @@
 //! The built-in `test` provider. It keeps its own ledger of charges in its own table, as an
 //! outside provider would, so recovery can ask it about an answer that was lost and tests can
-//! count captures per key. Tokens (API.md):
+//! count captures per key. Tokens (docs/api.md):
 //!
 //! | token | behaviour |
 //! |---|---|
