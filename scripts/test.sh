@@ -5,7 +5,8 @@
 # its own database). Otherwise it starts a throw-away PostgreSQL 15 cluster in a temporary
 # directory, installing Debian's postgresql-15 first if the server binaries are missing and
 # this is a root shell with apt. It never silently skips the PostgreSQL half.
-# After `cargo test` it runs scripts/schemathesis.sh (property-based API tests, both databases).
+# After `cargo test` it runs scripts/schemathesis.sh (property-based API tests, both databases),
+# then scripts/readme.sh (the README's commands as written; no link outside the repository).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,3 +67,8 @@ cargo test --workspace --locked "$@"
 # installed pinned into target/ on first use; fails, never skips, when python3 is missing).
 log "schemathesis: property-based API tests against /openapi.json"
 ./scripts/schemathesis.sh
+
+# The README's shell examples, run as written on a copy of the repository, and a check that no
+# file points outside the repository (scripts/readme.sh).
+log "readme.sh: the README's commands, as written"
+./scripts/readme.sh
