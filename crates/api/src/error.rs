@@ -1,9 +1,10 @@
 //! Every error the API answers, as RFC 9457 `application/problem+json` with a stable `code`.
-//! The table in [`ApiError::parts`] is the one place that maps errors to statuses and codes.
+//! Codes, statuses and titles come from the one table, [`backroom_kernel::Code`];
+//! [`ApiError::parts`] only picks each error's code and writes its `detail`.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use backroom_kernel::{Error, FieldError};
+use backroom_kernel::{Code, Error, FieldError};
 use serde::Serialize;
 
 /// The media type of every error body.
@@ -22,16 +23,15 @@ pub enum ApiError {
     MethodNotAllowed,
     IdempotencyKeyRequired,
     CardDataRefused,
-    /// The request's headers are over [`crate::edge::MAX_HEADERS_BYTES`] in all, or one is
-    /// over [`crate::edge::MAX_HEADER_BYTES`].
+    /// The request's headers are over [`crate::edge::MAX_HEADERS_BYTES`] in all, one is over
+    /// [`crate::edge::MAX_HEADER_BYTES`], or there are over [`crate::edge::MAX_HEADER_COUNT`].
     HeaderFieldsTooLarge,
     /// The request's URI is over [`crate::edge::MAX_URI_BYTES`].
     UriTooLong,
-    /// A problem built by a handler (checkout outcomes): status, code, detail, extra members.
+    /// A problem built by a handler (checkout outcomes, timeouts): its code, detail and extra
+    /// members (an object or `null`). See [`ApiError::custom`].
     Custom {
-        status: StatusCode,
-        code: &'static str,
-        title: &'static str,
+        code: Code,
         detail: String,
         extra: serde_json::Value,
     },
@@ -70,109 +70,72 @@ impl From<backroom_auth::Forbidden> for ApiError {
 }
 
 impl ApiError {
-    /// Status, code, title and detail of each error: the one table.
-    fn parts(&self) -> (StatusCode, &str, &'static str, String) {
-        use StatusCode as S;
+    /// A problem with `code` and `detail`, and `extra` (an object or `null`) merged into it.
+    pub fn custom(code: Code, detail: impl Into<String>, extra: serde_json::Value) -> Self {
+        ApiError::Custom { code, detail: detail.into(), extra }
+    }
+
+    /// The code and detail of each error; status and title are the code's in the table.
+    fn parts(&self) -> (Code, String) {
         match self {
-            ApiError::Domain(e) => match e {
-                Error::Validation(_) => (
-                    S::UNPROCESSABLE_ENTITY,
-                    "validation_failed",
-                    "Validation failed",
-                    "the request has invalid fields; see `errors`".into(),
-                ),
-                Error::Unprocessable { code, message } => {
-                    (S::UNPROCESSABLE_ENTITY, code, "Unprocessable request", message.clone())
-                }
-                Error::NotFound { entity } => (S::NOT_FOUND, "not_found", "Not found", format!("no such {entity}")),
-                Error::Conflict { code, message } | Error::ConflictWith { code, message, .. } => {
-                    (S::CONFLICT, code, "Conflict", message.clone())
-                }
-                Error::Unavailable(_) => (
-                    S::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "Service unavailable",
-                    "the store is busy; try again shortly".into(),
-                ),
-                Error::Overloaded(why) => (
-                    S::SERVICE_UNAVAILABLE,
-                    "overloaded",
-                    "Overloaded",
-                    format!("the store is at capacity ({why}); nothing was done, retry after the Retry-After delay"),
-                ),
-                Error::Internal(_) => {
-                    (S::INTERNAL_SERVER_ERROR, "internal", "Internal error", "something went wrong on our side".into())
-                }
-            },
-            ApiError::MalformedJson(why) => (S::BAD_REQUEST, "malformed_json", "Malformed JSON", why.clone()),
-            ApiError::UnsupportedMediaType => (
-                S::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "Unsupported media type",
-                "send the body as application/json".into(),
+            ApiError::Domain(e) => (
+                e.code(),
+                match e {
+                    Error::Validation(_) => "the request has invalid fields; see `errors`".into(),
+                    Error::NotFound { entity } => format!("no such {entity}"),
+                    Error::Refused { message, .. } => message.clone(),
+                    Error::Unavailable(_) => "the store is busy; try again shortly".into(),
+                    Error::Overloaded(why) => {
+                        format!("the store is at capacity ({why}); nothing was done, retry after the Retry-After delay")
+                    }
+                    Error::Internal(_) => "something went wrong on our side".into(),
+                },
             ),
-            ApiError::PayloadTooLarge => {
-                (S::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large", "the body is over 1 MiB".into())
-            }
-            ApiError::Unauthenticated => {
-                (S::UNAUTHORIZED, "unauthenticated", "Unauthenticated", "send Authorization: Bearer <api key>".into())
-            }
-            ApiError::Forbidden => {
-                (S::FORBIDDEN, "forbidden", "Forbidden", "this key's role does not allow that".into())
-            }
-            ApiError::RouteNotFound => (S::NOT_FOUND, "not_found", "Not found", "no such route".into()),
-            ApiError::MethodNotAllowed => (
-                S::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "Method not allowed",
-                "this route does not take that method".into(),
-            ),
+            ApiError::MalformedJson(why) => (Code::MalformedJson, why.clone()),
+            ApiError::UnsupportedMediaType => (Code::UnsupportedMediaType, "send the body as application/json".into()),
+            ApiError::PayloadTooLarge => (Code::PayloadTooLarge, "the body is over 1 MiB".into()),
+            ApiError::Unauthenticated => (Code::Unauthenticated, "send Authorization: Bearer <api key>".into()),
+            ApiError::Forbidden => (Code::Forbidden, "this key's role does not allow that".into()),
+            ApiError::RouteNotFound => (Code::NotFound, "no such route".into()),
+            ApiError::MethodNotAllowed => (Code::MethodNotAllowed, "this route does not take that method".into()),
             ApiError::IdempotencyKeyRequired => (
-                S::BAD_REQUEST,
-                "idempotency_key_required",
-                "Idempotency key required",
+                Code::IdempotencyKeyRequired,
                 "send an Idempotency-Key header of 1–255 printable ASCII characters".into(),
             ),
             ApiError::CardDataRefused => (
-                S::UNPROCESSABLE_ENTITY,
-                "card_data_refused",
-                "Card data refused",
+                Code::CardDataRefused,
                 "the request carries what looks like a card number; send a payment provider token instead".into(),
             ),
             ApiError::HeaderFieldsTooLarge => (
-                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "request_header_fields_too_large",
-                "Request header fields too large",
+                Code::RequestHeaderFieldsTooLarge,
                 format!(
-                    "the request's headers are over {} bytes in all, or one is over {} bytes",
+                    "the request's headers are over {} bytes in all, one is over {} bytes, or there are over {}",
                     crate::edge::MAX_HEADERS_BYTES,
-                    crate::edge::MAX_HEADER_BYTES
+                    crate::edge::MAX_HEADER_BYTES,
+                    crate::edge::MAX_HEADER_COUNT
                 ),
             ),
-            ApiError::UriTooLong => (
-                S::URI_TOO_LONG,
-                "uri_too_long",
-                "URI too long",
-                format!("the request's URI is over {} bytes", crate::edge::MAX_URI_BYTES),
-            ),
-            ApiError::Custom { status, code, title, detail, .. } => (*status, code, title, detail.clone()),
+            ApiError::UriTooLong => {
+                (Code::UriTooLong, format!("the request's URI is over {} bytes", crate::edge::MAX_URI_BYTES))
+            }
+            ApiError::Custom { code, detail, .. } => (*code, detail.clone()),
         }
     }
 
     pub fn problem(&self) -> Problem {
-        let (status, code, title, detail) = self.parts();
+        let (code, detail) = self.parts();
         Problem {
             kind: format!("https://backroom.dev/problems/{code}"),
-            title: title.into(),
-            status: status.as_u16(),
+            title: code.title().into(),
+            status: code.status(),
             detail,
-            code: code.into(),
+            code: code.as_str().into(),
             errors: match self {
                 ApiError::Domain(Error::Validation(errors)) => Some(errors.clone()),
                 _ => None,
             },
             extra: match self {
-                ApiError::Domain(Error::ConflictWith { details, .. }) | ApiError::Custom { extra: details, .. } => {
+                ApiError::Domain(Error::Refused { details, .. }) | ApiError::Custom { extra: details, .. } => {
                     details.as_object().cloned().unwrap_or_default()
                 }
                 _ => Default::default(),

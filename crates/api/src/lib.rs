@@ -225,13 +225,11 @@ async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Re
         Err(_) => {
             metrics::counter!("http_request_timeouts_total").increment(1);
             tracing::warn!(?limit, "request ran past its deadline");
-            ApiError::Custom {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                code: "request_timeout",
-                title: "Request timeout",
-                detail: "the request was not answered in time (BACKROOM_REQUEST_TIMEOUT); retry".into(),
-                extra: serde_json::Value::Null,
-            }
+            ApiError::custom(
+                backroom_kernel::Code::RequestTimeout,
+                "the request was not answered in time (BACKROOM_REQUEST_TIMEOUT); retry",
+                serde_json::Value::Null,
+            )
             .into_response()
         }
     }

@@ -9,7 +9,8 @@ use backroom_catalog::{Catalog, Sellable};
 use backroom_db::writer::Done;
 use backroom_db::{Conn, Db, on_conn, storage};
 use backroom_inventory::Inventory;
-use backroom_kernel::{Currency, Error, Money, Result, id, now};
+use backroom_inventory::reservations::{Shortage, insufficient_stock};
+use backroom_kernel::{Code, Currency, Error, Money, Result, id, now};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -23,10 +24,10 @@ pub const MAX_LINES: usize = 100;
 
 /// The refusal of a line past [`MAX_LINES`].
 fn too_many_lines() -> Error {
-    Error::Unprocessable {
-        code: "cart_too_many_lines",
-        message: format!("a cart holds at most {MAX_LINES} lines; raise the quantity of a line, or remove one"),
-    }
+    Error::refused(
+        Code::CartTooManyLines,
+        format!("a cart holds at most {MAX_LINES} lines; raise the quantity of a line, or remove one"),
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -125,10 +126,7 @@ struct ItemRow {
 }
 
 fn too_large() -> Error {
-    Error::Unprocessable {
-        code: "cart_total_too_large",
-        message: "the cart's total is beyond what one order may hold".into(),
-    }
+    Error::refused(Code::CartTotalTooLarge, "the cart's total is beyond what one order may hold")
 }
 
 /// Loads a cart with its lines and totals.
@@ -215,8 +213,8 @@ fn check_quantity(q: i64) -> Result<()> {
 
 fn cart_not_open(status: CartStatus) -> Error {
     match status {
-        CartStatus::Completed => Error::conflict("cart_completed", "this cart has been checked out"),
-        _ => Error::conflict("cart_checking_out", "this cart is being checked out; try again in a moment"),
+        CartStatus::Completed => Error::refused(Code::CartCompleted, "this cart has been checked out"),
+        _ => Error::refused(Code::CartCheckingOut, "this cart is being checked out; try again in a moment"),
     }
 }
 
@@ -280,10 +278,9 @@ impl Carts {
         if !variant.published {
             return Err(unknown());
         }
-        let price = variant.price_in(currency).ok_or_else(|| Error::Unprocessable {
-            code: "no_price",
-            message: format!("this variant has no price in {currency}"),
-        })?;
+        let price = variant
+            .price_in(currency)
+            .ok_or_else(|| Error::refused(Code::NoPrice, format!("this variant has no price in {currency}")))?;
         Ok((variant, price))
     }
 
@@ -294,11 +291,11 @@ impl Carts {
         }
         let available = self.inventory.availability(std::slice::from_ref(&variant.variant_id)).await?;
         match available.get(&variant.variant_id) {
-            Some(&n) if n < quantity => Err(Error::ConflictWith {
-                code: "insufficient_stock",
-                message: "not enough stock for this quantity".into(),
-                details: serde_json::json!({"items": [{"variant_id": variant.variant_id, "requested": quantity, "available": n}]}),
-            }),
+            Some(&n) if n < quantity => Err(insufficient_stock(&[Shortage {
+                variant_id: variant.variant_id.clone(),
+                requested: quantity,
+                available: n,
+            }])),
             _ => Ok(()),
         }
     }

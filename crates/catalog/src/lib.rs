@@ -10,7 +10,7 @@ pub mod types;
 pub mod validate;
 
 use backroom_db::{Db, Tx};
-use backroom_kernel::{Error, Page, PageRequest, Result, id, now};
+use backroom_kernel::{Code, Error, Page, PageRequest, Result, id, now};
 
 pub use model::*;
 pub use types::{Handle, ProductStatus, Sku, Title};
@@ -288,7 +288,10 @@ impl Catalog {
             children: Vec::new(),
         };
         if !repo::insert_category(&mut tx.conn(), &cat).await? {
-            return Err(Error::conflict("conflict", format!("a category with handle `{}` already exists", cat.handle)));
+            return Err(Error::refused(
+                Code::Conflict,
+                format!("a category with handle `{}` already exists", cat.handle),
+            ));
         }
         category_changed(&mut tx, &cat.id, "created").await?;
         tx.commit().await?;
@@ -341,7 +344,7 @@ impl Catalog {
         let mut tx = self.db.begin().await?;
         repo::get_category(&mut tx.conn(), id).await?.filter(|c| c.id == id).ok_or(Error::not_found("category"))?;
         if !repo::delete_category(&mut tx.conn(), id).await? {
-            return Err(Error::conflict("category_has_children", "move or delete its sub-categories first"));
+            return Err(Error::refused(Code::CategoryHasChildren, "move or delete its sub-categories first"));
         }
         category_changed(&mut tx, id, "deleted").await?;
         tx.commit().await
@@ -367,7 +370,7 @@ async fn insert_new(tx: &mut Tx, valid: &validate::ValidProduct) -> Result<Strin
     )
     .await?;
     if !inserted {
-        return Err(Error::conflict("conflict", format!("a product with handle `{}` already exists", valid.handle)));
+        return Err(Error::refused(Code::Conflict, format!("a product with handle `{}` already exists", valid.handle)));
     }
     repo::set_attributes(&mut tx.conn(), &id, &valid.attributes).await?;
     repo::set_categories(&mut tx.conn(), &id, &valid.category_ids).await?;
@@ -430,11 +433,11 @@ async fn check_skus_free<'a>(tx: &mut Tx, skus: impl IntoIterator<Item = &'a str
     let skus: Vec<String> = skus.into_iter().map(str::to_owned).collect();
     let mut seen = std::collections::BTreeSet::new();
     if let Some(dup) = skus.iter().find(|s| !seen.insert(*s)) {
-        return Err(Error::conflict("conflict", format!("SKU `{dup}` appears twice in the request")));
+        return Err(Error::refused(Code::Conflict, format!("SKU `{dup}` appears twice in the request")));
     }
     let taken = repo::taken_skus(&mut tx.conn(), &skus, except).await?;
     if let Some(first) = taken.first() {
-        return Err(Error::conflict("conflict", format!("a variant with SKU `{first}` already exists")));
+        return Err(Error::refused(Code::Conflict, format!("a variant with SKU `{first}` already exists")));
     }
     Ok(())
 }

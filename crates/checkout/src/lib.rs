@@ -21,7 +21,7 @@ use backroom_db::writer::Done;
 use backroom_db::{Conn, Db, outbox};
 use backroom_inventory::Inventory;
 use backroom_inventory::reservations::{self, ReserveLine, Shortage};
-use backroom_kernel::{Error, FieldError, Money, Result, error::Problems, id, now};
+use backroom_kernel::{Code, Error, FieldError, Money, Result, error::Problems, id, now};
 use backroom_orders::{Address, NewOrder, Order, OrderLine, OrderStatus};
 use backroom_payments::{AttemptStatus, ChargeRequest, ChargeStatus, PaymentProvider, Providers};
 use serde::{Deserialize, Serialize};
@@ -388,14 +388,14 @@ impl Checkout {
     fn provider(&self, name: &str) -> Result<std::sync::Arc<dyn PaymentProvider>> {
         self.providers.get(name).ok_or_else(|| {
             let enabled = self.providers.names();
-            Error::Unprocessable {
-                code: "payment_provider_unavailable",
-                message: if enabled.is_empty() {
+            Error::refused(
+                Code::PaymentProviderUnavailable,
+                if enabled.is_empty() {
                     "this store has no payment provider enabled (BACKROOM_PAYMENT_PROVIDERS)".into()
                 } else {
                     format!("payment provider `{name}` is not enabled here; enabled: {}", enabled.join(", "))
                 },
-            }
+            )
         })
     }
 

@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backroom_kernel::Error;
+use backroom_kernel::{Code, Error};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
@@ -398,14 +398,14 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error().is_some_and(|d| d.is_unique_violation())
 }
 
-/// Maps a unique violation to `conflict(message)` and anything else through [`storage`].
+/// Maps a unique violation to `409 conflict` with `message` and anything else through [`storage`].
 pub fn unique_or(e: sqlx::Error, message: impl FnOnce(&str) -> String) -> Error {
     if let Some(db) = e.as_database_error()
         && db.is_unique_violation()
     {
         // The constraint or column name tells which value clashed.
         let what = db.constraint().map(str::to_owned).unwrap_or_else(|| db.message().to_owned());
-        return Error::conflict("conflict", message(&what));
+        return Error::refused(Code::Conflict, message(&what));
     }
     storage(e)
 }

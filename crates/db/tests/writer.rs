@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use backroom_db::writer::Done;
 use backroom_db::{ConnectOptions, Db, on_conn, storage};
-use backroom_kernel::Error;
+use backroom_kernel::{Code, Error};
 
 async fn insert(db: &Db, id: i64, kind: &'static str) -> Result<&'static str, Error> {
     db.write(move |mut conn| {
@@ -20,7 +20,7 @@ async fn insert(db: &Db, id: i64, kind: &'static str) -> Result<&'static str, Er
                 .map_err(storage))?;
             match kind {
                 "rollback" => Ok(Done::Rollback("rolled back")),
-                "fail" => Err(Error::conflict("test_failure", "this job fails after writing")),
+                "fail" => Err(Error::refused(Code::Conflict, "this job fails after writing")),
                 "panic" => panic!("this job panics after writing"),
                 _ => Ok(Done::Commit("committed")),
             }
@@ -70,7 +70,7 @@ async fn check(db: Db) {
         match (kind, &answer) {
             ("commit", Ok("committed")) => committed += 1,
             (_, Err(Error::Internal(_))) if shares_id => {}
-            ("rollback", Ok("rolled back")) | ("fail", Err(Error::Conflict { .. })) => {}
+            ("rollback", Ok("rolled back")) | ("fail", Err(Error::Refused { code: Code::Conflict, .. })) => {}
             ("panic", Err(Error::Internal(_))) => {}
             other => panic!("job {i}: unexpected answer {other:?}"),
         }

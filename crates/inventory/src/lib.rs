@@ -11,7 +11,7 @@ pub mod reservations;
 use std::collections::HashMap;
 
 use backroom_db::{Conn, Db, Dialect, on_conn, storage};
-use backroom_kernel::{Error, Page, PageRequest, Result, id, now};
+use backroom_kernel::{Code, Error, Page, PageRequest, Result, id, now};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::QueryBuilder;
@@ -222,8 +222,8 @@ impl Inventory {
         .await
         .map_err(storage))?;
         let Some(row) = row else {
-            return Err(Error::conflict(
-                "stock_below_committed",
+            return Err(Error::refused(
+                Code::StockBelowCommitted,
                 "on_hand cannot go below the units already reserved or allocated for orders",
             ));
         };
@@ -372,7 +372,7 @@ impl Inventory {
         .map(|r| r.rows_affected())
         .map_err(storage))?;
         if n == 0 {
-            return Err(Error::conflict("conflict", format!("a stock location named `{name}` already exists")));
+            return Err(Error::refused(Code::Conflict, format!("a stock location named `{name}` already exists")));
         }
         tx.commit().await?;
         Ok(loc)

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 
 use backroom_db::{Conn, Dialect, on_conn, storage};
-use backroom_kernel::{Result, id, now};
+use backroom_kernel::{Code, Error, Result, id, now};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,16 @@ pub struct Shortage {
     /// Units available at the moment of the attempt: the sum over locations of what each
     /// can still sell (never below zero), the figure the storefront shows.
     pub available: i64,
+}
+
+/// The one refusal of lines short of stock, `409 insufficient_stock` with `items`: a cart's
+/// add-item and a checkout answer it alike.
+pub fn insufficient_stock(items: &[Shortage]) -> Error {
+    Error::refused_with(
+        Code::InsufficientStock,
+        "some lines are not in stock in the quantity asked (see `items`); nothing was reserved",
+        serde_json::json!({ "items": items }),
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

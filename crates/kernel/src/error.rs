@@ -1,7 +1,10 @@
-//! The domain error every module returns. The HTTP layer maps each variant to a status and a
-//! stable `code` in one table (`backroom_api::error`); modules never know about HTTP.
+//! The domain error every module returns. Each variant has a stable [`Code`] from the one
+//! table ([`crate::code`]), which also gives its status; the HTTP layer (`backroom_api::error`)
+//! turns it into a problem document. Modules never know about HTTP.
 
 use std::fmt;
+
+use crate::code::Code;
 
 /// One refused field of a request, `field` as a path such as `variants[0].sku`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -25,18 +28,13 @@ pub enum Error {
     /// The thing named does not exist (or is not visible to the caller).
     #[error("{entity} not found")]
     NotFound { entity: &'static str },
-    /// The request clashes with the current state: a duplicate handle, a category with
-    /// children, stock below what is already promised. `code` is the stable machine code.
+    /// The store refuses the request for a reason with its own code: it clashes with the
+    /// current state (a duplicate handle, stock below what is already promised: `409`s), or
+    /// is well-formed input the store cannot act on (`no_price`: `422`s). The status is the
+    /// table's for `code`. `details`, an object or `null`, is merged into the problem
+    /// document (the `items` of `insufficient_stock`).
     #[error("{code}: {message}")]
-    Conflict { code: &'static str, message: String },
-    /// Like `Conflict`, with details for the client (merged into the problem document),
-    /// such as the lines that lack stock.
-    #[error("{code}: {message}")]
-    ConflictWith { code: &'static str, message: String, details: serde_json::Value },
-    /// Well-formed input the store cannot act on, with its own stable code (`no_price`):
-    /// answered `422`.
-    #[error("{code}: {message}")]
-    Unprocessable { code: &'static str, message: String },
+    Refused { code: Code, message: String, details: serde_json::Value },
     /// Storage is unreachable or overloaded; the caller may retry.
     #[error("storage unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -64,8 +62,29 @@ impl Error {
         Error::NotFound { entity }
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Error::Conflict { code, message: message.into() }
+    /// A refusal with `code` and `message` (the problem's `detail`). For the codes that have
+    /// their own variant (`validation_failed`, `not_found`, `unavailable`, `overloaded`,
+    /// `internal`) use that variant instead.
+    pub fn refused(code: Code, message: impl Into<String>) -> Self {
+        Error::Refused { code, message: message.into(), details: serde_json::Value::Null }
+    }
+
+    /// Like [`Error::refused`], with members for the client (a JSON object) merged into the
+    /// problem document.
+    pub fn refused_with(code: Code, message: impl Into<String>, details: serde_json::Value) -> Self {
+        Error::Refused { code, message: message.into(), details }
+    }
+
+    /// The stable code this error is answered with.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Validation(_) => Code::ValidationFailed,
+            Error::NotFound { .. } => Code::NotFound,
+            Error::Refused { code, .. } => *code,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::Overloaded(_) => Code::Overloaded,
+            Error::Internal(_) => Code::Internal,
+        }
     }
 
     pub fn internal(message: impl fmt::Display) -> Self {

@@ -1,12 +1,15 @@
 //! The shared kernel of Backroom: small types every module uses and that depend on nothing
-//! else of ours. Money and currencies, typed id generation, pages, the domain error, the clock, and the rule for names and address lines ([`text`]).
+//! else of ours. Money and currencies, typed id generation, pages, the domain error and the one
+//! table of its codes ([`code`]), the clock, and the rule for names and address lines ([`text`]).
 
+pub mod code;
 pub mod error;
 pub mod id;
 pub mod money;
 pub mod page;
 pub mod text;
 
+pub use code::Code;
 pub use error::{Error, FieldError, Result};
 pub use money::{Currency, Money, MoneyError};
 pub use page::{Cursor, Page, PageRequest};

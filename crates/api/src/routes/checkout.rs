@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use backroom_cart::{AddItem, Cart, NewCart, SetQuantity};
 use backroom_checkout::idempotency;
 use backroom_checkout::{Answer, CheckoutRequest, Outcome};
-use backroom_kernel::{Error, Page, PageRequest};
+use backroom_inventory::reservations::insufficient_stock;
+use backroom_kernel::{Code, Error, Page, PageRequest};
 use backroom_orders::{Order, OrderStatus};
 use serde::Deserialize;
 
@@ -71,61 +72,32 @@ pub async fn remove_item(
     Ok(Json(s.carts.remove_item(&id, &item_id).await?))
 }
 
-fn custom(
-    status: StatusCode,
-    code: &'static str,
-    title: &'static str,
-    detail: &str,
-    extra: serde_json::Value,
-) -> ApiError {
-    ApiError::Custom { status, code, title, detail: detail.to_owned(), extra }
-}
-
 /// The HTTP answer of a checkout outcome. Deterministic, so a replay is byte-identical.
 fn respond(outcome: &Outcome) -> Response {
     match outcome {
         Outcome::Placed { order } => (StatusCode::CREATED, Json(order)).into_response(),
         Outcome::PaymentPending { order } => (StatusCode::ACCEPTED, Json(order)).into_response(),
-        Outcome::PaymentDeclined { order_id, reason } => custom(
-            StatusCode::PAYMENT_REQUIRED,
-            "payment_declined",
-            "Payment declined",
+        Outcome::PaymentDeclined { order_id, reason } => ApiError::custom(
+            Code::PaymentDeclined,
             "the payment was declined; the cart is open for another try",
             serde_json::json!({"reason": reason, "order_id": order_id}),
         )
         .into_response(),
-        Outcome::InsufficientStock { items } => custom(
-            StatusCode::CONFLICT,
-            "insufficient_stock",
-            "Insufficient stock",
-            "some lines are not in stock in the quantity asked; nothing was reserved",
-            serde_json::json!({"items": items}),
-        )
-        .into_response(),
-        Outcome::PriceChanged { items } => custom(
-            StatusCode::CONFLICT,
-            "price_changed",
-            "Price changed",
+        Outcome::InsufficientStock { items } => ApiError::from(insufficient_stock(items)).into_response(),
+        Outcome::PriceChanged { items } => ApiError::custom(
+            Code::PriceChanged,
             "prices changed since these lines were added; the cart now has the new prices and nothing was charged",
             serde_json::json!({"items": items}),
         )
         .into_response(),
-        Outcome::CartCompleted => custom(
-            StatusCode::CONFLICT,
-            "cart_completed",
-            "Cart completed",
-            "this cart has been checked out",
-            serde_json::Value::Null,
-        )
-        .into_response(),
-        Outcome::CartCheckingOut => custom(
-            StatusCode::CONFLICT,
-            "cart_checking_out",
-            "Checkout in progress",
-            "another checkout of this cart is running",
-            serde_json::Value::Null,
-        )
-        .into_response(),
+        Outcome::CartCompleted => {
+            ApiError::custom(Code::CartCompleted, "this cart has been checked out", serde_json::Value::Null)
+                .into_response()
+        }
+        Outcome::CartCheckingOut => {
+            ApiError::custom(Code::CartCheckingOut, "another checkout of this cart is running", serde_json::Value::Null)
+                .into_response()
+        }
         Outcome::CartNotFound => ApiError::Domain(Error::not_found("cart")).into_response(),
         Outcome::Invalid { errors } => ApiError::Domain(Error::Validation(errors.clone())).into_response(),
     }
@@ -163,17 +135,13 @@ pub async fn checkout(
     let canonical = serde_json::to_string(&req).map_err(Error::internal)?;
     let hash = idempotency::request_hash(&canonical);
     match s.checkout.run(&cart_id, &key, &hash, &req).await {
-        Ok(Answer::Reused) => Err(custom(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
-            "Idempotency key reused",
+        Ok(Answer::Reused) => Err(ApiError::custom(
+            Code::IdempotencyKeyReused,
             "this Idempotency-Key was used with a different request body",
             serde_json::Value::Null,
         )),
-        Ok(Answer::InUse) => Err(custom(
-            StatusCode::CONFLICT,
-            "idempotency_key_in_use",
-            "Idempotency key in use",
+        Ok(Answer::InUse) => Err(ApiError::custom(
+            Code::IdempotencyKeyInUse,
             "the first request with this Idempotency-Key is still running",
             serde_json::Value::Null,
         )),

@@ -281,13 +281,11 @@ pub async fn list_products(
             && !params.in_stock
             && matches!(params.sort, Sort::Relevance | Sort::Newest);
         if searching && !plain_enough {
-            return Err(ApiError::Custom {
-                status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                code: "search_unavailable",
-                title: "Search unavailable",
-                detail: "the search index is being built; plain listing works meanwhile".into(),
-                extra: serde_json::Value::Null,
-            });
+            return Err(ApiError::custom(
+                backroom_kernel::Code::SearchUnavailable,
+                "the search index is being built; plain listing works meanwhile",
+                serde_json::Value::Null,
+            ));
         }
         let filter = ProductFilter { status: Some(ProductStatus::Published), q: params.q, category: params.category };
         let found = s.catalog.list_products(&filter, &page).await?;
