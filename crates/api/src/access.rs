@@ -1,9 +1,8 @@
 //! Who may call which admin route: permission as data.
 //!
-//! [`ADMIN_ROUTES`] is the one table of `/admin/*`: each route's method, path, the permission it
-//! needs, what its body holds, and its handler. The router registers the admin routes from it
-//! and nothing else ([`admin_router`]); [`guard`] checks it before any handler or body
-//! extractor runs:
+//! Each `/admin` route states the permission it needs and what its body holds on its
+//! registration line ([`crate::routes::Routes::admin`]); those lines make the [`AccessTable`].
+//! [`guard`] checks it before any handler or body extractor runs:
 //!
 //! 1. no `Authorization: Bearer <key>`, or an unknown or revoked key: `401 unauthenticated`
 //!    with `WWW-Authenticate: Bearer`;
@@ -12,21 +11,20 @@
 //!    extractor, and the route's [`Content`] decides whether its JSON body is scanned for card
 //!    numbers.
 //!
-//! It fails closed: an `/admin` route that reaches the guard without an entry (registered
-//! past the table) is `403` for every key, and a method the table does not list for a path is
-//! `405`, so no handler runs without its permission checked.
+//! It fails closed: an `/admin` route that reaches the guard without an entry (added to the
+//! router some other way) is `403` for every key, and a method the table does not list for a
+//! path is `405`, so no handler runs without its permission checked.
 
-use axum::Router;
+use std::sync::Arc;
+
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, MethodRouter, on};
 use backroom_auth::Permission;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::routes::{admin, checkout};
 
 /// What the body of an admin route holds, for the card-number scan ([`crate::pci`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,65 +41,53 @@ pub enum Content {
 #[derive(Debug, Clone, Copy)]
 pub struct ProductData;
 
-/// One admin route.
-#[derive(Debug)]
+/// One admin route: its method and path as the router matches them, with what the guard
+/// needs to know. Made by [`crate::routes::Routes::admin`] from the route's registration.
+#[derive(Debug, Clone)]
 pub struct AdminRoute {
     pub method: Method,
     /// The path as the router matches it (`/admin/products/{id}`).
-    pub path: &'static str,
+    pub path: String,
     pub permission: Permission,
     pub content: Content,
-    /// The handler, registered for `method` under `path`.
-    handler: fn(MethodFilter) -> MethodRouter<AppState>,
 }
 
-macro_rules! admin {
-    ($method:ident $path:literal, $permission:ident, $content:ident, $handler:path) => {
-        AdminRoute {
-            method: Method::$method,
-            path: $path,
-            permission: Permission::$permission,
-            content: Content::$content,
-            handler: |filter| on(filter, $handler),
+/// Every admin route: built from the registrations ([`crate::routes::all`]), so a route is
+/// in the table exactly when it is served under `/admin`.
+#[derive(Debug, Clone, Default)]
+pub struct AccessTable(Vec<AdminRoute>);
+
+impl AccessTable {
+    pub fn new(routes: Vec<AdminRoute>) -> Self {
+        Self(routes)
+    }
+
+    /// The entries, in registration order.
+    pub fn routes(&self) -> &[AdminRoute] {
+        &self.0
+    }
+
+    /// Looks `method` and the router's matched path up in the table (`HEAD` as `GET`).
+    pub fn decide(&self, method: &Method, matched: Option<&str>) -> Decision {
+        let Some(path) = matched else {
+            return Decision::NoRoute;
+        };
+        let method = if method == Method::HEAD { &Method::GET } else { method };
+        let mut allowed = Vec::new();
+        for r in self.0.iter().filter(|r| r.path == path) {
+            if r.method == method {
+                return Decision::Route { permission: r.permission, content: r.content };
+            }
+            allowed.push(r.method.clone());
         }
-    };
-}
-
-/// Every admin route. A new one is added here, and only here.
-pub static ADMIN_ROUTES: &[AdminRoute] = &[
-    admin!(GET "/admin/products", CatalogRead, Scanned, admin::list_products),
-    admin!(POST "/admin/products", CatalogWrite, ProductData, admin::create_product),
-    admin!(GET "/admin/products/{id}", CatalogRead, Scanned, admin::get_product),
-    admin!(PATCH "/admin/products/{id}", CatalogWrite, ProductData, admin::update_product),
-    admin!(DELETE "/admin/products/{id}", CatalogWrite, Scanned, admin::delete_product),
-    admin!(POST "/admin/products/{id}/variants", CatalogWrite, ProductData, admin::add_variant),
-    admin!(GET "/admin/variants/{variant_id}", CatalogRead, Scanned, admin::get_variant),
-    admin!(PATCH "/admin/variants/{variant_id}", CatalogWrite, ProductData, admin::update_variant),
-    admin!(DELETE "/admin/variants/{variant_id}", CatalogWrite, Scanned, admin::delete_variant),
-    admin!(PUT "/admin/variants/{variant_id}/stock", InventoryWrite, ProductData, admin::set_stock),
-    admin!(GET "/admin/variants/{variant_id}/stock", InventoryRead, Scanned, admin::get_stock),
-    admin!(GET "/admin/variants/{variant_id}/stock/adjustments", InventoryRead, Scanned, admin::stock_adjustments),
-    admin!(GET "/admin/stock-locations", InventoryRead, Scanned, admin::list_locations),
-    admin!(POST "/admin/stock-locations", InventoryWrite, ProductData, admin::create_location),
-    admin!(GET "/admin/categories", CatalogRead, Scanned, admin::list_categories),
-    admin!(POST "/admin/categories", CatalogWrite, ProductData, admin::create_category),
-    admin!(GET "/admin/categories/{id}", CatalogRead, Scanned, admin::get_category),
-    admin!(PATCH "/admin/categories/{id}", CatalogWrite, ProductData, admin::update_category),
-    admin!(DELETE "/admin/categories/{id}", CatalogWrite, Scanned, admin::delete_category),
-    admin!(GET "/admin/api-keys", KeysManage, Scanned, admin::list_keys),
-    admin!(POST "/admin/api-keys", KeysManage, Scanned, admin::create_key),
-    admin!(DELETE "/admin/api-keys/{id}", KeysManage, Scanned, admin::revoke_key),
-    admin!(GET "/admin/orders", OrdersRead, Scanned, checkout::list_orders),
-    admin!(GET "/admin/orders/{id}", OrdersRead, Scanned, checkout::get_order),
-    admin!(GET "/admin/outbox", OpsRead, Scanned, checkout::outbox),
-];
-
-/// The admin routes of [`ADMIN_ROUTES`], to merge into the app's router.
-pub fn admin_router() -> Router<AppState> {
-    ADMIN_ROUTES.iter().fold(Router::new(), |router, r| {
-        let filter = MethodFilter::try_from(r.method.clone()).expect("the table uses standard methods");
-        router.route(r.path, (r.handler)(filter))
-    })
+        if allowed.is_empty() {
+            return Decision::Unlisted;
+        }
+        if allowed.contains(&Method::GET) {
+            allowed.push(Method::HEAD);
+        }
+        Decision::MethodNotAllowed(allowed)
+    }
 }
 
 /// What the table says of a request to an `/admin` path.
@@ -117,26 +103,17 @@ pub enum Decision {
     Unlisted,
 }
 
-/// Looks `method` and the router's matched path up in the table (`HEAD` as `GET`).
-pub fn decide(method: &Method, matched: Option<&str>) -> Decision {
-    let Some(path) = matched else {
-        return Decision::NoRoute;
-    };
-    let method = if method == Method::HEAD { &Method::GET } else { method };
-    let mut allowed = Vec::new();
-    for r in ADMIN_ROUTES.iter().filter(|r| r.path == path) {
-        if r.method == method {
-            return Decision::Route { permission: r.permission, content: r.content };
-        }
-        allowed.push(r.method.clone());
+/// The guard's state: the app's, and the access table.
+#[derive(Clone)]
+pub struct Guard {
+    state: AppState,
+    table: Arc<AccessTable>,
+}
+
+impl Guard {
+    pub fn new(state: AppState, table: AccessTable) -> Self {
+        Self { state, table: Arc::new(table) }
     }
-    if allowed.is_empty() {
-        return Decision::Unlisted;
-    }
-    if allowed.contains(&Method::GET) {
-        allowed.push(Method::HEAD);
-    }
-    Decision::MethodNotAllowed(allowed)
 }
 
 /// The bearer token of a request, if it sends one.
@@ -148,7 +125,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The middleware in front of every `/admin` route: authenticate, then authorise by the table,
 /// before any handler or body extractor runs.
-pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn guard(State(Guard { state: s, table }): State<Guard>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if !(path == "/admin" || path.starts_with("/admin/")) {
         return next.run(req).await;
@@ -162,7 +139,7 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
         },
     };
     let matched = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
-    match decide(req.method(), matched.as_deref()) {
+    match table.decide(req.method(), matched.as_deref()) {
         Decision::NoRoute => next.run(req).await,
         Decision::MethodNotAllowed(methods) => {
             let allow = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(",");
@@ -174,7 +151,7 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
         }
         Decision::Unlisted => {
             tracing::error!(route = matched.as_deref().unwrap_or(""), method = %req.method(),
-                "an admin route missing from access::ADMIN_ROUTES was refused");
+                "an admin route registered past Routes::admin was refused");
             ApiError::Forbidden.into_response()
         }
         Decision::Route { permission, content } => {
@@ -196,22 +173,27 @@ mod tests {
 
     use super::*;
 
+    fn access() -> AccessTable {
+        crate::routes::all().into_parts().access
+    }
+
     fn table() -> BTreeSet<(String, String)> {
-        ADMIN_ROUTES.iter().map(|r| (r.method.as_str().to_owned(), r.path.to_owned())).collect()
+        access().routes().iter().map(|r| (r.method.as_str().to_owned(), r.path.clone())).collect()
     }
 
     #[test]
     fn every_route_is_listed_once_under_admin() {
-        assert_eq!(table().len(), ADMIN_ROUTES.len(), "a route is listed twice");
-        for r in ADMIN_ROUTES {
+        let access = access();
+        assert_eq!(table().len(), access.routes().len(), "a route is listed twice");
+        assert!(access.routes().len() >= 25, "{} admin routes", access.routes().len());
+        for r in access.routes() {
             assert!(r.path.starts_with("/admin/"), "{} {}", r.method, r.path);
-            assert!(MethodFilter::try_from(r.method.clone()).is_ok(), "{} {}", r.method, r.path);
         }
     }
 
-    /// The registered admin routes are the table's (the router takes them from nowhere else);
-    /// this checks the table against the OpenAPI document, so that neither lists an admin
-    /// operation the other lacks.
+    /// The admin routes are registered with their entries (`Routes::admin`); this checks the
+    /// table against the OpenAPI document, so that neither lists an admin operation the other
+    /// lacks.
     #[test]
     fn every_documented_admin_operation_has_an_entry_and_back() {
         let doc: serde_json::Value = serde_json::from_str(&crate::openapi::json()).unwrap();
@@ -229,7 +211,7 @@ mod tests {
 
     #[test]
     fn only_catalog_and_stock_writes_carry_product_data() {
-        for r in ADMIN_ROUTES.iter().filter(|r| r.content == Content::ProductData) {
+        for r in access().routes().iter().filter(|r| r.content == Content::ProductData) {
             assert!(
                 matches!(r.permission, Permission::CatalogWrite | Permission::InventoryWrite),
                 "{} {} is not catalog or stock data",
@@ -242,6 +224,8 @@ mod tests {
 
     #[test]
     fn the_table_decides_and_fails_closed() {
+        let access = access();
+        let decide = |method: &Method, matched: Option<&str>| access.decide(method, matched);
         assert_eq!(
             decide(&Method::GET, Some("/admin/products")),
             Decision::Route { permission: Permission::CatalogRead, content: Content::Scanned }

@@ -19,7 +19,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use backroom_auth::Auth;
 use backroom_cart::Carts;
 use backroom_catalog::Catalog;
@@ -33,7 +33,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::error::{ApiError, PROBLEM_JSON};
-use crate::routes::{checkout, ops, store};
+use crate::routes::ops;
 
 /// The largest request body accepted: 1 MiB.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -160,29 +160,15 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application: every route of [`routes::all`] (and no other), behind the
+/// guard, the limits and the rest of the layers.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
-        // Every `/admin` route comes from the access table, with the permission it needs.
-        .merge(access::admin_router())
-        .route("/store/products", get(store::list_products))
-        .route("/store/products/{id_or_handle}", get(store::get_product))
-        .route("/store/categories", get(store::list_categories))
-        .route("/store/carts", post(checkout::create_cart))
-        .route("/store/carts/{id}", get(checkout::get_cart))
-        .route("/store/carts/{id}/items", post(checkout::add_item))
-        .route(
-            "/store/carts/{id}/items/{item_id}",
-            axum::routing::patch(checkout::set_quantity).delete(checkout::remove_item),
-        )
-        .route("/store/carts/{id}/checkout", post(checkout::checkout))
+    let routes = routes::all().into_parts();
+    routes
+        .router
         .fallback(|| async { ApiError::RouteNotFound })
-        .layer(middleware::from_fn_with_state(state.clone(), access::guard))
+        .layer(middleware::from_fn_with_state(access::Guard::new(state.clone(), routes.access), access::guard))
         .layer(middleware::from_fn(nul_in_path))
         .layer(middleware::from_fn_with_state(state.clone(), cache::layer))
         .layer(middleware::from_fn_with_state(state.request_timeout, deadline))

@@ -1,28 +1,18 @@
-//! The OpenAPI document, generated from the handlers' annotations. A committed copy lives in
-//! `docs/openapi.json`; a test fails when the two drift.
+//! The OpenAPI document: the operations of the registered routes ([`crate::routes::all`]), from
+//! their handlers' annotations, with the title, description and tags of [`ApiDoc`] and the
+//! errors common to whole classes of operations. A committed copy lives in `docs/openapi.json`;
+//! a test fails when the two drift.
 
 use std::sync::OnceLock;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{admin, checkout, ops, store};
-
+/// The document's title, description, tags and security scheme; its paths come from the routes.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Backroom", description = "Headless commerce backend: catalog, stock, carts, checkout, orders. Behaviour the document leaves open (error codes, limits, overload) is described in the repository's docs/api-notes.md.\n\nEvery answer carries `X-Content-Type-Options: nosniff`; answers under `/admin`, `/store/carts`, `/store/orders`, `/store/customers` and `/store/auth` carry `Cache-Control: no-store`. Every `503` carries `Retry-After`; `503 overloaded` means the request was shed before any of it was done. A request whose headers total over 16 KiB, with one header line over 8 KiB, or with more than 100 header lines, is `431 request_header_fields_too_large`; a URI over 8 KiB is `414 uri_too_long`. An `Idempotency-Key` or `X-Request-Id` shaped like a card number is `422 card_data_refused` on any route, and is neither logged, stored nor echoed. Browser origins listed in `BACKROOM_CORS_ORIGINS` may call the API (CORS preflight `204`)."),
-    paths(
-        ops::healthz, ops::readyz, ops::metrics, ops::openapi,
-        admin::list_products, admin::create_product, admin::get_product, admin::update_product, admin::delete_product,
-        admin::add_variant, admin::get_variant, admin::update_variant, admin::delete_variant,
-        admin::set_stock, admin::get_stock, admin::stock_adjustments, admin::list_locations, admin::create_location,
-        admin::list_categories, admin::create_category, admin::get_category, admin::update_category, admin::delete_category,
-        admin::list_keys, admin::create_key, admin::revoke_key,
-        store::list_products, store::get_product, store::list_categories,
-        checkout::create_cart, checkout::get_cart, checkout::add_item, checkout::set_quantity, checkout::remove_item,
-        checkout::checkout, checkout::list_orders, checkout::get_order, checkout::outbox,
-    ),
-    modifiers(&BearerAuth, &CommonErrors),
+    modifiers(&BearerAuth),
     tags(
         (name = "catalog", description = "Products, variants, prices, categories (admin)"),
         (name = "inventory", description = "Stock levels, locations, the adjustments ledger (admin)"),
@@ -141,12 +131,20 @@ fn problem(description: &str) -> utoipa::openapi::Response {
         .build()
 }
 
+/// The whole document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::routes::all().into_parts().openapi);
+    CommonErrors.modify(&mut doc);
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
 /// The document as pretty JSON (built once).
 pub fn json() -> String {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| {
-        let mut doc = ApiDoc::openapi();
-        doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+        let doc = document();
         let json = doc.to_pretty_json().expect("the OpenAPI document serialises");
         // utoipa 5 writes a response link's `operationId` as `operation_id` (fixed in utoipa 6);
         // only links have that key with a string value. The drift test checks every link.

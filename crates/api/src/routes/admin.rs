@@ -17,6 +17,58 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::error::{ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery, Staff};
+use crate::routes::Routes;
+
+/// The admin catalog, stock and key routes. Each line states the permission the route needs
+/// and whether its body is product data (not scanned for card numbers) or scanned.
+pub fn routes(r: &mut Routes) {
+    catalog(r);
+    inventory(r);
+    keys(r);
+}
+
+/// Catalog: products, variants with their prices, categories.
+fn catalog(r: &mut Routes) {
+    use crate::access::Content::{ProductData, Scanned};
+    use backroom_auth::Permission::{CatalogRead, CatalogWrite};
+    use utoipa_axum::routes;
+    r.admin(CatalogRead, Scanned, routes!(list_products));
+    r.admin(CatalogWrite, ProductData, routes!(create_product));
+    r.admin(CatalogRead, Scanned, routes!(get_product));
+    r.admin(CatalogWrite, ProductData, routes!(update_product));
+    r.admin(CatalogWrite, Scanned, routes!(delete_product));
+    r.admin(CatalogWrite, ProductData, routes!(add_variant));
+    r.admin(CatalogRead, Scanned, routes!(get_variant));
+    r.admin(CatalogWrite, ProductData, routes!(update_variant));
+    r.admin(CatalogWrite, Scanned, routes!(delete_variant));
+    r.admin(CatalogRead, Scanned, routes!(list_categories));
+    r.admin(CatalogWrite, ProductData, routes!(create_category));
+    r.admin(CatalogRead, Scanned, routes!(get_category));
+    r.admin(CatalogWrite, ProductData, routes!(update_category));
+    r.admin(CatalogWrite, Scanned, routes!(delete_category));
+}
+
+/// Inventory: stock levels per variant and location, locations, the adjustments ledger.
+fn inventory(r: &mut Routes) {
+    use crate::access::Content::{ProductData, Scanned};
+    use backroom_auth::Permission::{InventoryRead, InventoryWrite};
+    use utoipa_axum::routes;
+    r.admin(InventoryWrite, ProductData, routes!(set_stock));
+    r.admin(InventoryRead, Scanned, routes!(get_stock));
+    r.admin(InventoryRead, Scanned, routes!(stock_adjustments));
+    r.admin(InventoryRead, Scanned, routes!(list_locations));
+    r.admin(InventoryWrite, ProductData, routes!(create_location));
+}
+
+/// API keys (owners only).
+fn keys(r: &mut Routes) {
+    use crate::access::Content::Scanned;
+    use backroom_auth::Permission::KeysManage;
+    use utoipa_axum::routes;
+    r.admin(KeysManage, Scanned, routes!(list_keys));
+    r.admin(KeysManage, Scanned, routes!(create_key));
+    r.admin(KeysManage, Scanned, routes!(revoke_key));
+}
 
 /// `limit` and `cursor` of a list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -15,6 +15,34 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery, Staff};
+use crate::routes::Routes;
+
+/// Carts and checkout (public: a cart's id is its secret), and the admin order views.
+pub fn routes(r: &mut Routes) {
+    carts(r);
+    orders(r);
+}
+
+/// Carts and checkout.
+fn carts(r: &mut Routes) {
+    use utoipa_axum::routes;
+    r.public(routes!(create_cart));
+    r.public(routes!(get_cart));
+    r.public(routes!(add_item));
+    r.public(routes!(set_quantity));
+    r.public(routes!(remove_item));
+    r.public(routes!(checkout));
+}
+
+/// Orders, and the outbox of the events they raise.
+fn orders(r: &mut Routes) {
+    use crate::access::Content::Scanned;
+    use backroom_auth::Permission::{OpsRead, OrdersRead};
+    use utoipa_axum::routes;
+    r.admin(OrdersRead, Scanned, routes!(list_orders));
+    r.admin(OrdersRead, Scanned, routes!(get_order));
+    r.admin(OpsRead, Scanned, routes!(outbox));
+}
 
 #[utoipa::path(post, path = "/store/carts", tag = "storefront", request_body = NewCart,
     responses((status = 201, body = Cart, links(

@@ -1,4 +1,165 @@
+//! The routes, registered once each with their OpenAPI description.
+//!
+//! A handler carries its `#[utoipa::path]` annotation (method, path, parameters, answers) and
+//! its doc comment (first paragraph the summary, the rest the description). Each routes module
+//! registers its handlers in one function per capability, one line each:
+//!
+//! ```ignore
+//! r.public(routes!(get_product));
+//! r.admin(CatalogWrite, ProductData, routes!(create_product));
+//! ```
+//!
+//! `routes!` (utoipa-axum's) reads the method and path from the annotation, so the router, the
+//! OpenAPI document ([`crate::openapi`]) and, for `/admin` routes, the access table that
+//! [`crate::access::guard`] checks ([`AccessTable`]) all come from that one line. [`all`] is
+//! every capability together; nothing else adds a route to the app.
+
 pub mod admin;
 pub mod checkout;
 pub mod ops;
 pub mod store;
+
+use std::collections::BTreeSet;
+
+use axum::Router;
+use axum::http::Method;
+use backroom_auth::{Permission, Role};
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+
+use crate::AppState;
+use crate::access::{AccessTable, AdminRoute, Content};
+
+/// Every route of the app, capability by capability.
+pub fn all() -> Routes {
+    let mut r = Routes::new();
+    ops::routes(&mut r);
+    admin::routes(&mut r);
+    store::routes(&mut r);
+    checkout::routes(&mut r);
+    r
+}
+
+/// Routes as registered: the axum routes, their OpenAPI operations, and the access entry of
+/// each `/admin` one.
+pub struct Routes {
+    router: OpenApiRouter<AppState>,
+    access: Vec<AdminRoute>,
+    served: BTreeSet<(Method, String)>,
+}
+
+/// What [`Routes`] come to once all are registered.
+pub struct Parts {
+    /// The routes, to serve (layers and fallback are added by [`crate::router`]).
+    pub router: Router<AppState>,
+    /// Their operations, paths and schemas; [`crate::openapi`] adds the rest of the document.
+    pub openapi: utoipa::openapi::OpenApi,
+    /// Who may call which `/admin` route.
+    pub access: AccessTable,
+    /// Every method and path registered (`GET` routes answer `HEAD` as well).
+    pub served: BTreeSet<(Method, String)>,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Routes {
+    pub fn new() -> Self {
+        Self { router: OpenApiRouter::new(), access: Vec::new(), served: BTreeSet::new() }
+    }
+
+    /// Routes anyone may call (never under `/admin`). Panics on an `/admin` path: those are
+    /// registered with [`Routes::admin`], with their permission.
+    pub fn public(&mut self, route: UtoipaMethodRouter<AppState>) -> &mut Self {
+        for (path, _) in operations(&route) {
+            assert!(!under_admin(&path), "{path}: an /admin route is registered with Routes::admin");
+        }
+        self.add(route)
+    }
+
+    /// Routes under `/admin` that need `permission`; `content` says whether their JSON body is
+    /// scanned for card numbers. Each becomes an entry of the access table, and its OpenAPI
+    /// description says which roles may call it. Panics on a path outside `/admin`, or an
+    /// operation whose annotation does not name the `api_key` security scheme.
+    pub fn admin(
+        &mut self,
+        permission: Permission,
+        content: Content,
+        mut route: UtoipaMethodRouter<AppState>,
+    ) -> &mut Self {
+        for (path, item) in route.1.paths.iter_mut() {
+            assert!(under_admin(path), "{path}: only /admin routes are registered with Routes::admin");
+            for (method, op) in operations_mut(item) {
+                assert!(op.security.is_some(), "{method} {path}: add `security((\"api_key\" = []))` to its annotation");
+                let roles: Vec<String> =
+                    Role::ALL.iter().filter(|r| r.allows(permission)).map(|r| format!("`{r}`")).collect();
+                let needs = format!("Needs an API key whose role is {}.", roles.join(", "));
+                op.description = Some(match op.description.take() {
+                    Some(d) if !d.is_empty() => format!("{d}\n\n{needs}"),
+                    _ => needs,
+                });
+                self.access.push(AdminRoute { method, path: path.clone(), permission, content });
+            }
+        }
+        self.add(route)
+    }
+
+    /// Registers `route`. Panics on a method and path registered before.
+    fn add(&mut self, route: UtoipaMethodRouter<AppState>) -> &mut Self {
+        for (path, method) in operations(&route) {
+            assert!(self.served.insert((method.clone(), path.clone())), "{method} {path} is registered twice");
+        }
+        self.router = std::mem::take(&mut self.router).routes(route);
+        self
+    }
+
+    /// The router, the document's paths and the access table.
+    pub fn into_parts(self) -> Parts {
+        let (router, openapi) = self.router.split_for_parts();
+        Parts { router, openapi, access: AccessTable::new(self.access), served: self.served }
+    }
+}
+
+fn under_admin(path: &str) -> bool {
+    path == "/admin" || path.starts_with("/admin/")
+}
+
+/// Every path and method of a registration.
+fn operations(route: &UtoipaMethodRouter<AppState>) -> impl Iterator<Item = (String, Method)> + '_ {
+    route.1.paths.iter().flat_map(|(path, item)| {
+        methods(item).into_iter().filter(|(_, set)| *set).map(move |(method, _)| (path.clone(), method))
+    })
+}
+
+/// The methods a path item has an operation for.
+fn methods(item: &PathItem) -> [(Method, bool); 8] {
+    [
+        (Method::GET, item.get.is_some()),
+        (Method::PUT, item.put.is_some()),
+        (Method::POST, item.post.is_some()),
+        (Method::DELETE, item.delete.is_some()),
+        (Method::OPTIONS, item.options.is_some()),
+        (Method::HEAD, item.head.is_some()),
+        (Method::PATCH, item.patch.is_some()),
+        (Method::TRACE, item.trace.is_some()),
+    ]
+}
+
+/// A path item's operations with their methods.
+pub(crate) fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = (Method, &mut Operation)> {
+    [
+        (Method::GET, item.get.as_mut()),
+        (Method::PUT, item.put.as_mut()),
+        (Method::POST, item.post.as_mut()),
+        (Method::DELETE, item.delete.as_mut()),
+        (Method::OPTIONS, item.options.as_mut()),
+        (Method::HEAD, item.head.as_mut()),
+        (Method::PATCH, item.patch.as_mut()),
+        (Method::TRACE, item.trace.as_mut()),
+    ]
+    .into_iter()
+    .filter_map(|(m, op)| op.map(|op| (m, op)))
+}

@@ -8,6 +8,16 @@ use serde::Serialize;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::routes::Routes;
+
+/// Ops: probes, metrics and the API's own description.
+pub fn routes(r: &mut Routes) {
+    use utoipa_axum::routes;
+    r.public(routes!(healthz));
+    r.public(routes!(readyz));
+    r.public(routes!(metrics));
+    r.public(routes!(openapi));
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {

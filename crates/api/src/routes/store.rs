@@ -14,7 +14,16 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiQuery;
+use crate::routes::Routes;
 use crate::routes::admin::Items;
+
+/// The storefront catalog: published products and the category tree, for anyone.
+pub fn routes(r: &mut Routes) {
+    use utoipa_axum::routes;
+    r.public(routes!(list_products));
+    r.public(routes!(get_product));
+    r.public(routes!(list_categories));
+}
 
 /// The longest `q` accepted.
 pub const MAX_Q: usize = 256;
