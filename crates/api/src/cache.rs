@@ -17,6 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use backroom_db::outbox::{Batch, BoxFuture, Consumer, Event};
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
@@ -97,6 +98,37 @@ impl ResponseCache {
             entries.clear();
         }
         entries.insert(key, (generation, entry));
+    }
+}
+
+/// Drops this process's cached answers when the catalog or stock changed in any process: a
+/// broadcast outbox [`Consumer`], run after the search index's (so an answer cached after
+/// the drop already comes from the updated index).
+pub struct Invalidation(pub Arc<ResponseCache>);
+
+impl Consumer for Invalidation {
+    fn name(&self) -> &'static str {
+        "http-cache"
+    }
+
+    fn wants(&self, event: &Event) -> bool {
+        matches!(event, Event::ProductChanged(_) | Event::CategoryChanged(_) | Event::StockChanged(_))
+    }
+
+    fn handle<'a>(&'a self, _: Batch<'a>) -> BoxFuture<'a, backroom_kernel::Result<()>> {
+        Box::pin(async move {
+            self.0.invalidate();
+            Ok(())
+        })
+    }
+
+    /// Drops what was cached while the consumers before it started (the search index may
+    /// have been built meanwhile), then reads from the head on.
+    fn resume<'a>(&'a self, head: &'a str) -> BoxFuture<'a, backroom_kernel::Result<String>> {
+        Box::pin(async move {
+            self.0.invalidate();
+            Ok(head.to_owned())
+        })
     }
 }
 

@@ -77,15 +77,16 @@ pub fn open_search(data_dir: &std::path::Path) -> anyhow::Result<Arc<SearchIndex
     })
 }
 
-/// The follower that keeps `index` in step with the outbox and drops the process's cached
-/// catalog answers when something changed.
-pub fn follower(state: &AppState, index: Arc<SearchIndex>) -> backroom_search::follow::Follower {
-    let cache = state.cache.clone();
-    backroom_search::follow::Follower {
-        db: state.db.clone(),
+/// This process's broadcast reader of the outbox: keeps `index` in step, then drops the
+/// process's cached catalog answers when something changed. Run it with
+/// `.run(interval, stop)`.
+pub fn follower(state: &AppState, index: Arc<SearchIndex>) -> backroom_db::outbox::Broadcast {
+    let search = backroom_search::follow::IndexConsumer {
         index,
         catalog: backroom_catalog::Catalog::new(state.db.clone()),
         inventory: backroom_inventory::Inventory::new(state.db.clone()),
-        on_change: Arc::new(move |_| cache.invalidate()),
-    }
+    };
+    backroom_db::outbox::Broadcast::new(state.db.clone())
+        .with(Arc::new(search))
+        .with(Arc::new(backroom_api::cache::Invalidation(state.cache.clone())))
 }

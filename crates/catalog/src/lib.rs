@@ -9,6 +9,7 @@ mod repo;
 pub mod types;
 pub mod validate;
 
+use backroom_db::outbox::{Action, CategoryChanged, Event, ProductChanged};
 use backroom_db::{Db, Tx};
 use backroom_kernel::{Code, Error, Page, PageRequest, Result, id, now};
 
@@ -145,7 +146,7 @@ impl Catalog {
             check_categories(&mut tx, c, "category_ids").await?;
             repo::set_categories(&mut tx.conn(), id, c).await?;
         }
-        changed(&mut tx, id, "updated").await?;
+        changed(&mut tx, id, Action::Updated).await?;
         let product = load_one(&mut tx, id).await?;
         tx.commit().await?;
         Ok(product)
@@ -159,7 +160,7 @@ impl Catalog {
         if !repo::delete_row(&mut tx.conn(), "products", id).await? {
             return Err(Error::not_found("product"));
         }
-        changed(&mut tx, id, "deleted").await?;
+        changed(&mut tx, id, Action::Deleted).await?;
         tx.commit().await
     }
 
@@ -293,7 +294,7 @@ impl Catalog {
                 format!("a category with handle `{}` already exists", cat.handle),
             ));
         }
-        category_changed(&mut tx, &cat.id, "created").await?;
+        category_changed(&mut tx, &cat.id, Action::Created).await?;
         tx.commit().await?;
         Ok(cat)
     }
@@ -333,7 +334,7 @@ impl Catalog {
         }
         cat.updated_at = now();
         repo::update_category(&mut tx.conn(), &cat).await?;
-        category_changed(&mut tx, id, "updated").await?;
+        category_changed(&mut tx, id, Action::Updated).await?;
         tx.commit().await?;
         Ok(cat)
     }
@@ -346,7 +347,7 @@ impl Catalog {
         if !repo::delete_category(&mut tx.conn(), id).await? {
             return Err(Error::refused(Code::CategoryHasChildren, "move or delete its sub-categories first"));
         }
-        category_changed(&mut tx, id, "deleted").await?;
+        category_changed(&mut tx, id, Action::Deleted).await?;
         tx.commit().await
     }
 }
@@ -375,19 +376,15 @@ async fn insert_new(tx: &mut Tx, valid: &validate::ValidProduct) -> Result<Strin
     repo::set_attributes(&mut tx.conn(), &id, &valid.attributes).await?;
     repo::set_categories(&mut tx.conn(), &id, &valid.category_ids).await?;
     repo::insert_variants(&mut tx.conn(), &id, &valid.variants, 0, ts).await?;
-    changed(tx, &id, "created").await?;
+    changed(tx, &id, Action::Created).await?;
     Ok(id)
 }
 
 /// Tells the rest of the store (search, caches) that a product changed, in the same
 /// transaction as the change (P5).
-async fn changed(tx: &mut Tx, product_id: &str, action: &str) -> Result<()> {
-    backroom_db::outbox::enqueue(
-        &mut tx.conn(),
-        "product.changed",
-        &serde_json::json!({"product_id": product_id, "action": action}),
-    )
-    .await?;
+async fn changed(tx: &mut Tx, product_id: &str, action: Action) -> Result<()> {
+    let event = Event::ProductChanged(ProductChanged { product_id: product_id.to_owned(), action });
+    backroom_db::outbox::enqueue(&mut tx.conn(), &event).await?;
     Ok(())
 }
 
@@ -402,18 +399,14 @@ async fn load_variant(tx: &mut Tx, id: &str) -> Result<Variant> {
 /// Marks a product updated because one of its variants changed.
 async fn touch_product(tx: &mut Tx, product_id: &str) -> Result<()> {
     repo::update_row(&mut tx.conn(), "products", product_id, &[], now(), "").await?;
-    changed(tx, product_id, "updated").await
+    changed(tx, product_id, Action::Updated).await
 }
 
 /// A category's name, handle or place changed: its products (and those of its
 /// sub-categories) show it in their category path.
-async fn category_changed(tx: &mut Tx, category_id: &str, action: &str) -> Result<()> {
-    backroom_db::outbox::enqueue(
-        &mut tx.conn(),
-        "category.changed",
-        &serde_json::json!({"category_id": category_id, "action": action}),
-    )
-    .await?;
+async fn category_changed(tx: &mut Tx, category_id: &str, action: Action) -> Result<()> {
+    let event = Event::CategoryChanged(CategoryChanged { category_id: category_id.to_owned(), action });
+    backroom_db::outbox::enqueue(&mut tx.conn(), &event).await?;
     Ok(())
 }
 

@@ -644,19 +644,27 @@ async fn settle_in(conn: &mut Conn<'_>, order_id: &str, attempt_id: &str, status
     };
     let order = load_order(conn, order_id).await?;
     backroom_cart::transition(conn, &order.cart_id, CartStatus::CheckingOut, cart_to).await?;
-    let topic = if order.status == OrderStatus::Placed { "order.placed" } else { "order.payment_failed" };
-    outbox::enqueue(
-        conn,
-        topic,
-        &serde_json::json!({
-            "order_id": order.id, "number": order.number, "status": order.status, "total": order.total,
-            "cart_id": order.cart_id,
-        }),
-    )
-    .await?;
+    let summary = outbox::OrderOutcome {
+        order_id: order.id.clone(),
+        number: order.number.clone(),
+        status: match order.status {
+            OrderStatus::PendingPayment => outbox::OrderState::PendingPayment,
+            OrderStatus::Placed => outbox::OrderState::Placed,
+            OrderStatus::PaymentFailed => outbox::OrderState::PaymentFailed,
+            OrderStatus::Cancelled => outbox::OrderState::Cancelled,
+        },
+        total: order.total,
+        cart_id: order.cart_id.clone(),
+    };
+    let event = if order.status == OrderStatus::Placed {
+        outbox::Event::OrderPlaced(summary)
+    } else {
+        outbox::Event::OrderPaymentFailed(summary)
+    };
+    outbox::enqueue(conn, &event).await?;
     if !changed.is_empty() {
-        outbox::enqueue(conn, "stock.changed", &serde_json::json!({"variant_ids": changed, "order_id": order.id}))
-            .await?;
+        let stock = outbox::StockChanged { variant_ids: changed, order_id: Some(order.id.clone()) };
+        outbox::enqueue(conn, &outbox::Event::StockChanged(stock)).await?;
     }
     let outcome = match &status {
         ChargeStatus::Declined { reason } => {

@@ -1,26 +1,92 @@
 //! The transactional outbox (P5). A module that changes state others must learn about calls
-//! [`enqueue`] inside its own transaction; the worker [`claim`]s due events, hands them to
-//! consumers, and marks them [`delivered`] or [`failed`] (with backoff, then dead-lettered).
+//! [`enqueue`] with an [`Event`] inside its own transaction; consumers read the events back
+//! typed through one interface, [`Consumer`], run by one of two runners:
+//!
+//! - [`Broadcast`] (see [`broadcast`]): every process reads every event, for state each
+//!   process keeps for itself (its search index, its HTTP cache).
+//! - [`Delivery`] (see [`delivery`]): each event is handed to one worker of all processes,
+//!   at least once, for effects that must happen once (webhooks, connectors). The worker
+//!   [`claim`]s due events, hands them to consumers, and marks them [`delivered`] or
+//!   [`failed`] (with backoff, then dead-lettered).
 //!
 //! Claims are leases (`claimed_until`): on PostgreSQL several workers claim with
 //! `FOR UPDATE SKIP LOCKED` and never take the same event; on SQLite the single writer
 //! serialises claims. An event whose worker died is claimed again when its lease runs out,
 //! so delivery is at least once; consumers de-duplicate by `event_id`.
 
+pub mod broadcast;
+pub mod delivery;
+mod event;
+
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use backroom_kernel::{Error, Result, id, now};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+pub use broadcast::Broadcast;
+pub use delivery::Delivery;
+pub use event::{
+    Action, CategoryChanged, DecodeError, Event, OrderOutcome, OrderState, ProductChanged, StockChanged, TOPICS,
+    version_of,
+};
+
 use crate::{Conn, Db, Dialect, on_conn, storage};
 
 /// After this many failed deliveries an event is dead-lettered.
 pub const MAX_ATTEMPTS: i64 = 10;
 
-/// An event as the worker sees it.
+/// A boxed future that is `Send`, as trait objects return it.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An event read back from the outbox, with the id and time it was written under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The event's `evt_…` id: the key a consumer de-duplicates by.
+    pub event_id: String,
+    pub created_at: DateTime<Utc>,
+    pub event: Event,
+}
+
+/// Events handed to a [`Consumer`] in one call, oldest first.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub events: &'a [Envelope],
+    /// From the [`Broadcast`] runner: the reader's position after these events. A consumer
+    /// that keeps durable state (the search index) saves it with that state and answers it
+    /// from [`Consumer::resume`]. `None` from the [`Delivery`] runner.
+    pub position: Option<&'a str>,
+}
+
+/// Something that acts on outbox events: the search index and the HTTP cache (through a
+/// [`Broadcast`] runner), webhooks and connectors (through a [`Delivery`] runner).
+///
+/// Either runner may hand an event again (after a failure, a crash, or an expired lease):
+/// handling must be idempotent, or de-duplicate by [`Envelope::event_id`].
+pub trait Consumer: Send + Sync {
+    /// A short, stable name for logs.
+    fn name(&self) -> &'static str;
+
+    /// Whether this consumer acts on `event`; the others never reach [`Consumer::handle`].
+    fn wants(&self, event: &Event) -> bool;
+
+    /// Acts on a batch of wanted events. An error hands the same events again later: from
+    /// the same position (broadcast) or after a backoff (delivery).
+    fn handle<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<()>>;
+
+    /// Broadcast only: called when the runner starts, with the outbox's head, before any
+    /// event; answers the position to read from. The default reads from the head on (a
+    /// consumer whose state starts empty at each start, such as a cache).
+    fn resume<'a>(&'a self, head: &'a str) -> BoxFuture<'a, Result<String>> {
+        Box::pin(async move { Ok(head.to_owned()) })
+    }
+}
+
+/// An event's row, as the delivery worker claims it (its payload still encoded).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize, utoipa::ToSchema)]
-pub struct Event {
+pub struct StoredEvent {
     pub id: i64,
     pub event_id: String,
     pub topic: String,
@@ -30,11 +96,23 @@ pub struct Event {
     pub attempts: i64,
 }
 
+impl StoredEvent {
+    /// The typed event.
+    pub fn decode(&self) -> std::result::Result<Envelope, DecodeError> {
+        Ok(Envelope {
+            event_id: self.event_id.clone(),
+            created_at: self.created_at,
+            event: Event::decode(&self.topic, &self.payload)?,
+        })
+    }
+}
+
 /// Writes an event in the caller's transaction. Returns its `evt_…` id.
-pub async fn enqueue(conn: &mut Conn<'_>, topic: &str, payload: &serde_json::Value) -> Result<String> {
+pub async fn enqueue(conn: &mut Conn<'_>, event: &Event) -> Result<String> {
     let event_id = id::new("evt");
     let ts = now();
-    let body = serde_json::to_string(payload).map_err(Error::internal)?;
+    let topic = event.topic();
+    let body = event.encode();
     on_conn!(conn, c => sqlx::query(
         "INSERT INTO outbox (event_id, topic, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $4)",
     )
@@ -50,7 +128,7 @@ pub async fn enqueue(conn: &mut Conn<'_>, topic: &str, payload: &serde_json::Val
 }
 
 /// Claims up to `limit` due events for `lease`; nobody else gets them until it runs out.
-pub async fn claim(db: &Db, limit: i64, lease: Duration) -> Result<Vec<Event>> {
+pub async fn claim(db: &Db, limit: i64, lease: Duration) -> Result<Vec<StoredEvent>> {
     let ts = now();
     let until = ts + chrono::Duration::from_std(lease).map_err(Error::internal)?;
     let mut tx = db.begin().await?;
@@ -65,7 +143,7 @@ pub async fn claim(db: &Db, limit: i64, lease: Duration) -> Result<Vec<Event>> {
          AND (claimed_until IS NULL OR claimed_until < $1) ORDER BY id LIMIT $3{lock}) \
          RETURNING id, event_id, topic, payload, created_at, attempts"
     );
-    let mut events: Vec<Event> = on_conn!(&mut conn, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let mut events: Vec<StoredEvent> = on_conn!(&mut conn, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(ts)
         .bind(until)
         .bind(limit)
@@ -92,7 +170,7 @@ pub async fn delivered(db: &Db, id: i64) -> Result<()> {
 
 /// Records a failed delivery: retried after an exponential backoff (1 s, 2 s, 4 s, … capped
 /// at 10 min), dead-lettered after [`MAX_ATTEMPTS`].
-pub async fn failed(db: &Db, event: &Event, error: &str) -> Result<()> {
+pub async fn failed(db: &Db, event: &StoredEvent, error: &str) -> Result<()> {
     let ts = now();
     let backoff = chrono::Duration::seconds(1_i64 << event.attempts.clamp(0, 10)).min(chrono::Duration::minutes(10));
     let dead = event.attempts >= MAX_ATTEMPTS;
@@ -178,7 +256,7 @@ pub struct DeadEvent {
 }
 
 /// Events of a topic, oldest first (for tests and the admin view).
-pub async fn list(db: &Db, topic: &str) -> Result<Vec<Event>> {
+pub async fn list(db: &Db, topic: &str) -> Result<Vec<StoredEvent>> {
     let mut r = db.read().await?;
     on_conn!(&mut r.conn(), c => sqlx::query_as(
         "SELECT id, event_id, topic, payload, created_at, attempts FROM outbox WHERE topic = $1 ORDER BY id",

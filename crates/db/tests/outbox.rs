@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use backroom_db::outbox::{Action, Event, ProductChanged, StockChanged};
 use backroom_db::{ConnectOptions, Db, outbox};
 
 async fn check(db: Db) {
@@ -11,14 +12,17 @@ async fn check(db: Db) {
     // An event written in a rolled-back transaction never exists.
     {
         let mut tx = db.begin().await.unwrap();
-        outbox::enqueue(&mut tx.conn(), "test.rolled_back", &serde_json::json!({})).await.unwrap();
+        let rolled_back =
+            Event::ProductChanged(ProductChanged { product_id: "prd_gone".into(), action: Action::Created });
+        outbox::enqueue(&mut tx.conn(), &rolled_back).await.unwrap();
     }
     let mut tx = db.begin().await.unwrap();
     for i in 0..40 {
-        outbox::enqueue(&mut tx.conn(), "test.event", &serde_json::json!({"i": i})).await.unwrap();
+        let event = Event::StockChanged(StockChanged { variant_ids: vec![format!("var_{i}")], order_id: None });
+        outbox::enqueue(&mut tx.conn(), &event).await.unwrap();
     }
     tx.commit().await.unwrap();
-    assert_eq!(outbox::list(&db, "test.rolled_back").await.unwrap().len(), 0);
+    assert_eq!(outbox::list(&db, "product.changed").await.unwrap().len(), 0);
     assert_eq!(outbox::stats(&db).await.unwrap().pending, 40);
 
     // Four workers claim at once: every event goes to exactly one of them.
@@ -66,7 +70,7 @@ async fn check(db: Db) {
     assert_eq!(dead[0].last_error.as_deref(), Some("consumer said no"));
 }
 
-async fn futures_join(db: &Db) -> Vec<Vec<outbox::Event>> {
+async fn futures_join(db: &Db) -> Vec<Vec<outbox::StoredEvent>> {
     let tasks: Vec<_> = (0..4)
         .map(|_| {
             let db = db.clone();

@@ -10,6 +10,7 @@ pub mod reservations;
 
 use std::collections::HashMap;
 
+use backroom_db::outbox::{Event, StockChanged};
 use backroom_db::{Conn, Db, Dialect, on_conn, storage};
 use backroom_kernel::{Code, Error, Page, PageRequest, Result, id, now};
 use chrono::{DateTime, Utc};
@@ -230,8 +231,8 @@ impl Inventory {
         let level = StockLevel::from(row);
         let delta = level.on_hand - before;
         record(&mut conn, &level, delta, 0, 0, reason, actor, ts).await?;
-        backroom_db::outbox::enqueue(&mut conn, "stock.changed", &serde_json::json!({"variant_ids": [variant_id]}))
-            .await?;
+        let event = Event::StockChanged(StockChanged { variant_ids: vec![variant_id.to_owned()], order_id: None });
+        backroom_db::outbox::enqueue(&mut conn, &event).await?;
         tx.commit().await?;
         Ok(level)
     }
@@ -267,10 +268,10 @@ impl Inventory {
                 set += 1;
             }
         }
-        let ids: Vec<&String> = levels.iter().map(|(v, _)| v).collect();
+        let ids: Vec<String> = levels.iter().map(|(v, _)| v.clone()).collect();
         for chunk in ids.chunks(1000) {
-            backroom_db::outbox::enqueue(&mut conn, "stock.changed", &serde_json::json!({"variant_ids": chunk}))
-                .await?;
+            let event = Event::StockChanged(StockChanged { variant_ids: chunk.to_vec(), order_id: None });
+            backroom_db::outbox::enqueue(&mut conn, &event).await?;
         }
         tx.commit().await?;
         Ok(set)

@@ -1,0 +1,322 @@
+//! What goes into the outbox: one [`Event`] enum, one variant per topic, each with typed
+//! fields and a schema version.
+//!
+//! An event is stored as its topic and a JSON payload: the variant's fields plus `"v"`, the
+//! version of that topic's schema (`{"v":1,"product_id":"prd_…","action":"updated"}`).
+//! Payloads written before versions existed carry no `"v"` and read as version 1. Each topic
+//! has its own version, so a change to one topic does not make older readers skip the rest.
+//!
+//! Changing a topic's payload in a way older readers cannot read (a field removed, renamed
+//! or retyped, a new enum value) bumps its version in [`TOPICS`]; [`Event::decode`] keeps
+//! reading the older versions (upcasting them), and answers [`DecodeError::NewerVersion`]
+//! for versions it does not know, which readers skip with a warning. Adding an optional
+//! field with a default is not a new version.
+
+use backroom_kernel::Money;
+use serde::{Deserialize, Serialize};
+
+/// Every topic with the schema version this build writes (and the newest it reads).
+pub const TOPICS: [(&str, u32); 5] =
+    [(PRODUCT_CHANGED, 1), (CATEGORY_CHANGED, 1), (STOCK_CHANGED, 1), (ORDER_PLACED, 1), (ORDER_PAYMENT_FAILED, 1)];
+
+const PRODUCT_CHANGED: &str = "product.changed";
+const CATEGORY_CHANGED: &str = "category.changed";
+const STOCK_CHANGED: &str = "stock.changed";
+const ORDER_PLACED: &str = "order.placed";
+const ORDER_PAYMENT_FAILED: &str = "order.payment_failed";
+
+/// Something that happened in one module that others (search, caches, webhooks,
+/// connectors) must learn about. Written with [`crate::outbox::enqueue`] in the transaction
+/// of the change, read back typed by the outbox's readers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `product.changed`: a product or one of its variants was created, changed or deleted.
+    ProductChanged(ProductChanged),
+    /// `category.changed`: a category was created, renamed, moved or deleted.
+    CategoryChanged(CategoryChanged),
+    /// `stock.changed`: the stock of these variants changed (an adjustment, an import, an
+    /// order's allocation or release).
+    StockChanged(StockChanged),
+    /// `order.placed`: an order's payment went through.
+    OrderPlaced(OrderOutcome),
+    /// `order.payment_failed`: an order's payment was declined, refunded or voided.
+    OrderPaymentFailed(OrderOutcome),
+}
+
+/// What happened to the thing an event names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// The payload of `product.changed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductChanged {
+    pub product_id: String,
+    pub action: Action,
+}
+
+/// The payload of `category.changed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CategoryChanged {
+    pub category_id: String,
+    pub action: Action,
+}
+
+/// The payload of `stock.changed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockChanged {
+    pub variant_ids: Vec<String>,
+    /// The order whose allocation or release changed the stock, if an order did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+}
+
+/// The payload of `order.placed` and `order.payment_failed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderOutcome {
+    pub order_id: String,
+    /// The human order number, such as `#1001`.
+    pub number: String,
+    pub status: OrderState,
+    pub total: Money,
+    pub cart_id: String,
+}
+
+/// An order's status as events tell it (the orders module's statuses, as a contract of
+/// their own: a new status is a new event version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderState {
+    PendingPayment,
+    Placed,
+    PaymentFailed,
+    Cancelled,
+}
+
+/// Why a stored event could not be read back. Readers skip such an event with a warning
+/// (a newer build wrote it, or it is not an event at all); they never stop on one.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown outbox topic `{0}`")]
+    UnknownTopic(String),
+    #[error("{topic} payload version {found} is newer than this build reads (up to {known})")]
+    NewerVersion { topic: String, found: u64, known: u32 },
+    #[error("malformed {topic} payload: {message}")]
+    Malformed { topic: String, message: String },
+}
+
+/// The schema version this build writes for `topic`, if it knows the topic.
+pub fn version_of(topic: &str) -> Option<u32> {
+    TOPICS.iter().find(|(t, _)| *t == topic).map(|(_, v)| *v)
+}
+
+impl Event {
+    /// The topic this event is stored under.
+    pub fn topic(&self) -> &'static str {
+        match self {
+            Event::ProductChanged(_) => PRODUCT_CHANGED,
+            Event::CategoryChanged(_) => CATEGORY_CHANGED,
+            Event::StockChanged(_) => STOCK_CHANGED,
+            Event::OrderPlaced(_) => ORDER_PLACED,
+            Event::OrderPaymentFailed(_) => ORDER_PAYMENT_FAILED,
+        }
+    }
+
+    /// The schema version this build writes for the event's topic.
+    pub fn version(&self) -> u32 {
+        version_of(self.topic()).expect("every variant's topic is in TOPICS")
+    }
+
+    /// The stored JSON payload: the variant's fields and `"v"`.
+    pub fn encode(&self) -> String {
+        #[derive(Serialize)]
+        struct Versioned<'a, T> {
+            v: u32,
+            #[serde(flatten)]
+            body: &'a T,
+        }
+        fn to_json<T: Serialize>(v: u32, body: &T) -> String {
+            serde_json::to_string(&Versioned { v, body })
+                .expect("event payloads are plain structs and always serialise")
+        }
+        let v = self.version();
+        match self {
+            Event::ProductChanged(p) => to_json(v, p),
+            Event::CategoryChanged(p) => to_json(v, p),
+            Event::StockChanged(p) => to_json(v, p),
+            Event::OrderPlaced(p) | Event::OrderPaymentFailed(p) => to_json(v, p),
+        }
+    }
+
+    /// Reads a stored event back. A payload without `"v"` is version 1.
+    pub fn decode(topic: &str, payload: &str) -> Result<Event, DecodeError> {
+        let known = version_of(topic).ok_or_else(|| DecodeError::UnknownTopic(topic.to_owned()))?;
+        let malformed = |message: String| DecodeError::Malformed { topic: topic.to_owned(), message };
+        let value: serde_json::Value = serde_json::from_str(payload).map_err(|e| malformed(e.to_string()))?;
+        let found = match value.get("v") {
+            None => 1,
+            Some(v) => {
+                v.as_u64().filter(|v| *v >= 1).ok_or_else(|| malformed(format!("version {v} is not a number")))?
+            }
+        };
+        if found > u64::from(known) {
+            return Err(DecodeError::NewerVersion { topic: topic.to_owned(), found, known });
+        }
+        // Version 1 is the only version of every topic so far; an older version would be
+        // upcast here, matched on `(topic, found)`.
+        fn body<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+            serde_json::from_value(value).map_err(|e| e.to_string())
+        }
+        Ok(match topic {
+            PRODUCT_CHANGED => Event::ProductChanged(body(value).map_err(malformed)?),
+            CATEGORY_CHANGED => Event::CategoryChanged(body(value).map_err(malformed)?),
+            STOCK_CHANGED => Event::StockChanged(body(value).map_err(malformed)?),
+            ORDER_PLACED => Event::OrderPlaced(body(value).map_err(malformed)?),
+            ORDER_PAYMENT_FAILED => Event::OrderPaymentFailed(body(value).map_err(malformed)?),
+            _ => return Err(DecodeError::UnknownTopic(topic.to_owned())),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use backroom_kernel::Currency;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn id(prefix: &'static str) -> impl Strategy<Value = String> {
+        "[0-9A-Za-z_\"\\\\ é]{0,30}".prop_map(move |s| format!("{prefix}_{s}"))
+    }
+
+    fn action() -> impl Strategy<Value = Action> {
+        prop_oneof![Just(Action::Created), Just(Action::Updated), Just(Action::Deleted)]
+    }
+
+    fn order() -> impl Strategy<Value = OrderOutcome> {
+        let state = prop_oneof![
+            Just(OrderState::PendingPayment),
+            Just(OrderState::Placed),
+            Just(OrderState::PaymentFailed),
+            Just(OrderState::Cancelled)
+        ];
+        let currency = prop::sample::select(vec!["EUR", "JPY", "KWD", "USD"]).prop_map(|c| Currency::parse(c).unwrap());
+        let total = (0..=Money::MAX_AMOUNT, currency).prop_map(|(a, c)| Money::new(a, c).unwrap());
+        (id("ord"), "#[0-9]{1,8}", state, total, id("crt")).prop_map(|(order_id, number, status, total, cart_id)| {
+            OrderOutcome { order_id, number, status, total, cart_id }
+        })
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            (id("prd"), action())
+                .prop_map(|(product_id, action)| Event::ProductChanged(ProductChanged { product_id, action })),
+            (id("cat"), action())
+                .prop_map(|(category_id, action)| Event::CategoryChanged(CategoryChanged { category_id, action })),
+            (prop::collection::vec(id("var"), 0..20), prop::option::of(id("ord")))
+                .prop_map(|(variant_ids, order_id)| Event::StockChanged(StockChanged { variant_ids, order_id })),
+            order().prop_map(Event::OrderPlaced),
+            order().prop_map(Event::OrderPaymentFailed),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_event_reads_back_as_written(e in event()) {
+            let payload = e.encode();
+            let stored: serde_json::Value = serde_json::from_str(&payload).unwrap();
+            prop_assert_eq!(stored["v"].as_u64(), Some(u64::from(e.version())));
+            prop_assert_eq!(Event::decode(e.topic(), &payload).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn every_topic_is_listed_once() {
+        let mut topics: Vec<&str> = TOPICS.iter().map(|(t, _)| *t).collect();
+        topics.sort();
+        topics.dedup();
+        assert_eq!(topics.len(), TOPICS.len());
+    }
+
+    #[test]
+    fn payloads_read_as_stored_fields() {
+        let e = Event::OrderPlaced(OrderOutcome {
+            order_id: "ord_1".into(),
+            number: "#1001".into(),
+            status: OrderState::Placed,
+            total: Money::new(4900, Currency::parse("EUR").unwrap()).unwrap(),
+            cart_id: "crt_1".into(),
+        });
+        let stored: serde_json::Value = serde_json::from_str(&e.encode()).unwrap();
+        assert_eq!(
+            stored,
+            serde_json::json!({
+                "v": 1, "order_id": "ord_1", "number": "#1001", "status": "placed",
+                "total": {"amount": 4900, "currency": "EUR"}, "cart_id": "crt_1",
+            })
+        );
+        let stock = Event::StockChanged(StockChanged { variant_ids: vec!["var_1".into()], order_id: None });
+        assert_eq!(stock.encode(), r#"{"v":1,"variant_ids":["var_1"]}"#);
+    }
+
+    /// Payloads as the store wrote them before events had versions (old databases hold them).
+    #[test]
+    fn unversioned_payloads_read_as_version_1() {
+        let old = [
+            ("product.changed", r#"{"action":"deleted","product_id":"prd_1"}"#),
+            ("category.changed", r#"{"action":"created","category_id":"cat_1"}"#),
+            ("stock.changed", r#"{"variant_ids":["var_1","var_2"]}"#),
+            ("stock.changed", r#"{"order_id":"ord_1","variant_ids":["var_1"]}"#),
+            (
+                "order.placed",
+                r##"{"cart_id":"crt_1","number":"#1001","order_id":"ord_1","status":"placed","total":{"amount":4900,"currency":"EUR"}}"##,
+            ),
+            (
+                "order.payment_failed",
+                r##"{"cart_id":"crt_1","number":"#1002","order_id":"ord_2","status":"cancelled","total":{"amount":0,"currency":"JPY"}}"##,
+            ),
+        ];
+        for (topic, payload) in old {
+            let e = Event::decode(topic, payload).unwrap_or_else(|e| panic!("{topic} {payload}: {e}"));
+            assert_eq!(e.topic(), topic);
+            let reread = Event::decode(topic, &e.encode()).unwrap();
+            assert_eq!(reread, e);
+        }
+        assert_eq!(
+            Event::decode("stock.changed", r#"{"order_id":"ord_1","variant_ids":["var_1"]}"#).unwrap(),
+            Event::StockChanged(StockChanged { variant_ids: vec!["var_1".into()], order_id: Some("ord_1".into()) })
+        );
+    }
+
+    #[test]
+    fn unknown_topics_newer_versions_and_bad_payloads_are_errors() {
+        assert!(
+            matches!(Event::decode("order.shipped", "{}"), Err(DecodeError::UnknownTopic(t)) if t == "order.shipped")
+        );
+        assert!(matches!(
+            Event::decode("product.changed", r#"{"v":2,"product_id":"prd_1","action":"updated"}"#),
+            Err(DecodeError::NewerVersion { found: 2, known: 1, .. })
+        ));
+        for bad in [
+            "not json",
+            r#"{"v":"1","product_id":"prd_1","action":"updated"}"#,
+            r#"{"v":0,"product_id":"prd_1","action":"updated"}"#,
+            r#"{"product_id":"prd_1","action":"archived"}"#,
+            r#"{"action":"updated"}"#,
+        ] {
+            assert!(matches!(Event::decode("product.changed", bad), Err(DecodeError::Malformed { .. })), "{bad}");
+        }
+        // A total that is no valid amount of money is refused, not carried along.
+        assert!(matches!(
+            Event::decode(
+                "order.placed",
+                r##"{"cart_id":"c","number":"#1","order_id":"o","status":"placed","total":{"amount":-1,"currency":"EUR"}}"##
+            ),
+            Err(DecodeError::Malformed { .. })
+        ));
+    }
+}
