@@ -10,6 +10,7 @@ pub mod extract;
 pub mod openapi;
 pub mod pci;
 pub mod routes;
+pub mod telemetry;
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -154,7 +155,9 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may already be installed (several apps in one test process):
             // then this handle still renders our own recorder's view, which is what we serve.
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                telemetry::describe();
+            }
             handle
         })
         .clone()

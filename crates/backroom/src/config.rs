@@ -29,7 +29,50 @@ pub struct Flags {
     /// A second address that serves /metrics, which the main address then does not [env: BACKROOM_METRICS_LISTEN] [default: none]
     #[arg(long, global = true)]
     pub metrics_listen: Option<String>,
+    /// Browser origins allowed to call the API, a comma list of scheme://host[:port] [env: BACKROOM_CORS_ORIGINS] [default: none]
+    #[arg(long, global = true)]
+    pub cors_origins: Option<String>,
+    /// Deadline of every payment provider call [env: BACKROOM_PROVIDER_TIMEOUT] [default: 10s]
+    #[arg(long, global = true)]
+    pub provider_timeout: Option<String>,
+    /// Time a client has to send a request's headers; also the idle keep-alive limit [env: BACKROOM_HEADER_TIMEOUT] [default: 10s]
+    #[arg(long, global = true)]
+    pub header_timeout: Option<String>,
+    /// Time a request has to be answered, body included, before 503 request_timeout [env: BACKROOM_REQUEST_TIMEOUT] [default: 30s]
+    #[arg(long, global = true)]
+    pub request_timeout: Option<String>,
+    /// Most open client connections (also capped below the file-descriptor limit) [env: BACKROOM_MAX_CONNECTIONS] [default: 10000]
+    #[arg(long, global = true)]
+    pub max_connections: Option<String>,
+    /// Most requests in flight before 503 overloaded [env: BACKROOM_MAX_IN_FLIGHT] [default: 256 per CPU core]
+    #[arg(long, global = true)]
+    pub max_in_flight: Option<String>,
+    /// Most write jobs the group-commit writer puts in one transaction; 1 turns group commit off [env: BACKROOM_WRITER_MAX_BATCH] [default: 512]
+    #[arg(long, global = true)]
+    pub writer_max_batch: Option<String>,
+    /// Most new write jobs waiting before 503 overloaded [env: BACKROOM_WRITER_QUEUE] [default: 4096]
+    #[arg(long, global = true)]
+    pub writer_queue: Option<String>,
+    /// A write job's deadline from being queued [env: BACKROOM_WRITER_JOB_TIMEOUT] [default: 5s]
+    #[arg(long, global = true)]
+    pub writer_job_timeout: Option<String>,
+    /// How often payment recovery looks for unsettled checkouts [env: BACKROOM_RECOVERY_INTERVAL] [default: 5s]
+    #[arg(long, global = true)]
+    pub recovery_interval: Option<String>,
+    /// How old an unsettled payment attempt must be before recovery settles it [env: BACKROOM_RECOVERY_GRACE] [default: 30s]
+    #[arg(long, global = true)]
+    pub recovery_grace: Option<String>,
+    /// How long a checkout's stock reservation is held [env: BACKROOM_RESERVATION_TTL] [default: 15m]
+    #[arg(long, global = true)]
+    pub reservation_ttl: Option<String>,
 }
+
+/// What `--help` says of the settings that are never flags.
+pub const ENV_ONLY_HELP: &str = "Environment only:\n  \
+    BACKROOM_ADMIN_TOKEN  A bootstrap key with the owner role (16-200 characters); a secret, so never a flag\n  \
+    BACKROOM_LOG          Log filter, such as info or backroom=debug,sqlx=warn [default: info]\n\n\
+    Every flag above can also be set in backroom.toml (its long name with _ for -) or as BACKROOM_<NAME>;\n\
+    flags win over the environment, which wins over the file. See docs/api.md#settings.";
 
 /// The keys `backroom.toml` may hold.
 #[derive(Debug, Default, Deserialize)]
@@ -92,12 +135,17 @@ pub struct Settings {
     pub max_connections: usize,
     /// Most requests in flight at once (`BACKROOM_MAX_IN_FLIGHT`); past it `503 overloaded`.
     pub max_in_flight: usize,
+    /// How often this process's search index reads new outbox events. Not an operator
+    /// setting: tests shorten it.
+    pub search_follow_interval: Duration,
 }
 
 /// Defaults of the HTTP edge.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_CONNECTIONS: usize = 10_000;
+/// How often the search index follows the outbox.
+pub const SEARCH_FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 
 impl Default for Settings {
     /// The settings with nothing configured (what `serve` runs with on a fresh machine,
@@ -121,6 +169,7 @@ impl Default for Settings {
             metrics_listen: None,
             max_connections: MAX_CONNECTIONS,
             max_in_flight: crate::server::default_max_in_flight(),
+            search_follow_interval: SEARCH_FOLLOW_INTERVAL,
         }
     }
 }
@@ -226,64 +275,96 @@ impl Settings {
         };
         let checkout = backroom_checkout::Settings {
             recovery_interval: duration(
-                &None,
+                &flags.recovery_interval,
                 "BACKROOM_RECOVERY_INTERVAL",
                 &file.recovery_interval,
                 defaults.recovery_interval,
                 Duration::from_millis(10),
             )?,
             recovery_grace: duration(
-                &None,
+                &flags.recovery_grace,
                 "BACKROOM_RECOVERY_GRACE",
                 &file.recovery_grace,
                 defaults.recovery_grace,
                 Duration::ZERO,
             )?,
             reservation_ttl: duration(
-                &None,
+                &flags.reservation_ttl,
                 "BACKROOM_RESERVATION_TTL",
                 &file.reservation_ttl,
                 defaults.reservation_ttl,
                 Duration::from_secs(1),
             )?,
         };
-        let writer_max_batch =
-            match pick(&None, "BACKROOM_WRITER_MAX_BATCH", &file.writer_max_batch.map(|n| n.to_string()), None) {
-                None => backroom_db::writer::MAX_BATCH,
-                Some((raw, src)) => raw.trim().parse().ok().filter(|n| (1..=10_000).contains(n)).ok_or_else(|| {
-                    format!("invalid writer batch size `{raw}` (from {src}): must be a whole number from 1 to 10000")
-                })?,
-            };
-        let number = |env: &str, file: Option<i64>, default: usize, max: usize| -> Result<usize, String> {
-            match pick(&None, env, &file.map(|n| n.to_string()), None) {
+        let writer_max_batch = match pick(
+            &flags.writer_max_batch,
+            "BACKROOM_WRITER_MAX_BATCH",
+            &file.writer_max_batch.map(|n| n.to_string()),
+            None,
+        ) {
+            None => backroom_db::writer::MAX_BATCH,
+            Some((raw, src)) => raw.trim().parse().ok().filter(|n| (1..=10_000).contains(n)).ok_or_else(|| {
+                format!("invalid writer batch size `{raw}` (from {src}): must be a whole number from 1 to 10000")
+            })?,
+        };
+        let number = |flag: &Option<String>,
+                      env: &str,
+                      file: Option<i64>,
+                      default: usize,
+                      max: usize|
+         -> Result<usize, String> {
+            match pick(flag, env, &file.map(|n| n.to_string()), None) {
                 None => Ok(default),
                 Some((raw, src)) => raw.trim().parse().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
                     format!("invalid value `{raw}` (from {src}): must be a whole number from 1 to {max}")
                 }),
             }
         };
-        let writer_queue = number("BACKROOM_WRITER_QUEUE", file.writer_queue, backroom_db::writer::QUEUE, 1_000_000)?;
-        let max_connections = number("BACKROOM_MAX_CONNECTIONS", file.max_connections, MAX_CONNECTIONS, 1_000_000)?;
-        let max_in_flight =
-            number("BACKROOM_MAX_IN_FLIGHT", file.max_in_flight, crate::server::default_max_in_flight(), 1_000_000)?;
+        let writer_queue = number(
+            &flags.writer_queue,
+            "BACKROOM_WRITER_QUEUE",
+            file.writer_queue,
+            backroom_db::writer::QUEUE,
+            1_000_000,
+        )?;
+        let max_connections = number(
+            &flags.max_connections,
+            "BACKROOM_MAX_CONNECTIONS",
+            file.max_connections,
+            MAX_CONNECTIONS,
+            1_000_000,
+        )?;
+        let max_in_flight = number(
+            &flags.max_in_flight,
+            "BACKROOM_MAX_IN_FLIGHT",
+            file.max_in_flight,
+            crate::server::default_max_in_flight(),
+            1_000_000,
+        )?;
         let second = Duration::from_millis(100);
         let writer_job_timeout = duration(
-            &None,
+            &flags.writer_job_timeout,
             "BACKROOM_WRITER_JOB_TIMEOUT",
             &file.writer_job_timeout,
             backroom_db::writer::JOB_TIMEOUT,
             Duration::from_millis(10),
         )?;
         let provider_timeout = duration(
-            &None,
+            &flags.provider_timeout,
             "BACKROOM_PROVIDER_TIMEOUT",
             &file.provider_timeout,
             backroom_payments::DEFAULT_TIMEOUT,
             second,
         )?;
-        let header_timeout = duration(&None, "BACKROOM_HEADER_TIMEOUT", &file.header_timeout, HEADER_TIMEOUT, second)?;
-        let request_timeout =
-            duration(&None, "BACKROOM_REQUEST_TIMEOUT", &file.request_timeout, REQUEST_TIMEOUT, second)?;
+        let header_timeout =
+            duration(&flags.header_timeout, "BACKROOM_HEADER_TIMEOUT", &file.header_timeout, HEADER_TIMEOUT, second)?;
+        let request_timeout = duration(
+            &flags.request_timeout,
+            "BACKROOM_REQUEST_TIMEOUT",
+            &file.request_timeout,
+            REQUEST_TIMEOUT,
+            second,
+        )?;
         let payment_providers =
             match pick(&flags.payment_providers, "BACKROOM_PAYMENT_PROVIDERS", &file.payment_providers, None) {
                 None => Vec::new(),
@@ -291,7 +372,7 @@ impl Settings {
                     parse_providers(&raw).map_err(|e| format!("invalid payment providers `{raw}` (from {src}): {e}"))?
                 }
             };
-        let cors_origins = match pick(&None, "BACKROOM_CORS_ORIGINS", &file.cors_origins, None) {
+        let cors_origins = match pick(&flags.cors_origins, "BACKROOM_CORS_ORIGINS", &file.cors_origins, None) {
             None => Vec::new(),
             Some((raw, src)) => {
                 parse_origins(&raw).map_err(|e| format!("invalid CORS origins `{raw}` (from {src}): {e}"))?
@@ -325,6 +406,7 @@ impl Settings {
             metrics_listen,
             max_connections,
             max_in_flight,
+            search_follow_interval: SEARCH_FOLLOW_INTERVAL,
         })
     }
 
@@ -380,10 +462,26 @@ fn load_file(flags: &Flags) -> Result<FileSettings, String> {
         return Ok(FileSettings::default());
     }
     let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
-        let msg = e.message().to_owned();
-        format!("invalid {}: {msg}", path.display())
+    parse_file(&text).map_err(|e| format!("invalid {}: {e}", path.display()))
+}
+
+/// Reads `backroom.toml`'s text; an error names the line, and the key whose value is wrong.
+fn parse_file(text: &str) -> Result<FileSettings, String> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| match e.span() {
+        Some(span) => format!("line {}: {}", line_of(text, span.start), e.message().trim_end()),
+        None => e.message().trim_end().to_owned(),
+    })?;
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let key = e.path().to_string();
+        // toml's own message adds "in `key`" on a line of its own: the path says it already.
+        let inner = e.into_inner().to_string().lines().next().unwrap_or_default().to_owned();
+        if key == "." || key.is_empty() { inner } else { format!("key `{key}`: {inner}") }
     })
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 #[cfg(test)]
@@ -408,6 +506,17 @@ mod tests {
         for bad in ["shop.example", "https://shop.example/", "https://*.example", "ftp://x", "https://"] {
             assert!(parse_origins(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_bad_file_value_names_its_key() {
+        let e = parse_file("listen = \"127.0.0.1:9000\"\nwriter_queue = \"lots\"\n").unwrap_err();
+        assert!(e.contains("key `writer_queue`"), "{e}");
+        let e = parse_file("writer_qeue = 5\n").unwrap_err();
+        assert!(e.contains("writer_qeue") && e.contains("writer_queue"), "{e}");
+        let e = parse_file("listen = \"127.0.0.1:9000\"\nwriter_queue = = 5\n").unwrap_err();
+        assert!(e.starts_with("line 2:"), "{e}");
+        assert_eq!(parse_file("writer_queue = 5\n").unwrap().writer_queue, Some(5));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `backroom` binary's library: settings, start-up, and the demo seed. `main.rs` only
 //! parses the command line.
 
+pub mod app;
 pub mod config;
 pub mod seed;
 pub mod server;
@@ -8,6 +9,7 @@ pub mod worker;
 
 use std::sync::Arc;
 
+pub use app::{Application, Listeners};
 use backroom_api::AppState;
 use backroom_db::{ConnectOptions, Db};
 use backroom_search::SearchIndex;
@@ -17,12 +19,22 @@ pub async fn open_db(url: &str) -> anyhow::Result<Db> {
     open_db_with(ConnectOptions::new(url)).await
 }
 
-/// [`open_db`] with options (the writer's bounds).
+/// [`open_db`] with options (the writer's bounds). A PostgreSQL database that does not exist
+/// yet is created when the URL's user may (otherwise the error says what to run).
 pub async fn open_db_with(opts: ConnectOptions) -> anyhow::Result<Db> {
     let url = opts.url.as_str();
-    let db = Db::connect(&opts)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", config::redact(url)))?;
+    let cannot_open =
+        |e| anyhow::anyhow!("cannot open the database {}: {}", config::redact(url), backroom_db::describe(&e));
+    let db = match Db::connect(&opts).await {
+        Ok(db) => db,
+        Err(e) if backroom_db::is_missing_database(&e) => {
+            backroom_db::create_postgres_database(url).await.map_err(anyhow::Error::msg)?;
+            tracing::info!(database = %config::redact(url), "created the database");
+            eprintln!("created the database {}", config::redact(url));
+            Db::connect(&opts).await.map_err(cannot_open)?
+        }
+        Err(e) => return Err(cannot_open(e)),
+    };
     db.migrate().await.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
     Ok(db)
 }
@@ -35,30 +47,6 @@ pub fn connect_options(settings: &config::Settings) -> ConnectOptions {
         writer_job_timeout: settings.writer_job_timeout,
         ..ConnectOptions::new(&settings.database_url)
     }
-}
-
-/// The HTTP app over an open, migrated database, wired from `settings`: the enabled payment
-/// providers (each call bounded by the provider timeout), the bootstrap key, the request
-/// deadline, CORS origins, and whether `/metrics` is served here.
-pub fn app(
-    db: Db,
-    settings: &config::Settings,
-    search: Option<Arc<SearchIndex>>,
-) -> anyhow::Result<(axum::Router, AppState)> {
-    let providers = backroom_payments::Providers::enabled(&db, &settings.payment_providers, settings.provider_timeout)
-        .map_err(anyhow::Error::msg)?;
-    let checkout = backroom_checkout::Checkout::new(db.clone(), providers, settings.checkout);
-    let cors = settings
-        .cors_origins
-        .iter()
-        .map(|o| axum::http::HeaderValue::from_str(o))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("invalid CORS origin: {e}"))?;
-    let state = AppState::new(db, settings.admin_token.as_deref(), checkout, search)
-        .with_cors_origins(cors)
-        .with_request_timeout(settings.request_timeout)
-        .with_metrics_here(settings.metrics_listen.is_none());
-    Ok((backroom_api::router(state.clone()), state))
 }
 
 /// Where a process keeps its search index.

@@ -7,7 +7,13 @@ use backroom_auth::{Auth, Role};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "backroom", version, about = "Headless commerce backend", propagate_version = true)]
+#[command(
+    name = "backroom",
+    version,
+    about = "Headless commerce backend",
+    propagate_version = true,
+    after_help = backroom::config::ENV_ONLY_HELP
+)]
 struct Cli {
     #[command(flatten)]
     flags: Flags,
@@ -98,83 +104,32 @@ fn init_logging() {
     let filter = EnvFilter::try_from_env("BACKROOM_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colour only for a person at a terminal: a log file or journal gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(std::io::stderr).init();
 }
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    if let Command::Serve = command {
+        // The ports first: one in use is reported before anything is created or migrated.
+        let listeners = backroom::Listeners::bind(&settings).await?;
+        let app = backroom::Application::build(settings).await?;
+        let addr = listeners.local_addr();
+        tracing::info!(%addr, database = %backroom::config::redact(&app.settings().database_url),
+            providers = ?app.settings().payment_providers, "backroom listening");
+        println!("backroom listening on http://{addr}");
+        if let Some(at) = listeners.metrics_addr() {
+            eprintln!("metrics on http://{at}/metrics");
+        }
+        app.run(listeners, shutdown()).await;
+        return Ok(());
+    }
     if settings.database_url.starts_with("sqlite:") {
         settings.ensure_data_dir().map_err(anyhow::Error::msg)?;
     }
     let db = backroom::open_db_with(backroom::connect_options(&settings)).await?;
     match command {
-        Command::Serve => {
-            let search = backroom::open_search(&settings.data_dir)?;
-            let listener = tokio::net::TcpListener::bind(settings.listen)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
-            let addr = listener.local_addr()?;
-            let (app, state) = backroom::app(db.clone(), &settings, Some(search.clone()))?;
-            if settings.payment_providers.is_empty() {
-                tracing::warn!(
-                    "no payment provider is enabled (BACKROOM_PAYMENT_PROVIDERS): every checkout is refused with payment_provider_unavailable"
-                );
-            } else if settings.payment_providers.iter().any(|p| p == "test") {
-                tracing::warn!(
-                    "the `test` payment provider is enabled: anyone can place paid orders with test tokens; never enable it on a real store"
-                );
-                eprintln!(
-                    "WARNING: the `test` payment provider is enabled (BACKROOM_PAYMENT_PROVIDERS); never on a real store"
-                );
-            }
-            let (max_connections, fd_limit) = backroom::server::connection_cap(settings.max_connections);
-            if max_connections < settings.max_connections {
-                tracing::warn!(max_connections, fd_limit, "connections capped below the file-descriptor limit");
-            }
-            let limits = backroom::server::Limits {
-                header_timeout: settings.header_timeout,
-                drain: settings.request_timeout,
-                max_connections,
-                max_in_flight: settings.max_in_flight,
-            };
-            tracing::info!(%addr, database = %backroom::config::redact(&settings.database_url),
-                providers = ?settings.payment_providers, max_connections, fd_limit, "backroom listening");
-            println!("backroom listening on http://{addr}");
-            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            let metrics_task = match settings.metrics_listen {
-                Some(at) => {
-                    let l = tokio::net::TcpListener::bind(at)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("cannot listen on {at} for metrics: {e}"))?;
-                    eprintln!("metrics on http://{}/metrics", l.local_addr()?);
-                    let router = backroom_api::metrics_router(state.clone());
-                    Some(tokio::spawn(backroom::server::serve(
-                        l,
-                        router,
-                        backroom::server::Limits { max_connections: 64, ..limits },
-                        backroom::worker::stopped(stop_rx.clone()),
-                    )))
-                }
-                None => None,
-            };
-            let follow = backroom::follower(&state, search);
-            let follow_task = tokio::spawn(
-                follow.run(std::time::Duration::from_millis(200), backroom::worker::stopped(stop_rx.clone())),
-            );
-            let workers = backroom::worker::spawn(db.clone(), state.checkout.clone(), Vec::new(), stop_rx.clone());
-            backroom::server::serve(listener, app, limits, async move {
-                shutdown().await;
-                let _ = stop_tx.send(true);
-            })
-            .await;
-            for w in workers {
-                let _ = w.await;
-            }
-            let _ = follow_task.await;
-            if let Some(t) = metrics_task {
-                let _ = t.await;
-            }
-            db.close().await;
-        }
+        Command::Serve => unreachable!("served above"),
         Command::Migrate => println!("migrations applied"),
         Command::Seed { .. } => {
             let report = backroom::seed::demo(&db).await?;

@@ -261,13 +261,21 @@ fn is_probe(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
-/// The problem document of a request or connection shed at a cap.
-const OVERLOADED: &str = r#"{"type":"https://backroom.dev/problems/overloaded","title":"Overloaded","status":503,"detail":"the store is at capacity; nothing was done, retry after the Retry-After delay","code":"overloaded"}"#;
+/// The problem document of a request or connection shed at a cap, from the error-code table.
+static OVERLOADED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let problem = backroom_api::error::ApiError::custom(
+        backroom_kernel::Code::Overloaded,
+        "the store is at capacity; nothing was done, retry after the Retry-After delay",
+        serde_json::Value::Null,
+    )
+    .problem();
+    serde_json::to_string(&problem).expect("a problem serialises")
+});
 
 /// `503 overloaded` for a request shed before it ran (the connection stays open).
 fn overloaded() -> axum::response::Response {
     use axum::http::{HeaderValue, StatusCode, header};
-    let mut res = axum::response::Response::new(Body::from(OVERLOADED));
+    let mut res = axum::response::Response::new(Body::from(OVERLOADED.as_str()));
     *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(backroom_api::error::PROBLEM_JSON));
@@ -280,9 +288,10 @@ fn overloaded() -> axum::response::Response {
 async fn refuse(mut stream: TcpStream) {
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: {}\r\n\
-         x-content-type-options: nosniff\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{OVERLOADED}",
+         x-content-type-options: nosniff\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{}",
         backroom_api::error::RETRY_AFTER_SECONDS,
-        OVERLOADED.len()
+        OVERLOADED.len(),
+        OVERLOADED.as_str()
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
     let _ = stream.shutdown().await;

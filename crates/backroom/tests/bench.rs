@@ -81,9 +81,9 @@ async fn database_exists(url: &str, name: &str) -> bool {
 
 /// A database holding someone else's data, among them tables of the names the store's
 /// migrations and the storage limit's scratch tables use.
-async fn foreign_database() -> Option<String> {
-    let url = backroom_db::testing::fresh_postgres_url().await?;
-    let mut conn = PgConnection::connect(&url).await.unwrap();
+async fn foreign_database() -> Option<backroom_db::testing::TestDatabase> {
+    let db = backroom_db::testing::fresh_postgres().await?;
+    let mut conn = PgConnection::connect(db.url()).await.unwrap();
     for sql in [
         "CREATE TABLE keep_me (id INT PRIMARY KEY, note TEXT NOT NULL)",
         "INSERT INTO keep_me VALUES (1, 'precious'), (2, 'also precious')",
@@ -94,7 +94,7 @@ async fn foreign_database() -> Option<String> {
     ] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
     }
-    Some(url)
+    Some(db)
 }
 
 /// The foreign database is exactly as [`foreign_database`] left it.
@@ -128,7 +128,8 @@ async fn assert_cleaned_up(url: &str, err: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_flash_sale_on_postgres_runs_in_its_own_database_and_leaves_the_rest_alone() {
-    let Some(url) = foreign_database().await else { return };
+    let Some(db) = foreign_database().await else { return };
+    let url = db.url().to_owned();
     let given = url.clone();
     let (_, err) =
         tokio::task::spawn_blocking(move || flash_sale(Some(&given), &["--concurrency", "8"])).await.unwrap();
@@ -138,7 +139,8 @@ async fn bench_flash_sale_on_postgres_runs_in_its_own_database_and_leaves_the_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_bench_on_postgres_drops_its_database_too() {
-    let Some(url) = foreign_database().await else { return };
+    let Some(db) = foreign_database().await else { return };
+    let url = db.url().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = backroom(dir.path());
     // Nothing to browse: the scenario fails after its server started on its database.
@@ -151,7 +153,8 @@ async fn a_failed_bench_on_postgres_drops_its_database_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_bench_on_postgres_drops_its_database_too() {
-    let Some(url) = foreign_database().await else { return };
+    let Some(db) = foreign_database().await else { return };
+    let url = db.url().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let given = url.clone();
     let (code, err) = tokio::task::spawn_blocking(move || {
@@ -267,7 +270,8 @@ fn bench_flash_sale_accounts_for_checkouts_turned_away_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_flash_sale_accounts_for_checkouts_turned_away_on_postgres() {
-    if let Some(url) = backroom_db::testing::fresh_postgres_url().await {
+    if let Some(pg) = backroom_db::testing::fresh_postgres().await {
+        let url = pg.url().to_owned();
         tokio::task::spawn_blocking(move || turned_away(Some(&url), &["--rate", "2000"])).await.unwrap();
     }
 }

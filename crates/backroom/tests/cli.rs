@@ -121,7 +121,8 @@ async fn newcomer_flow_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newcomer_flow_on_postgres() {
-    if let Some(url) = backroom_db::testing::fresh_postgres_url().await {
+    if let Some(pg) = backroom_db::testing::fresh_postgres().await {
+        let url = pg.url().to_owned();
         newcomer(url).await;
     }
 }

@@ -283,7 +283,8 @@ async fn kill_9_under_checkout_load_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_checkout_load_on_postgres() {
-    if let Some(url) = backroom_db::testing::fresh_postgres_url().await {
+    if let Some(pg) = backroom_db::testing::fresh_postgres().await {
+        let url = pg.url().to_owned();
         crash_rounds(url, 10).await;
     }
 }

@@ -55,7 +55,8 @@ async fn create(http: &reqwest::Client, base: &str, handle: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_one_postgres_find_each_others_products() {
-    let Some(url) = backroom_db::testing::fresh_postgres_url().await else { return };
+    let Some(pg) = backroom_db::testing::fresh_postgres().await else { return };
+    let url = pg.url().to_owned();
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (mut a, a_url) = serve(a_dir.path(), &url);
     let (mut b, b_url) = serve(b_dir.path(), &url);

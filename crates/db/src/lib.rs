@@ -410,15 +410,89 @@ pub fn unique_or(e: sqlx::Error, message: impl FnOnce(&str) -> String) -> Error 
     storage(e)
 }
 
+/// Whether connecting failed because the PostgreSQL database named in the URL does not exist
+/// (SQLSTATE 3D000).
+pub fn is_missing_database(e: &sqlx::Error) -> bool {
+    e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "3D000")
+}
+
+/// Creates the PostgreSQL database `url` names, connecting as its user to the server's
+/// `postgres` database. The error says what to run when the user may not.
+pub async fn create_postgres_database(url: &str) -> Result<(), String> {
+    use sqlx::migrate::MigrateDatabase;
+    let opts = PgConnectOptions::from_str(url).map_err(|e| e.to_string())?;
+    let name = opts.get_database().unwrap_or_default().to_owned();
+    sqlx::Postgres::create_database(url).await.map_err(|e| {
+        let mut how = format!("createdb -h {} -p {}", opts.get_host(), opts.get_port());
+        how.push_str(&format!(" -U {} {name}", opts.get_username()));
+        format!(
+            "the database `{name}` does not exist and could not be created ({}): create it with `{how}` \
+             (as a user with the CREATEDB privilege), then start again",
+            describe(&e)
+        )
+    })
+}
+
+/// A database error in one line for an operator: the server's message and SQLSTATE, without
+/// the server's source location.
+pub fn describe(e: &sqlx::Error) -> String {
+    match e.as_database_error() {
+        Some(d) => match d.code() {
+            Some(code) => format!("{} (SQLSTATE {code})", d.message()),
+            None => d.message().to_owned(),
+        },
+        None => e.to_string(),
+    }
+}
+
 /// Helpers for tests in every crate: fresh databases on either backend.
 pub mod testing {
     use sqlx::Connection;
 
+    /// A PostgreSQL database made for one test, dropped (with any session still connected to
+    /// it) when this value is dropped, at the end of the test or when it panics.
+    #[derive(Debug)]
+    pub struct TestDatabase {
+        admin: String,
+        name: String,
+        url: String,
+    }
+
+    impl TestDatabase {
+        /// The database's URL.
+        pub fn url(&self) -> &str {
+            &self.url
+        }
+    }
+
+    impl Drop for TestDatabase {
+        fn drop(&mut self) {
+            // Drop runs inside the test's runtime, which cannot block on itself: a thread
+            // with a runtime of its own drops the database, and the test waits for it.
+            let (admin, name) = (self.admin.clone(), self.name.clone());
+            let dropped = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                rt.block_on(async {
+                    let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    let r = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+                    let _ = conn.close().await;
+                    r.ok()
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Some(_))) {
+                eprintln!("could not drop the test database {}", self.name);
+            }
+        }
+    }
+
     /// A fresh, empty PostgreSQL database on the server named by `BACKROOM_TEST_DATABASE_URL`
     /// (a superuser URL), or `None` when PostgreSQL is knowingly skipped
     /// (`BACKROOM_TEST_SKIP_POSTGRES=1`, refused under `CI`). Panics otherwise: the
-    /// PostgreSQL half of a test is never skipped silently.
-    pub async fn fresh_postgres_url() -> Option<String> {
+    /// PostgreSQL half of a test is never skipped silently. Keep the value for as long as the
+    /// database is used: dropping it drops the database.
+    pub async fn fresh_postgres() -> Option<TestDatabase> {
         let admin = match std::env::var("BACKROOM_TEST_DATABASE_URL") {
             Ok(u) => u,
             Err(_) => {
@@ -441,6 +515,6 @@ pub mod testing {
             .expect("create a test database");
         let _ = conn.close().await;
         let base = admin.rsplit_once('/').map(|(b, _)| b).expect("URL has a database part");
-        Some(format!("{base}/{name}"))
+        Some(TestDatabase { url: format!("{base}/{name}"), admin, name })
     }
 }

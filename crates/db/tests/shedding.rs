@@ -179,7 +179,8 @@ macro_rules! both {
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn postgres() {
-                if let Some(url) = backroom_db::testing::fresh_postgres_url().await {
+                if let Some(pg) = backroom_db::testing::fresh_postgres().await {
+                    let url = pg.url().to_owned();
                     super::$name(url).await;
                 }
             }

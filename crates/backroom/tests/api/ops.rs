@@ -60,3 +60,23 @@ both!(metrics_cover_checkout_outcomes_stock_conflicts_writer_batches_and_outbox_
     assert!(has("outbox_lag_seconds", ""), "{text}");
     assert!(has("outbox_pending_events", ""), "{text}");
 });
+
+both!(metrics_are_described_and_start_at_zero, |app: TestApp| async move {
+    // Before any checkout, shed write or recovery: the counters are there at 0, every metric
+    // has its help text.
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    // (A metric whose labels are known only when recorded, such as a route's, is shown from
+    // its first sample on; the exporter prints no empty families.)
+    for m in backroom_api::telemetry::METRICS.iter().filter(|m| !m.zero.is_empty()) {
+        assert!(text.contains(&format!("# HELP {} ", m.name)), "no HELP for {}:\n{text}", m.name);
+    }
+    let again = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(again.contains("# HELP http_requests_total "), "{again}");
+    for line in [
+        "db_writer_shed_total{why=\"queue_full\"}",
+        "checkout_outcomes_total{result=\"placed\"}",
+        "http_requests_shed_total",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(line)), "{line} missing:\n{text}");
+    }
+});

@@ -72,6 +72,8 @@ pub struct TestApp {
     pub db: Db,
     /// The app's checkout (its providers), for tests that drive recovery themselves.
     pub checkout: backroom_checkout::Checkout,
+    /// The PostgreSQL database, dropped when the test ends.
+    _pg: Option<backroom_db::testing::TestDatabase>,
     _dir: tempfile::TempDir,
 }
 
@@ -117,6 +119,7 @@ pub fn test_settings() -> backroom::config::Settings {
             recovery_interval: std::time::Duration::from_millis(200),
             ..defaults.checkout
         },
+        search_follow_interval: std::time::Duration::from_millis(50),
         ..defaults
     }
 }
@@ -146,35 +149,24 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut settings = test_settings();
         settings.data_dir = dir.path().to_owned();
-        settings.database_url = match backend {
-            Backend::Sqlite => backroom_db::sqlite_url_in(dir.path()),
-            Backend::Postgres => backroom_db::testing::fresh_postgres_url().await?,
+        settings.listen = "127.0.0.1:0".parse().expect("an address");
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(backroom_db::testing::fresh_postgres().await?),
+        };
+        settings.database_url = match &pg {
+            None => backroom_db::sqlite_url_in(dir.path()),
+            Some(pg) => pg.url().to_owned(),
         };
         change(&mut settings);
-        let db = backroom::open_db_with(backroom::connect_options(&settings))
-            .await
-            .expect("open and migrate the test database");
-        let search = backroom::open_search(dir.path()).expect("search index");
-        let (app, state) = backroom::app(db.clone(), &settings, Some(search.clone())).expect("app");
-        // The worker runs for the whole test (the sender is leaked on purpose).
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        std::mem::forget(stop_tx);
-        backroom::worker::spawn(db.clone(), state.checkout.clone(), Vec::new(), stop_rx.clone());
-        tokio::spawn(
-            backroom::follower(&state, search)
-                .run(std::time::Duration::from_millis(50), backroom::worker::stopped(stop_rx)),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        // The real server loop of `serve`, with its timeouts and connection cap.
-        let limits = backroom::server::Limits {
-            header_timeout: settings.header_timeout,
-            drain: settings.request_timeout,
-            max_connections: settings.max_connections,
-            max_in_flight: settings.max_in_flight,
-        };
-        tokio::spawn(backroom::server::serve(listener, app, limits, std::future::pending()));
-        Some(TestApp { addr, client: reqwest::Client::new(), db, checkout: state.checkout.clone(), _dir: dir })
+        // The store as `serve` runs it: one builder, the real server loop with its timeouts
+        // and connection cap, the worker and the search follower (the test never stops it).
+        let listeners = backroom::Listeners::bind(&settings).await.expect("bind");
+        let app = backroom::Application::build(settings).await.expect("build the app");
+        let (db, checkout) = (app.db().clone(), app.state().checkout.clone());
+        let addr = listeners.local_addr();
+        tokio::spawn(app.run(listeners, std::future::pending()));
+        Some(TestApp { addr, client: reqwest::Client::new(), db, checkout, _pg: pg, _dir: dir })
     }
 
     pub fn url(&self, path: &str) -> String {
