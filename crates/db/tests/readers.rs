@@ -74,6 +74,19 @@ async fn enqueue_raw(db: &Db, topic: &str, payload: &str) {
     tx.commit().await.unwrap();
 }
 
+/// Waits until at least `n` events after `position` are visible to a broadcast reader. On
+/// PostgreSQL the reader's horizon waits for every transaction still running on the server,
+/// those of tests running alongside included.
+async fn visible(db: &Db, position: &str, n: usize) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while outbox::broadcast::read(db, position).await.unwrap().0.len() < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("events become visible within 20 s");
+}
+
 /// The variant ids of stock events, in the order given.
 fn variants(events: &[Event]) -> Vec<String> {
     events
@@ -160,6 +173,7 @@ async fn late_commits_are_not_skipped(db: Db) {
         a.commit().await.unwrap();
         b_done.await;
     }
+    visible(&db, &position, 2 - seen.len()).await;
     for _ in 0..3 {
         let (events, next) = outbox::broadcast::read(&db, &position).await.unwrap();
         seen.extend(events);
@@ -183,6 +197,7 @@ async fn events_it_cannot_read_are_skipped(db: Db) {
     enqueue_raw(&db, "stock.changed", r#"{"variant_ids":["var_old"]}"#).await;
     enqueue(&db, &[stock("var_2")]).await;
 
+    visible(&db, &start, 3).await;
     let (events, next) = outbox::broadcast::read(&db, &start).await.unwrap();
     let events: Vec<Event> = events.into_iter().map(|e| e.event).collect();
     assert_eq!(variants(&events), ["var_1", "var_old", "var_2"]);
@@ -198,6 +213,7 @@ async fn events_it_cannot_read_are_skipped(db: Db) {
     let position = runner.start().await.unwrap();
     let position = runner.step(&position).await.unwrap();
     enqueue(&db, &[stock("var_3")]).await;
+    visible(&db, &position, 1).await;
     runner.step(&position).await.unwrap();
     let seen: Vec<Event> = log.lock().unwrap().iter().map(|(_, e, _)| e.clone()).collect();
     assert_eq!(variants(&seen), ["var_1", "var_old", "var_2", "var_3"]);
@@ -222,6 +238,7 @@ async fn broadcast_hands_typed_events_in_order(db: Db) {
     assert_eq!(position, before, "the earliest position any consumer resumes from");
 
     enqueue(&db, &[stock("var_1"), product("prd_1")]).await;
+    visible(&db, &position, 3).await;
     // The index fails once: nobody moves on, the cache does not see the batch yet.
     index.failures.store(1, Ordering::SeqCst);
     assert!(runner.step(&position).await.is_err());
