@@ -101,7 +101,8 @@ async fn outbox_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outbox_on_postgres() {
-    if let Some(url) = backroom_db::testing::fresh_postgres_url().await {
+    if let Some(pg) = backroom_db::testing::fresh_postgres().await {
+        let url = pg.url().to_owned();
         check(Db::connect(&ConnectOptions::new(url)).await.unwrap()).await;
     }
 }
