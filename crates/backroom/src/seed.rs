@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use backroom_catalog::{Catalog, NewCategory, NewProduct, NewVariant, PriceInput, ProductStatus};
+use backroom_catalog::{Catalog, Handle, ImageInput, NewCategory, NewProduct, NewVariant, PriceInput, ProductStatus};
 use backroom_db::Db;
 use backroom_inventory::{Inventory, SetStock};
 
@@ -254,6 +254,21 @@ fn variants_for(kind: Kind, title: &str, index: usize, eur: i64) -> Vec<NewVaria
     }
 }
 
+/// One or two placeholder images (every other product has a back view), at stable addresses
+/// made from the product's handle: `https://images.example.com/<handle>-1.jpg`.
+fn images_for(title: &str, index: usize) -> Vec<ImageInput> {
+    let handle = Handle::from_title(title).map_or_else(|| format!("product-{index}"), Handle::into_inner);
+    let views: &[&str] = if index.is_multiple_of(2) { &["front"] } else { &["front", "back"] };
+    views
+        .iter()
+        .enumerate()
+        .map(|(i, view)| ImageInput {
+            url: format!("https://images.example.com/{handle}-{}.jpg", i + 1),
+            alt: Some(format!("{title}, {view}")),
+        })
+        .collect()
+}
+
 /// Loads the demo store unless it is there already.
 pub async fn demo(db: &Db) -> anyhow::Result<Report> {
     let catalog = Catalog::new(db.clone());
@@ -304,6 +319,7 @@ pub async fn demo(db: &Db) -> anyhow::Result<Report> {
                     ("material".into(), material.to_string()),
                 ])),
                 category_ids: Some(vec![category_ids[category].clone()]),
+                images: Some(images_for(title, index)),
                 variants: Some(variants_for(*kind, title, index, *eur)),
             };
             let product = catalog.create_product(&input).await?;

@@ -236,6 +236,7 @@ pub async fn generate(
                         .into(),
                 ),
                 category_ids: Some(vec![leaves[rng.random_range(0..leaves.len())].clone()]),
+                images: None,
                 variants: Some(vs),
             });
             handles.push(handle);

@@ -52,12 +52,24 @@ impl CartStatus {
     }
 }
 
+/// A cart line. The product fields are read from the catalog each time the cart is answered;
+/// they are `null` once the variant is deleted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CartItem {
     pub id: String,
     pub variant_id: String,
     pub sku: String,
+    /// The variant's title when the line was added, such as `M / White`.
     pub title: String,
+    /// The variant's product.
+    pub product_id: Option<String>,
+    #[schema(example = "Linen shirt")]
+    pub product_title: Option<String>,
+    #[schema(example = "linen-shirt")]
+    pub product_handle: Option<String>,
+    /// The url of the product's first image.
+    #[schema(example = "https://images.example.com/linen-shirt-1.jpg")]
+    pub thumbnail: Option<String>,
     pub quantity: i64,
     /// The price when the line was added (or last confirmed at checkout).
     pub unit_price: Money,
@@ -129,7 +141,8 @@ fn too_large() -> Error {
     Error::refused(Code::CartTotalTooLarge, "the cart's total is beyond what one order may hold")
 }
 
-/// Loads a cart with its lines and totals.
+/// Loads a cart with its lines and totals, each line with its product as the catalog shows
+/// it now (one more query for all lines).
 pub async fn load(conn: &mut Conn<'_>, cart_id: &str) -> Result<Option<Cart>> {
     let row: Option<CartRow> = on_conn!(conn, c => sqlx::query_as(
         "SELECT id, currency, status, created_at, updated_at FROM carts WHERE id = $1",
@@ -146,6 +159,8 @@ pub async fn load(conn: &mut Conn<'_>, cart_id: &str) -> Result<Option<Cart>> {
     .fetch_all(&mut *c)
     .await
     .map_err(storage))?;
+    let variant_ids: Vec<String> = items.iter().map(|i| i.variant_id.clone()).collect();
+    let mut products = backroom_catalog::line_products(conn, &variant_ids).await?;
     let currency = Currency::parse(&row.currency).map_err(Error::internal)?;
     let mut subtotal = Money::zero(currency);
     let mut lines = Vec::with_capacity(items.len());
@@ -153,7 +168,12 @@ pub async fn load(conn: &mut Conn<'_>, cart_id: &str) -> Result<Option<Cart>> {
         let unit_price = Money::new(i.unit_price, currency).map_err(Error::internal)?;
         let total = unit_price.checked_mul(i.quantity).ok_or_else(too_large)?;
         subtotal = subtotal.checked_add(total).ok_or_else(too_large)?;
+        let product = products.remove(&i.variant_id);
         lines.push(CartItem {
+            product_id: product.as_ref().map(|p| p.product_id.clone()),
+            product_title: product.as_ref().map(|p| p.title.clone()),
+            product_handle: product.as_ref().map(|p| p.handle.clone()),
+            thumbnail: product.and_then(|p| p.thumbnail),
             id: i.id,
             variant_id: i.variant_id,
             sku: i.sku,

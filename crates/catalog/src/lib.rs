@@ -1,6 +1,7 @@
 //! The catalog (PIM): products, variants with option values and prices per currency,
-//! free attributes, and a category tree. Owns the tables `products`, `product_attributes`,
-//! `product_categories`, `variants`, `variant_options`, `variant_prices`, `categories`.
+//! free attributes, ordered images, and a category tree. Owns the tables `products`,
+//! `product_attributes`, `product_categories`, `product_images`, `variants`,
+//! `variant_options`, `variant_prices`, `categories`.
 //!
 //! Every write is one transaction: a refused request leaves nothing behind.
 
@@ -10,7 +11,7 @@ pub mod types;
 pub mod validate;
 
 use backroom_db::outbox::{Action, CategoryChanged, Event, ProductChanged};
-use backroom_db::{Db, Tx};
+use backroom_db::{Conn, Db, Tx};
 use backroom_kernel::{Code, Error, Page, PageRequest, Result, id, now};
 
 pub use model::*;
@@ -145,6 +146,9 @@ impl Catalog {
         if let Some(c) = &valid.category_ids {
             check_categories(&mut tx, c, "category_ids").await?;
             repo::set_categories(&mut tx.conn(), id, c).await?;
+        }
+        if let Some(images) = &valid.images {
+            repo::set_images(&mut tx.conn(), id, images).await?;
         }
         changed(&mut tx, id, Action::Updated).await?;
         let product = load_one(&mut tx, id).await?;
@@ -352,6 +356,16 @@ impl Catalog {
     }
 }
 
+/// What cart and order lines show of their variants' products (title, handle, thumbnail),
+/// by variant id, read on the caller's connection in one query; variants that no longer
+/// exist are left out.
+pub async fn line_products(
+    conn: &mut Conn<'_>,
+    variant_ids: &[String],
+) -> Result<std::collections::HashMap<String, LineProduct>> {
+    repo::line_products(conn, variant_ids).await
+}
+
 /// Inserts a checked new product with its variants; answers its id.
 async fn insert_new(tx: &mut Tx, valid: &validate::ValidProduct) -> Result<String> {
     check_categories(tx, &valid.category_ids, "category_ids").await?;
@@ -375,6 +389,9 @@ async fn insert_new(tx: &mut Tx, valid: &validate::ValidProduct) -> Result<Strin
     }
     repo::set_attributes(&mut tx.conn(), &id, &valid.attributes).await?;
     repo::set_categories(&mut tx.conn(), &id, &valid.category_ids).await?;
+    if !valid.images.is_empty() {
+        repo::set_images(&mut tx.conn(), &id, &valid.images).await?;
+    }
     repo::insert_variants(&mut tx.conn(), &id, &valid.variants, 0, ts).await?;
     changed(tx, &id, Action::Created).await?;
     Ok(id)

@@ -22,9 +22,31 @@ pub struct Product {
     /// Free key/value attributes such as `brand` or `material`.
     pub attributes: BTreeMap<String, String>,
     pub categories: Vec<CategoryRef>,
+    /// In display order; the first is the product's thumbnail.
+    pub images: Vec<ProductImage>,
     pub variants: Vec<Variant>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// An image of a product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ProductImage {
+    #[schema(example = "https://images.example.com/linen-shirt-1.jpg")]
+    pub url: String,
+    /// Text for those who cannot see the image; may be empty.
+    #[schema(example = "Linen shirt, front")]
+    pub alt: String,
+}
+
+/// What a cart or order line shows of its variant's product.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineProduct {
+    pub product_id: String,
+    pub title: String,
+    pub handle: String,
+    /// The url of the product's first image.
+    pub thumbnail: Option<String>,
 }
 
 /// A sellable version of a product: one SKU, its option values and prices.
@@ -110,6 +132,18 @@ pub struct PriceInput {
     pub currency: String,
 }
 
+/// An image as the API takes it.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageInput {
+    /// An absolute `https://` or `http://` URL, at most 2,048 characters, without whitespace.
+    #[schema(example = "https://images.example.com/linen-shirt-1.jpg", max_length = 2048)]
+    pub url: String,
+    /// 0–500 characters; empty when left out.
+    #[schema(example = "Linen shirt, front", max_length = 500)]
+    pub alt: Option<String>,
+}
+
 /// `POST /admin/products`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +158,8 @@ pub struct NewProduct {
     pub status: Option<ProductStatus>,
     pub attributes: Option<BTreeMap<String, String>>,
     pub category_ids: Option<Vec<String>>,
+    /// At most 50, in display order (the first is the thumbnail).
+    pub images: Option<Vec<ImageInput>>,
     pub variants: Option<Vec<NewVariant>>,
 }
 
@@ -153,6 +189,8 @@ pub struct ProductPatch {
     pub status: Option<ProductStatus>,
     pub attributes: Option<BTreeMap<String, String>>,
     pub category_ids: Option<Vec<String>>,
+    /// Replaces all the product's images (at most 50, in display order); `[]` removes them.
+    pub images: Option<Vec<ImageInput>>,
 }
 
 /// `PATCH /admin/variants/{id}`: `prices` replaces the variant's whole price list.

@@ -8,9 +8,9 @@ use backroom_kernel::{Currency, Error, Money, Result};
 use chrono::{DateTime, Utc};
 use sqlx::QueryBuilder;
 
-use crate::model::{Category, CategoryRef, Product, ProductFilter, Sellable, Variant};
+use crate::model::{Category, CategoryRef, LineProduct, Product, ProductFilter, ProductImage, Sellable, Variant};
 use crate::types::ProductStatus;
-use crate::validate::ValidVariant;
+use crate::validate::{ValidImage, ValidVariant};
 
 /// Rows per multi-row INSERT: well under SQLite's and PostgreSQL's bind limits.
 const INSERT_CHUNK: usize = 500;
@@ -61,6 +61,13 @@ struct ProductCategoryRow {
 }
 
 #[derive(sqlx::FromRow)]
+struct ImageRow {
+    product_id: String,
+    url: String,
+    alt: String,
+}
+
+#[derive(sqlx::FromRow)]
 struct CategoryRow {
     id: String,
     parent_id: Option<String>,
@@ -92,12 +99,12 @@ fn price_from_row(r: &PriceRow) -> Result<Money> {
 }
 
 /// Loads whole products by id, in the order of `ids`; unknown ids are skipped.
-/// Six queries, whatever the number of products and variants.
+/// Seven queries, whatever the number of products, variants and images.
 pub async fn load_products(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Product>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let (products, variants, options, prices, attributes, categories) = on_conn!(conn, c, DB => {
+    let (products, variants, options, prices, attributes, categories, images) = on_conn!(conn, c, DB => {
         let mut qb = QueryBuilder::<DB>::new(
             "SELECT id, handle, title, description, status, created_at, updated_at FROM products WHERE id IN ",
         );
@@ -140,7 +147,12 @@ pub async fn load_products(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Pr
         push_in_list!(qb, ids);
         qb.push(" ORDER BY c.handle");
         let categories: Vec<ProductCategoryRow> = qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?;
-        (products, variants, options, prices, attributes, categories)
+
+        let mut qb = QueryBuilder::<DB>::new("SELECT product_id, url, alt FROM product_images WHERE product_id IN ");
+        push_in_list!(qb, ids);
+        qb.push(" ORDER BY product_id, position");
+        let images: Vec<ImageRow> = qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?;
+        (products, variants, options, prices, attributes, categories, images)
     });
 
     let mut options_by: HashMap<String, BTreeMap<String, String>> = HashMap::new();
@@ -158,6 +170,10 @@ pub async fn load_products(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Pr
     let mut categories_by: HashMap<String, Vec<CategoryRef>> = HashMap::new();
     for c in categories {
         categories_by.entry(c.product_id).or_default().push(CategoryRef { id: c.id, handle: c.handle, name: c.name });
+    }
+    let mut images_by: HashMap<String, Vec<ProductImage>> = HashMap::new();
+    for i in images {
+        images_by.entry(i.product_id).or_default().push(ProductImage { url: i.url, alt: i.alt });
     }
     let mut variants_by: HashMap<String, Vec<Variant>> = HashMap::new();
     for v in variants {
@@ -183,6 +199,7 @@ pub async fn load_products(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Pr
             Product {
                 attributes: attributes_by.remove(&p.id).unwrap_or_default(),
                 categories: categories_by.remove(&p.id).unwrap_or_default(),
+                images: images_by.remove(&p.id).unwrap_or_default(),
                 variants: variants_by.remove(&p.id).unwrap_or_default(),
                 id: p.id,
                 handle: p.handle,
@@ -349,6 +366,26 @@ pub async fn set_categories(conn: &mut Conn<'_>, product_id: &str, ids: &[String
             let mut qb = QueryBuilder::<DB>::new("INSERT INTO product_categories (product_id, category_id) ");
             qb.push_values(chunk, |mut b, id| {
                 b.push_bind(product_id).push_bind(id.as_str());
+            });
+            qb.build().execute(&mut *c).await.map_err(storage)?;
+        }
+        Ok::<(), Error>(())
+    })
+}
+
+/// Replaces a product's images; positions follow the list order from 0.
+pub async fn set_images(conn: &mut Conn<'_>, product_id: &str, images: &[ValidImage]) -> Result<()> {
+    on_conn!(conn, c, DB => {
+        sqlx::query("DELETE FROM product_images WHERE product_id = $1")
+            .bind(product_id)
+            .execute(&mut *c)
+            .await
+            .map_err(storage)?;
+        let rows: Vec<(usize, &ValidImage)> = images.iter().enumerate().collect();
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::<DB>::new("INSERT INTO product_images (product_id, position, url, alt) ");
+            qb.push_values(chunk, |mut b, (i, image)| {
+                b.push_bind(product_id).push_bind(*i as i64).push_bind(image.url.as_str()).push_bind(image.alt.as_str());
             });
             qb.build().execute(&mut *c).await.map_err(storage)?;
         }
@@ -595,6 +632,41 @@ pub async fn sellable(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Sellabl
         );
     }
     Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct LineProductRow {
+    variant_id: String,
+    product_id: String,
+    title: String,
+    handle: String,
+    thumbnail: Option<String>,
+}
+
+/// The product of each variant (title, handle, first image), by variant id: one query.
+/// Variants that no longer exist are left out.
+pub async fn line_products(conn: &mut Conn<'_>, variant_ids: &[String]) -> Result<HashMap<String, LineProduct>> {
+    if variant_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<LineProductRow> = on_conn!(conn, c, DB => {
+        let mut qb = QueryBuilder::<DB>::new(
+            "SELECT v.id AS variant_id, p.id AS product_id, p.title, p.handle, \
+             (SELECT i.url FROM product_images i WHERE i.product_id = p.id ORDER BY i.position LIMIT 1) AS thumbnail \
+             FROM variants v JOIN products p ON p.id = v.product_id WHERE v.id IN ",
+        );
+        push_in_list!(qb, variant_ids);
+        qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                r.variant_id,
+                LineProduct { product_id: r.product_id, title: r.title, handle: r.handle, thumbnail: r.thumbnail },
+            )
+        })
+        .collect())
 }
 
 // ---- categories -------------------------------------------------------------------------

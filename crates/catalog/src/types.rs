@@ -37,6 +37,12 @@ string_newtype!(
     Sku
 );
 string_newtype!(
+    /// Where a product image is served from: an absolute `https://` or `http://` URL with a
+    /// host, at most 2,048 characters, without whitespace or control characters. Kept as
+    /// given (not normalised): the store shows it, it never fetches it.
+    ImageUrl
+);
+string_newtype!(
     /// A title shown to shoppers: 1–255 characters after trimming, readable as it shows
     /// ([`backroom_kernel::check_display`]: no control characters, no bidi overrides, not
     /// invisible).
@@ -92,6 +98,53 @@ impl Sku {
         }
         Ok(Sku(s.to_owned()))
     }
+}
+
+impl ImageUrl {
+    pub const MAX_LEN: usize = 2048;
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        use backroom_kernel::text::{is_bidi_control, is_invisible};
+        let not_absolute = || "must be an absolute https:// or http:// URL".to_owned();
+        if s.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if s.len() > Self::MAX_LEN {
+            return Err(format!("must be at most {} characters", Self::MAX_LEN));
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control() || is_bidi_control(c) || is_invisible(c)) {
+            return Err("must not contain whitespace, control or invisible characters".into());
+        }
+        let (scheme, rest) = s.split_once("://").ok_or_else(not_absolute)?;
+        if !scheme.eq_ignore_ascii_case("https") && !scheme.eq_ignore_ascii_case("http") {
+            return Err(not_absolute());
+        }
+        // The host: the authority without user information and port.
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = authority.rsplit('@').next().unwrap_or_default();
+        let host = match host.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        };
+        if host.is_empty() {
+            return Err("must name a host, as in https://images.example.com/shirt.jpg".into());
+        }
+        Ok(ImageUrl(s.to_owned()))
+    }
+}
+
+/// Checks an image's alternative text: trimmed, 0–500 characters; when not empty, readable
+/// as it shows ([`backroom_kernel::check_display`]).
+pub fn alt_text(s: &str) -> Result<String, String> {
+    const MAX: usize = 500;
+    let t = s.trim();
+    if t.chars().count() > MAX {
+        return Err(format!("must be at most {MAX} characters"));
+    }
+    if !t.is_empty() {
+        backroom_kernel::check_display(t).map_err(|e| e.to_string())?;
+    }
+    Ok(t.to_owned())
 }
 
 impl Title {
@@ -185,5 +238,50 @@ mod tests {
         assert!(label("\u{2060}", 100).is_err());
         assert!(label("a\u{2066}b", 100).is_err());
         assert_eq!(label(" 5901234123457 ", 100).unwrap(), "5901234123457");
+    }
+
+    #[test]
+    fn image_urls() {
+        for good in [
+            "https://images.example.com/shirt-1.jpg",
+            "http://cdn.example.com:8080/a/b.png?w=200#x",
+            "HTTPS://images.example.com/Shirt.JPG",
+            "https://[2001:db8::1]/i.png",
+            "https://images.example.com",
+        ] {
+            assert_eq!(ImageUrl::parse(good).unwrap().as_str(), good);
+        }
+        let long = format!("https://images.example.com/{}", "a".repeat(2048));
+        for bad in [
+            "",
+            "images.example.com/shirt.jpg",
+            "/shirt.jpg",
+            "ftp://images.example.com/shirt.jpg",
+            "javascript://alert(1)",
+            "data:image/png;base64,AAAA",
+            "https:///shirt.jpg",
+            "https://:443/shirt.jpg",
+            "https://user@/shirt.jpg",
+            "https://images.example.com/a shirt.jpg",
+            "https://images.example.com/\u{0}.jpg",
+            "https://images.example.com/\u{202E}gpj.exe",
+            "https://images.example.com/\u{200B}.jpg",
+            &long,
+        ] {
+            assert!(ImageUrl::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(ImageUrl::parse(&format!("https://i.example.com/{}", "a".repeat(2048 - 22))).is_ok());
+    }
+
+    #[test]
+    fn alt_texts() {
+        assert_eq!(alt_text("").unwrap(), "");
+        assert_eq!(alt_text("  ").unwrap(), "");
+        assert_eq!(alt_text(" White linen shirt, front ").unwrap(), "White linen shirt, front");
+        assert!(alt_text(&"x".repeat(500)).is_ok());
+        assert!(alt_text(&"x".repeat(501)).is_err());
+        assert!(alt_text("a\u{7}b").is_err());
+        assert!(alt_text("Shirt\u{202E}txt").is_err());
+        assert!(alt_text("\u{200B}").is_err());
     }
 }

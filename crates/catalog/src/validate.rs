@@ -5,14 +5,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use backroom_kernel::error::Problems;
 use backroom_kernel::{Currency, Money};
 
-use crate::model::{NewProduct, NewVariant, PriceInput, ProductPatch, VariantPatch};
-use crate::types::{Handle, ProductStatus, Sku, Title, label};
+use crate::model::{ImageInput, NewProduct, NewVariant, PriceInput, ProductPatch, VariantPatch};
+use crate::types::{Handle, ImageUrl, ProductStatus, Sku, Title, alt_text, label};
 
 pub const MAX_DESCRIPTION: usize = 20_000;
 pub const MAX_VARIANTS: usize = 1_000;
 pub const MAX_OPTIONS: usize = 10;
 pub const MAX_ATTRIBUTES: usize = 100;
 pub const MAX_CATEGORIES: usize = 50;
+pub const MAX_IMAGES: usize = 50;
+
+#[derive(Debug, Clone)]
+pub struct ValidImage {
+    pub url: ImageUrl,
+    pub alt: String,
+}
 
 #[derive(Debug, Clone)]
 pub struct ValidVariant {
@@ -31,6 +38,7 @@ pub struct ValidProduct {
     pub status: ProductStatus,
     pub attributes: BTreeMap<String, String>,
     pub category_ids: Vec<String>,
+    pub images: Vec<ValidImage>,
     pub variants: Vec<ValidVariant>,
 }
 
@@ -42,6 +50,7 @@ pub struct ValidProductPatch {
     pub status: Option<ProductStatus>,
     pub attributes: Option<BTreeMap<String, String>>,
     pub category_ids: Option<Vec<String>>,
+    pub images: Option<Vec<ValidImage>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -83,6 +92,23 @@ fn category_ids(p: &mut Problems, ids: &[String]) -> Vec<String> {
     }
     let unique: BTreeSet<&String> = ids.iter().collect();
     unique.into_iter().cloned().collect()
+}
+
+/// Images in display order: at most [`MAX_IMAGES`], each reported at `images[i].url` and
+/// `images[i].alt`.
+fn images(p: &mut Problems, input: &[ImageInput]) -> Vec<ValidImage> {
+    if input.len() > MAX_IMAGES {
+        p.add("images", format!("at most {MAX_IMAGES} images"));
+    }
+    let mut out = Vec::with_capacity(input.len());
+    for (i, image) in input.iter().enumerate() {
+        let url = p.check(format!("images[{i}].url"), ImageUrl::parse(&image.url));
+        let alt = p.check(format!("images[{i}].alt"), alt_text(image.alt.as_deref().unwrap_or_default()));
+        if let (Some(url), Some(alt)) = (url, alt) {
+            out.push(ValidImage { url, alt });
+        }
+    }
+    out
 }
 
 /// Prices: a known currency each, `0 ..= 10^12` minor units, one per currency.
@@ -156,6 +182,7 @@ pub fn new_product(input: &NewProduct) -> backroom_kernel::Result<ValidProduct> 
     let description = description(&mut p, input.description.as_deref()).unwrap_or_default();
     let attributes = attributes(&mut p, input.attributes.as_ref().unwrap_or(&BTreeMap::new()));
     let category_ids = category_ids(&mut p, input.category_ids.as_deref().unwrap_or_default());
+    let images = images(&mut p, input.images.as_deref().unwrap_or_default());
     let raw_variants = input.variants.as_deref().unwrap_or_default();
     if raw_variants.len() > MAX_VARIANTS {
         p.add("variants", format!("at most {MAX_VARIANTS} variants per request"));
@@ -170,6 +197,7 @@ pub fn new_product(input: &NewProduct) -> backroom_kernel::Result<ValidProduct> 
         status: input.status.unwrap_or_default(),
         attributes,
         category_ids,
+        images,
         variants,
     })
 }
@@ -183,6 +211,7 @@ pub fn product_patch(input: &ProductPatch) -> backroom_kernel::Result<ValidProdu
         status: input.status,
         attributes: input.attributes.as_ref().map(|a| attributes(&mut p, a)),
         category_ids: input.category_ids.as_deref().map(|c| category_ids(&mut p, c)),
+        images: input.images.as_deref().map(|i| images(&mut p, i)),
     };
     p.finish()?;
     Ok(out)

@@ -517,6 +517,11 @@ fn new_order(order_id: &str, cart: &Cart, req: &CheckoutRequest) -> Result<NewOr
                 variant_id: i.variant_id.clone(),
                 sku: i.sku.clone(),
                 title: i.title.clone(),
+                // The product as the cart showed it at checkout: the order keeps this snapshot.
+                product_id: i.product_id.clone(),
+                product_title: i.product_title.clone(),
+                product_handle: i.product_handle.clone(),
+                thumbnail: i.thumbnail.clone(),
                 quantity: i.quantity,
                 unit_price: i.unit_price,
                 total: i.total,

@@ -63,12 +63,28 @@ pub struct Address {
     pub country: String,
 }
 
-/// One line of an order: what was bought, at what price.
+/// One line of an order: what was bought, at what price. The product fields are a snapshot
+/// taken at checkout (later changes to the product do not show here); `null` on orders placed
+/// before lines kept them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderLine {
     pub variant_id: String,
     pub sku: String,
+    /// The variant's title, such as `M / White`.
     pub title: String,
+    /// The variant's product at checkout.
+    #[serde(default)]
+    pub product_id: Option<String>,
+    #[serde(default)]
+    #[schema(example = "Linen shirt")]
+    pub product_title: Option<String>,
+    #[serde(default)]
+    #[schema(example = "linen-shirt")]
+    pub product_handle: Option<String>,
+    /// The url of the product's first image at checkout.
+    #[serde(default)]
+    #[schema(example = "https://images.example.com/linen-shirt-1.jpg")]
+    pub thumbnail: Option<String>,
     pub quantity: i64,
     pub unit_price: Money,
     pub total: Money,
@@ -155,6 +171,10 @@ struct LineRow {
     variant_id: String,
     sku: String,
     title: String,
+    product_id: Option<String>,
+    product_title: Option<String>,
+    product_handle: Option<String>,
+    thumbnail: Option<String>,
     quantity: i64,
     unit_price: i64,
     total: i64,
@@ -194,7 +214,8 @@ pub async fn create(conn: &mut Conn<'_>, o: &NewOrder) -> Result<()> {
     .map_err(storage))?;
     on_conn!(conn, c, DB => {
         let mut qb = sqlx::QueryBuilder::<DB>::new(
-            "INSERT INTO order_lines (order_id, position, variant_id, sku, title, quantity, unit_price, total) ",
+            "INSERT INTO order_lines (order_id, position, variant_id, sku, title, product_id, product_title, \
+             product_handle, thumbnail, quantity, unit_price, total) ",
         );
         qb.push_values(o.items.iter().enumerate(), |mut b, (i, l)| {
             b.push_bind(o.id.as_str())
@@ -202,6 +223,10 @@ pub async fn create(conn: &mut Conn<'_>, o: &NewOrder) -> Result<()> {
                 .push_bind(l.variant_id.as_str())
                 .push_bind(l.sku.as_str())
                 .push_bind(l.title.as_str())
+                .push_bind(l.product_id.as_deref())
+                .push_bind(l.product_title.as_deref())
+                .push_bind(l.product_handle.as_deref())
+                .push_bind(l.thumbnail.as_deref())
                 .push_bind(l.quantity)
                 .push_bind(l.unit_price.amount())
                 .push_bind(l.total.amount());
@@ -275,7 +300,8 @@ pub async fn load(conn: &mut Conn<'_>, ids: &[String], with_history: bool) -> Re
     }
     let rows: Vec<OrderRow> = by_ids!(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id IN "), "")?;
     let lines: Vec<LineRow> = by_ids!(
-        "SELECT order_id, variant_id, sku, title, quantity, unit_price, total FROM order_lines WHERE order_id IN ",
+        "SELECT order_id, variant_id, sku, title, product_id, product_title, product_handle, thumbnail, quantity, \
+         unit_price, total FROM order_lines WHERE order_id IN ",
         " ORDER BY order_id, position"
     )?;
     let hist: Vec<(String, String, String, DateTime<Utc>)> = if with_history {
@@ -318,6 +344,10 @@ pub async fn load(conn: &mut Conn<'_>, ids: &[String], with_history: bool) -> Re
                     variant_id: l.variant_id,
                     sku: l.sku,
                     title: l.title,
+                    product_id: l.product_id,
+                    product_title: l.product_title,
+                    product_handle: l.product_handle,
+                    thumbnail: l.thumbnail,
                     quantity: l.quantity,
                     unit_price: m(l.unit_price)?,
                     total: m(l.total)?,
@@ -348,6 +378,50 @@ pub async fn load(conn: &mut Conn<'_>, ids: &[String], with_history: bool) -> Re
     Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
 }
 
+/// Which orders a list shows; build it with [`OrderFilter::parse`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderFilter {
+    status: Option<OrderStatus>,
+    email: Option<String>,
+    number: Option<i64>,
+}
+
+impl OrderFilter {
+    /// The longest e-mail address searched for (as checkout accepts).
+    pub const MAX_EMAIL: usize = 254;
+
+    /// Checks the filters of `GET /admin/orders`: `email` (trimmed, matched whole and
+    /// case-insensitively) must look like an address, `number` is the order number with or
+    /// without its `#` (`1001`, `#1001`). Every refusal is named by its parameter.
+    pub fn parse(status: Option<OrderStatus>, email: Option<&str>, number: Option<&str>) -> Result<Self> {
+        let mut p = backroom_kernel::error::Problems::new();
+        let email = email.map(str::trim).and_then(|e| {
+            if e.is_empty() {
+                p.add("email", "must not be empty");
+            } else if e.len() > Self::MAX_EMAIL {
+                p.add("email", format!("must be at most {} characters", Self::MAX_EMAIL));
+            } else if e.chars().any(|c| c.is_whitespace() || c.is_control()) || !e.contains('@') {
+                p.add("email", "is not an email address");
+            } else {
+                return Some(e.to_owned());
+            }
+            None
+        });
+        let number = number.and_then(|n| {
+            let digits = n.trim().strip_prefix('#').unwrap_or(n.trim());
+            match digits.parse::<i64>() {
+                Ok(v) if v > 0 && digits.bytes().all(|b| b.is_ascii_digit()) => Some(v),
+                _ => {
+                    p.add("number", "must be an order number such as 1001 or #1001");
+                    None
+                }
+            }
+        });
+        p.finish()?;
+        Ok(OrderFilter { status, email, number })
+    }
+}
+
 /// The orders service (reads).
 #[derive(Debug, Clone)]
 pub struct Orders {
@@ -365,19 +439,33 @@ impl Orders {
         load(&mut r.conn(), &[id.to_owned()], true).await?.pop().ok_or(Error::not_found("order"))
     }
 
-    /// Newest first, optionally of one status.
-    pub async fn list(&self, status: Option<OrderStatus>, page: &PageRequest) -> Result<Page<Order>> {
+    /// Newest first, narrowed by `filter`.
+    pub async fn list(&self, filter: &OrderFilter, page: &PageRequest) -> Result<Page<Order>> {
         let mut r = self.db.read().await?;
-        let after = page.after.as_ref().map(|c| c.0.clone()).unwrap_or_else(|| "~".into());
-        let ids: Vec<String> = on_conn!(&mut r.conn(), c => sqlx::query_scalar(
-            "SELECT id FROM orders WHERE ($1 = '' OR status = $1) AND id < $2 ORDER BY id DESC LIMIT $3",
-        )
-        .bind(status.map_or("", OrderStatus::as_str))
-        .bind(after)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&mut *c)
-        .await
-        .map_err(storage))?;
+        let ids: Vec<String> = on_conn!(&mut r.conn(), c, DB => {
+            let mut qb = sqlx::QueryBuilder::<DB>::new("SELECT id FROM orders WHERE 1 = 1");
+            if let Some(status) = filter.status {
+                qb.push(" AND status = ");
+                qb.push_bind(status.as_str());
+            }
+            if let Some(email) = &filter.email {
+                // The same fold on both sides, so the `orders_email` index serves it.
+                qb.push(" AND lower(email) = lower(");
+                qb.push_bind(email.as_str());
+                qb.push(")");
+            }
+            if let Some(number) = filter.number {
+                qb.push(" AND number = ");
+                qb.push_bind(number);
+            }
+            if let Some(after) = &page.after {
+                qb.push(" AND id < ");
+                qb.push_bind(after.0.as_str());
+            }
+            qb.push(" ORDER BY id DESC LIMIT ");
+            qb.push_bind(i64::from(page.limit) + 1);
+            qb.build_query_scalar().fetch_all(&mut *c).await.map_err(storage)?
+        });
         let orders = load(&mut r.conn(), &ids, false).await?;
         Ok(page.finish(orders, |o| o.id.clone()))
     }
@@ -418,6 +506,37 @@ mod tests {
             prop_assert!(moves <= 1);
             prop_assert!(moves == 0 || state != OrderStatus::PendingPayment);
         }
+    }
+
+    fn refused_fields(r: Result<OrderFilter>) -> Vec<String> {
+        match r {
+            Err(Error::Validation(errors)) => errors.into_iter().map(|e| e.field).collect(),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn order_filters() {
+        let f = OrderFilter::parse(Some(OrderStatus::Placed), Some(" Ana@Example.com "), Some("#1001")).unwrap();
+        assert_eq!(
+            f,
+            OrderFilter {
+                status: Some(OrderStatus::Placed),
+                email: Some("Ana@Example.com".into()),
+                number: Some(1001)
+            }
+        );
+        assert_eq!(OrderFilter::parse(None, None, Some("1002")).unwrap().number, Some(1002));
+        assert_eq!(OrderFilter::parse(None, None, None).unwrap(), OrderFilter::default());
+        for email in
+            ["", "  ", "ana", "ana @example.com", "a\u{7}@example.com", &format!("{}@example.com", "a".repeat(250))]
+        {
+            assert_eq!(refused_fields(OrderFilter::parse(None, Some(email), None)), ["email"], "{email:?}");
+        }
+        for number in ["", "#", "abc", "10x", "-1", "+5", "0", "1.5", "99999999999999999999", "##1"] {
+            assert_eq!(refused_fields(OrderFilter::parse(None, None, Some(number))), ["number"], "{number:?}");
+        }
+        assert_eq!(refused_fields(OrderFilter::parse(None, Some(""), Some("x"))), ["email", "number"]);
     }
 
     #[test]

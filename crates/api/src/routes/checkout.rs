@@ -9,7 +9,7 @@ use backroom_checkout::idempotency;
 use backroom_checkout::{Answer, CheckoutRequest, Outcome};
 use backroom_inventory::reservations::insufficient_stock;
 use backroom_kernel::{Code, Error, Page, PageRequest};
-use backroom_orders::{Order, OrderStatus};
+use backroom_orders::{Order, OrderFilter, OrderStatus};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -204,6 +204,12 @@ pub struct OrdersQuery {
     pub limit: Option<i64>,
     pub cursor: Option<String>,
     pub status: Option<OrderStatus>,
+    /// Orders placed with this e-mail address (the whole address, any letter case).
+    #[param(example = "ana@example.com", max_length = 254)]
+    pub email: Option<String>,
+    /// The order with this number, with or without its `#`: `1001`, or `#1001` written `%231001`.
+    #[param(example = "1001", pattern = "^#?[0-9]{1,18}$")]
+    pub number: Option<String>,
 }
 
 #[utoipa::path(get, path = "/admin/orders", tag = "orders", params(OrdersQuery),
@@ -216,7 +222,8 @@ pub async fn list_orders(
     ApiQuery(q): ApiQuery<OrdersQuery>,
 ) -> ApiResult<Json<Page<Order>>> {
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
-    Ok(Json(s.orders.list(q.status, &page).await?))
+    let filter = OrderFilter::parse(q.status, q.email.as_deref(), q.number.as_deref())?;
+    Ok(Json(s.orders.list(&filter, &page).await?))
 }
 
 #[utoipa::path(get, path = "/admin/orders/{id}", tag = "orders", params(("id" = String, Path)),

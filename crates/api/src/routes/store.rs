@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use backroom_catalog::{Category, CategoryRef, Product, ProductFilter, ProductStatus};
+use backroom_catalog::{Category, CategoryRef, Product, ProductFilter, ProductImage, ProductStatus};
 use backroom_kernel::{Currency, Error, Money, PageRequest};
 use backroom_search::{SearchParams, Sort};
 use chrono::{DateTime, Utc};
@@ -37,6 +37,8 @@ pub struct StoreProduct {
     pub description: String,
     pub attributes: BTreeMap<String, String>,
     pub categories: Vec<CategoryRef>,
+    /// In display order; the first is the product's thumbnail.
+    pub images: Vec<ProductImage>,
     pub variants: Vec<StoreVariant>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -249,6 +251,7 @@ async fn to_store(s: &AppState, products: Vec<Product>) -> ApiResult<Vec<StorePr
             description: p.description,
             attributes: p.attributes,
             categories: p.categories,
+            images: p.images,
             created_at: p.created_at,
             updated_at: p.updated_at,
         })
