@@ -21,7 +21,8 @@ use backroom_db::writer::Done;
 use backroom_db::{Conn, Db, outbox};
 use backroom_inventory::Inventory;
 use backroom_inventory::reservations::{self, ReserveLine, Shortage};
-use backroom_kernel::{Code, Error, FieldError, Money, Result, error::Problems, id, now};
+use backroom_kernel::id::{AttemptId, OrderId};
+use backroom_kernel::{Code, Error, FieldError, Money, Result, error::Problems, now};
 use backroom_orders::{Address, NewOrder, Order, OrderLine, OrderStatus};
 use backroom_payments::{AttemptStatus, ChargeRequest, ChargeStatus, PaymentProvider, Providers};
 use serde::{Deserialize, Serialize};
@@ -212,11 +213,12 @@ impl Checkout {
 
         // 2. Reserve, create the order and the attempt, claim the key: one job.
         let provider = self.provider(&req.payment.provider)?;
-        let order = new_order(&id::new("ord"), &cart, req)?;
-        let attempt_id = id::new("pay");
+        let order_id = OrderId::generate();
+        let order = new_order(order_id.as_str(), &cart, req)?;
+        let attempt_id = AttemptId::generate();
         let expires = now() + dur(self.settings.reservation_ttl);
-        let (order_id, amount, provider_name) = (order.id.clone(), cart.total, provider.name());
-        let (job_key, job_attempt) = (key.clone(), attempt_id.clone());
+        let (amount, provider_name) = (cart.total, provider.name());
+        let (job_key, job_order, job_attempt) = (key.clone(), order_id.clone(), attempt_id.clone());
         let reserved = self
             .db
             .write(move |mut conn| {
@@ -229,11 +231,11 @@ impl Checkout {
                         let status = backroom_cart::load(&mut conn, &key.scope).await?.map(|c| c.status);
                         return Ok(Done::Rollback(Err(status_outcome(status))));
                     }
-                    if let Err(short) = reservations::reserve(&mut conn, &order.id, &lines, expires, ACTOR).await? {
+                    if let Err(short) = reservations::reserve(&mut conn, &job_order, &lines, expires, ACTOR).await? {
                         return Ok(Done::Rollback(Err(Outcome::InsufficientStock { items: short })));
                     }
                     backroom_orders::create(&mut conn, &order).await?;
-                    backroom_payments::create_attempt(&mut conn, &job_attempt, &order.id, provider_name, amount)
+                    backroom_payments::create_attempt(&mut conn, &job_attempt, &job_order, provider_name, amount)
                         .await?;
                     match idempotency::claim(&mut conn, &key.scope, &key.key, &key.hash, Some(&order.id), None).await? {
                         Begin::New => Ok(Done::Commit(Ok(Begin::New))),
@@ -252,7 +254,7 @@ impl Checkout {
         // 3. Money moves only now.
         let answer = provider
             .authorize(ChargeRequest {
-                idempotency_key: attempt_id.clone(),
+                idempotency_key: attempt_id.to_string(),
                 amount,
                 token: req.payment.token.clone(),
                 capture: true,
@@ -263,7 +265,7 @@ impl Checkout {
         let outcome = match answer {
             Ok(status) => self.settle(&order_id, &attempt_id, status).await?,
             Err(e) => {
-                tracing::warn!(order_id, error = %e, "payment answer lost; recovery will settle the order");
+                tracing::warn!(%order_id, error = %e, "payment answer lost; recovery will settle the order");
                 self.db
                     .write_followup(move |mut conn| {
                         Box::pin(async move {
@@ -276,7 +278,7 @@ impl Checkout {
                                 None,
                             )
                             .await?;
-                            let order = load_order(&mut conn, &order_id).await?;
+                            let order = load_order(&mut conn, order_id.as_str()).await?;
                             let outcome = match order.status {
                                 OrderStatus::PendingPayment => Outcome::PaymentPending { order: Box::new(order) },
                                 _ => outcome_of(order),
@@ -402,8 +404,8 @@ impl Checkout {
     /// Applies a provider's answer to an order still in `pending_payment`, in one write job.
     /// Whoever comes second (request or recovery) changes nothing and gets the outcome the
     /// first one produced.
-    async fn settle(&self, order_id: &str, attempt_id: &str, status: ChargeStatus) -> Result<Outcome> {
-        let (order_id, attempt_id) = (order_id.to_owned(), attempt_id.to_owned());
+    async fn settle(&self, order_id: &OrderId, attempt_id: &AttemptId, status: ChargeStatus) -> Result<Outcome> {
+        let (order_id, attempt_id) = (order_id.clone(), attempt_id.clone());
         // A follow-up: the reservation is committed, so this job is never shed by a full queue.
         self.db
             .write_followup(move |mut conn| {
@@ -420,18 +422,18 @@ impl Checkout {
         let cutoff = now() - dur(self.settings.recovery_grace);
         for attempt in backroom_payments::unsettled(&self.db, cutoff, 200).await? {
             let Some(provider) = self.providers.get(&attempt.provider) else {
-                tracing::error!(attempt = attempt.id, provider = attempt.provider, "attempt of an unknown provider");
+                tracing::error!(attempt = %attempt.id, provider = attempt.provider, "attempt of an unknown provider");
                 done.unreachable += 1;
                 continue;
             };
-            let mut status = provider.status(&attempt.id).await;
+            let mut status = provider.status(attempt.id.as_str()).await;
             if matches!(status, Ok(ChargeStatus::NotFound)) {
-                status = provider.void(&attempt.id).await;
+                status = provider.void(attempt.id.as_str()).await;
             }
             match status {
                 Ok(s) => {
                     let outcome = self.settle(&attempt.order_id, &attempt.id, s).await?;
-                    tracing::info!(order_id = attempt.order_id, outcome = ?outcome_name(&outcome), "recovered a payment attempt");
+                    tracing::info!(order_id = %attempt.order_id, outcome = ?outcome_name(&outcome), "recovered a payment attempt");
                     if matches!(outcome, Outcome::Placed { .. }) {
                         done.placed += 1;
                     } else {
@@ -443,11 +445,11 @@ impl Checkout {
                     // could sell units a captured order owns). Past the reservation TTL this
                     // needs a person: say so loudly.
                     if attempt.created_at < now() - dur(self.settings.reservation_ttl) {
-                        tracing::error!(attempt = attempt.id, order_id = attempt.order_id, error = %e,
+                        tracing::error!(attempt = %attempt.id, order_id = %attempt.order_id, error = %e,
                             "reservation expired but the provider cannot be asked; stock stays held until it answers");
                         done.expired += 1;
                     } else {
-                        tracing::warn!(attempt = attempt.id, error = %e, "provider unreachable; will ask again");
+                        tracing::warn!(attempt = %attempt.id, error = %e, "provider unreachable; will ask again");
                     }
                     done.unreachable += 1;
                 }
@@ -610,7 +612,12 @@ async fn load_order(conn: &mut Conn<'_>, id: &str) -> Result<Order> {
 /// Step 4 inside a write job: `placed` with allocations, or `payment_failed`/`cancelled` with
 /// the stock released; the cart, the attempt, the outbox and the idempotency key follow.
 /// An order no longer in `pending_payment` is left as it is.
-async fn settle_in(conn: &mut Conn<'_>, order_id: &str, attempt_id: &str, status: ChargeStatus) -> Result<Outcome> {
+async fn settle_in(
+    conn: &mut Conn<'_>,
+    order_id: &OrderId,
+    attempt_id: &AttemptId,
+    status: ChargeStatus,
+) -> Result<Outcome> {
     let (outcome_status, note) = match &status {
         ChargeStatus::Captured { .. } | ChargeStatus::Authorized { .. } => {
             (OrderStatus::Placed, "payment captured".to_owned())
@@ -626,7 +633,7 @@ async fn settle_in(conn: &mut Conn<'_>, order_id: &str, attempt_id: &str, status
         }
     };
     if !backroom_orders::transition(conn, order_id, OrderStatus::PendingPayment, outcome_status, &note).await? {
-        return Ok(outcome_of(load_order(conn, order_id).await?));
+        return Ok(outcome_of(load_order(conn, order_id.as_str()).await?));
     }
     let from = [AttemptStatus::Pending, AttemptStatus::Unknown];
     let (attempt, reference, reason, cart_to) = match &status {
@@ -647,7 +654,7 @@ async fn settle_in(conn: &mut Conn<'_>, order_id: &str, attempt_id: &str, status
     } else {
         reservations::release(conn, order_id, ACTOR).await?
     };
-    let order = load_order(conn, order_id).await?;
+    let order = load_order(conn, order_id.as_str()).await?;
     backroom_cart::transition(conn, &order.cart_id, CartStatus::CheckingOut, cart_to).await?;
     let summary = outbox::OrderOutcome {
         order_id: order.id.clone(),
@@ -680,6 +687,6 @@ async fn settle_in(conn: &mut Conn<'_>, order_id: &str, attempt_id: &str, status
         }
         _ => outcome_of(order),
     };
-    idempotency::finish_for_order(conn, order_id, &outcome).await?;
+    idempotency::finish_for_order(conn, order_id.as_str(), &outcome).await?;
     Ok(outcome)
 }

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use backroom_db::{Conn, Dialect, on_conn, storage};
+use backroom_kernel::id::OrderId;
 use backroom_kernel::{Code, Error, Result, id, now};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -129,7 +130,7 @@ async fn lock_levels(conn: &mut Conn<'_>, variant_id: &str) -> Result<Vec<Candid
 /// nothing. Returns the variant ids whose stock changed.
 pub async fn reserve(
     conn: &mut Conn<'_>,
-    order_id: &str,
+    order_id: &OrderId,
     lines: &[ReserveLine],
     expires_at: DateTime<Utc>,
     actor: &str,
@@ -208,7 +209,7 @@ pub async fn reserve(
 /// variant id then location order, as [`reserve`] locks stock rows.
 async fn close_reservations(
     conn: &mut Conn<'_>,
-    order_id: &str,
+    order_id: &OrderId,
     status: &str,
     ts: DateTime<Utc>,
 ) -> Result<Vec<ReservationRow>> {
@@ -230,17 +231,17 @@ async fn close_reservations(
 
 /// Turns an order's reservations into allocations (payment captured), every part at its
 /// own location. Returns the variant ids whose stock changed, each once.
-pub async fn allocate(conn: &mut Conn<'_>, order_id: &str, actor: &str) -> Result<Vec<String>> {
+pub async fn allocate(conn: &mut Conn<'_>, order_id: &OrderId, actor: &str) -> Result<Vec<String>> {
     settle(conn, order_id, true, actor).await
 }
 
 /// Gives an order's reserved units back (payment declined or voided), every part to its
 /// own location. Returns the variant ids whose stock changed, each once.
-pub async fn release(conn: &mut Conn<'_>, order_id: &str, actor: &str) -> Result<Vec<String>> {
+pub async fn release(conn: &mut Conn<'_>, order_id: &OrderId, actor: &str) -> Result<Vec<String>> {
     settle(conn, order_id, false, actor).await
 }
 
-async fn settle(conn: &mut Conn<'_>, order_id: &str, allocate: bool, actor: &str) -> Result<Vec<String>> {
+async fn settle(conn: &mut Conn<'_>, order_id: &OrderId, allocate: bool, actor: &str) -> Result<Vec<String>> {
     let ts = now();
     let mut changed = Vec::new();
     let status = if allocate { "allocated" } else { "released" };

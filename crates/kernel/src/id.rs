@@ -14,6 +14,91 @@ pub fn has_prefix(id: &str, prefix: &str) -> bool {
     })
 }
 
+/// Declares an id type: a `String` that only this kind of id can be, so that two ids cannot be
+/// swapped where a function takes both (`settle(&OrderId, &AttemptId)`). It serialises, binds
+/// and reads back from either database as its plain string.
+macro_rules! typed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(serde::Serialize, serde::Deserialize, sqlx::Type, utoipa::ToSchema)]
+        #[serde(transparent)]
+        #[sqlx(transparent)]
+        #[schema(value_type = String)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The prefix of every id of this kind.
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A new id.
+            pub fn generate() -> Self {
+                Self(new($prefix))
+            }
+
+            /// `s` as an id of this kind, when it is shaped like one ([`has_prefix`]).
+            pub fn parse(s: &str) -> Option<Self> {
+                has_prefix(s, $prefix).then(|| Self(s.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    };
+}
+
+typed_id!(
+    /// An order (`ord_…`). It cannot stand where another kind of id is asked for:
+    ///
+    /// ```compile_fail
+    /// use backroom_kernel::id::{AttemptId, OrderId};
+    /// fn settle(_order: &OrderId, _attempt: &AttemptId) {}
+    /// let (order, attempt) = (OrderId::generate(), AttemptId::generate());
+    /// settle(&attempt, &order); // swapped: refused by the compiler
+    /// ```
+    OrderId,
+    "ord"
+);
+typed_id!(
+    /// A payment attempt (`pay_…`): one charge of one order at one provider.
+    AttemptId,
+    "pay"
+);
+typed_id!(
+    /// A cart (`cart_…`).
+    CartId,
+    "cart"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -28,5 +113,17 @@ mod tests {
         assert!(a < b, "{a} should sort before {b}");
         assert!(!has_prefix("prod_", "prod"));
         assert!(!has_prefix("prod_x;drop", "prod"));
+    }
+
+    #[test]
+    fn typed_ids_parse_only_their_kind_and_serialise_as_strings() {
+        let order = OrderId::generate();
+        assert!(order.as_str().starts_with("ord_"));
+        assert_eq!(OrderId::parse(order.as_str()), Some(order.clone()));
+        assert_eq!(AttemptId::parse(order.as_str()), None);
+        assert_eq!(CartId::parse("cart_"), None);
+        assert_eq!(serde_json::to_string(&order).unwrap(), format!("\"{order}\""));
+        let back: OrderId = serde_json::from_str(&format!("\"{order}\"")).unwrap();
+        assert_eq!(back, order);
     }
 }

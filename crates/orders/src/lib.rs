@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use backroom_db::{Conn, Db, Dialect, on_conn, storage};
+use backroom_kernel::id::OrderId;
 use backroom_kernel::{Currency, Error, Money, Page, PageRequest, Result, id, now};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -258,7 +259,7 @@ async fn history(
 /// Moves an order from `from` to `to` with a note; `false` if it was not in `from`.
 pub async fn transition(
     conn: &mut Conn<'_>,
-    order_id: &str,
+    order_id: &OrderId,
     from: OrderStatus,
     to: OrderStatus,
     note: &str,
@@ -277,7 +278,7 @@ pub async fn transition(
         .map(|r| r.rows_affected())
         .map_err(storage))?;
     if n == 1 {
-        history(conn, order_id, to, note, ts).await?;
+        history(conn, order_id.as_str(), to, note, ts).await?;
     }
     Ok(n == 1)
 }
@@ -326,8 +327,13 @@ pub async fn load(conn: &mut Conn<'_>, ids: &[String], with_history: bool) -> Re
         .into_iter()
         .map(|a| {
             (
-                a.order_id.clone(),
-                PaymentSummary { id: a.id, provider: a.provider, status: a.status, reference: a.reference },
+                a.order_id.into_string(),
+                PaymentSummary {
+                    id: a.id.into_string(),
+                    provider: a.provider,
+                    status: a.status,
+                    reference: a.reference,
+                },
             )
         })
         .collect();

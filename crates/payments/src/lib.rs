@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backroom_db::{Conn, Db, on_conn, storage};
+use backroom_kernel::id::{AttemptId, OrderId};
 use backroom_kernel::{Money, Result, now};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -210,8 +211,8 @@ impl AttemptStatus {
 /// A payment attempt as stored.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Attempt {
-    pub id: String,
-    pub order_id: String,
+    pub id: AttemptId,
+    pub order_id: OrderId,
     pub provider: String,
     pub amount: i64,
     pub currency: String,
@@ -228,8 +229,8 @@ const ATTEMPT_COLUMNS: &str =
 /// Records a pending attempt in the caller's transaction.
 pub async fn create_attempt(
     conn: &mut Conn<'_>,
-    id: &str,
-    order_id: &str,
+    id: &AttemptId,
+    order_id: &OrderId,
     provider: &str,
     amount: Money,
 ) -> Result<()> {
@@ -253,7 +254,7 @@ pub async fn create_attempt(
 /// Moves an attempt from one of `from` to `to`; `false` if it was in another state.
 pub async fn transition(
     conn: &mut Conn<'_>,
-    id: &str,
+    id: &AttemptId,
     from: &[AttemptStatus],
     to: AttemptStatus,
     reference: Option<&str>,
@@ -281,7 +282,7 @@ pub async fn transition(
 }
 
 /// The attempt of an order.
-pub async fn attempt_for_order(conn: &mut Conn<'_>, order_id: &str) -> Result<Option<Attempt>> {
+pub async fn attempt_for_order(conn: &mut Conn<'_>, order_id: &OrderId) -> Result<Option<Attempt>> {
     let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM payment_attempts WHERE order_id = $1");
     on_conn!(conn, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(order_id)

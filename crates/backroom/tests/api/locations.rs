@@ -4,6 +4,7 @@
 
 use backroom_db::writer::Done;
 use backroom_inventory::reservations::{self, ReserveLine, Shortage};
+use backroom_kernel::id::OrderId;
 use serde_json::{Value, json};
 
 use crate::both;
@@ -170,10 +171,16 @@ both!(more_than_the_sum_is_refused_and_reserves_nothing, |app: TestApp| async mo
                     quantity,
                     allow_backorder: false,
                 };
-                let short =
-                    reservations::reserve(&mut conn, "ord_short", &[line(&other2, 2), line(&v2, 7)], expires, "test")
-                        .await?;
-                let ok = reservations::reserve(&mut conn, "ord_fits", &[line(&v2, 6)], expires, "test").await?;
+                let short = reservations::reserve(
+                    &mut conn,
+                    &OrderId::generate(),
+                    &[line(&other2, 2), line(&v2, 7)],
+                    expires,
+                    "test",
+                )
+                .await?;
+                let ok =
+                    reservations::reserve(&mut conn, &OrderId::generate(), &[line(&v2, 6)], expires, "test").await?;
                 Ok(Done::Rollback((short, ok)))
             })
         })
@@ -305,7 +312,7 @@ both!(concurrent_transactions_lock_in_one_order_and_never_oversell, |app: TestAp
         tasks.push(tokio::spawn(async move {
             let mut tx = db.begin().await.unwrap();
             let expires = backroom_kernel::now() + std::time::Duration::from_secs(15 * 60);
-            let order = format!("ord_race{i}");
+            let order = OrderId::generate();
             let got = reservations::reserve(&mut tx.conn(), &order, &lines, expires, "test").await.unwrap();
             if got.is_ok() {
                 tx.commit().await.unwrap();
