@@ -93,11 +93,6 @@ typed_id!(
     AttemptId,
     "pay"
 );
-typed_id!(
-    /// A cart (`cart_…`).
-    CartId,
-    "cart"
-);
 
 #[cfg(test)]
 mod tests {
@@ -121,7 +116,7 @@ mod tests {
         assert!(order.as_str().starts_with("ord_"));
         assert_eq!(OrderId::parse(order.as_str()), Some(order.clone()));
         assert_eq!(AttemptId::parse(order.as_str()), None);
-        assert_eq!(CartId::parse("cart_"), None);
+        assert_eq!(OrderId::parse("ord_"), None);
         assert_eq!(serde_json::to_string(&order).unwrap(), format!("\"{order}\""));
         let back: OrderId = serde_json::from_str(&format!("\"{order}\"")).unwrap();
         assert_eq!(back, order);
