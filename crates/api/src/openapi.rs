@@ -3,6 +3,8 @@
 //! errors common to whole classes of operations. A committed copy lives in `docs/openapi.json`;
 //! a test fails when the two drift.
 
+pub mod examples;
+
 use std::sync::OnceLock;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -11,15 +13,16 @@ use utoipa::{Modify, OpenApi};
 /// The document's title, description, tags and security scheme; its paths come from the routes.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Backroom", description = "Headless commerce backend: catalog, stock, carts, checkout, orders. Behaviour the document leaves open (error codes, limits, overload) is described in the repository's docs/api-notes.md.\n\nEvery answer carries `X-Content-Type-Options: nosniff`; answers under `/admin`, `/store/carts`, `/store/orders`, `/store/customers` and `/store/auth` carry `Cache-Control: no-store`. Every `503` carries `Retry-After`; `503 overloaded` means the request was shed before any of it was done. A request whose headers total over 16 KiB, with one header line over 8 KiB, or with more than 100 header lines, is `431 request_header_fields_too_large`; a URI over 8 KiB is `414 uri_too_long`. An `Idempotency-Key` or `X-Request-Id` shaped like a card number is `422 card_data_refused` on any route, and is neither logged, stored nor echoed. Browser origins listed in `BACKROOM_CORS_ORIGINS` may call the API (CORS preflight `204`)."),
+    info(title = "Backroom", description = "Headless commerce backend: catalog, stock, carts, checkout, orders. A readable reference of this document is served at `/docs`; the repository's `docs/api.md` describes what it leaves open (conventions, every error code, limits, overload, settings).\n\nThe main flow: staff create a product with its variants and prices (`POST /admin/products`) and set each variant's stock (`PUT /admin/variants/{variant_id}/stock`); a shopper's storefront creates a cart (`POST /store/carts`), adds lines (`POST /store/carts/{id}/items`) and checks out (`POST /store/carts/{id}/checkout`), which answers the order. Staff calls need `Authorization: Bearer <api key>`; storefront calls need no key. Errors are problem documents (`application/problem+json`) with a stable `code`.\n\nEvery answer carries `X-Content-Type-Options: nosniff`; answers under `/admin`, `/store/carts`, `/store/orders`, `/store/customers` and `/store/auth` carry `Cache-Control: no-store`. Every `503` carries `Retry-After`; `503 overloaded` means the request was shed before any of it was done. A request whose headers total over 16 KiB, with one header line over 8 KiB, or with more than 100 header lines, is `431 request_header_fields_too_large`; a URI over 8 KiB is `414 uri_too_long`. An `Idempotency-Key` or `X-Request-Id` shaped like a card number is `422 card_data_refused` on any route, and is neither logged, stored nor echoed. Browser origins listed in `BACKROOM_CORS_ORIGINS` may call the API (CORS preflight `204`)."),
     modifiers(&BearerAuth),
     tags(
-        (name = "catalog", description = "Products, variants, prices, categories (admin)"),
-        (name = "inventory", description = "Stock levels, locations, the adjustments ledger (admin)"),
-        (name = "auth", description = "API keys (owner only)"),
-        (name = "storefront", description = "Public catalog reads, carts and checkout"),
-        (name = "orders", description = "Orders (admin)"),
-        (name = "ops", description = "Health, readiness, metrics, this document"),
+        (name = "catalog", description = "Staff: products, their variants (one SKU each) with prices in any currency, and the category tree. Products start as `draft`; only `published` ones reach the storefront."),
+        (name = "inventory", description = "Staff: stock per variant and location, the locations, and the ledger of every stock change. A variant with no stock set is not tracked and sells without limit."),
+        (name = "auth", description = "Owners: the API keys staff send as `Authorization: Bearer <key>`, each with a role (`owner`, `admin`, `editor`, `viewer`)."),
+        (name = "storefront", description = "Anyone: the published catalog as shoppers see it, with prices and units available, full-text search and facets."),
+        (name = "carts", description = "Anyone holding the cart's id: carts in one currency, their lines, and checkout into an order with a payment provider."),
+        (name = "orders", description = "Staff: orders with their payments and history, and the outbox of the events they raise."),
+        (name = "ops", description = "Probes, metrics, this document and its readable reference (`/docs`)."),
     )
 )]
 pub struct ApiDoc;
@@ -37,7 +40,8 @@ impl Modify for BearerAuth {
 }
 
 /// The errors that the extractors and middleware answer for whole classes of operations,
-/// added to every operation they can reach (an operation's own description wins):
+/// added to every operation they can reach (an operation's own description wins; one listed
+/// without a description gets the common one):
 /// `401` (with its `WWW-Authenticate` header) and `403` where a key is needed,
 /// `400`/`413`/`415`/`422` where a JSON body is read, `422` where query parameters are parsed,
 /// and on every operation `414`, `431` and `422` (a card-shaped `Idempotency-Key` or
@@ -54,7 +58,13 @@ impl Modify for CommonErrors {
                 [item.get.as_mut(), item.put.as_mut(), item.post.as_mut(), item.delete.as_mut(), item.patch.as_mut()];
             for op in ops.into_iter().flatten() {
                 let mut add = |status: &str, description: &str| {
-                    op.responses.responses.entry(status.to_owned()).or_insert_with(|| problem(description).into());
+                    let res =
+                        op.responses.responses.entry(status.to_owned()).or_insert_with(|| problem(description).into());
+                    if let utoipa::openapi::RefOr::T(res) = res
+                        && res.description.is_empty()
+                    {
+                        res.description = description.to_owned();
+                    }
                 };
                 if op.security.is_some() {
                     add("401", "`unauthenticated`: no `Authorization: Bearer <api key>`, or an unknown or revoked key");

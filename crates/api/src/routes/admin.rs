@@ -97,8 +97,13 @@ pub struct AdminProductsQuery {
     pub category: Option<String>,
 }
 
+/// List products
+///
+/// Every product whatever its status, newest first, a page at a time: pass `next_cursor` as
+/// `cursor` to read the next page. Narrow the list by `status`, by part of the title (`q`) or by
+/// `category` (its sub-categories included).
 #[utoipa::path(get, path = "/admin/products", tag = "catalog", params(AdminProductsQuery),
-    responses((status = 200, body = Page<Product>), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "A page of products", body = Page<Product>)),
     security(("api_key" = [])))]
 pub async fn list_products(
     State(s): State<AppState>,
@@ -110,8 +115,15 @@ pub async fn list_products(
     Ok(Json(s.catalog.list_products(&filter, &page).await?))
 }
 
-#[utoipa::path(post, path = "/admin/products", tag = "catalog", request_body = NewProduct,
-    responses((status = 201, body = Product, links(
+/// Create a product
+///
+/// Creates a product, and with it any variants (one SKU each, with option values and prices), in
+/// one request. The `handle` is made from the title when left out; the status is `draft` unless
+/// given, and only `published` products are shown in the storefront. Set each variant's stock
+/// next (`PUT /admin/variants/{variant_id}/stock`): until then its stock is not tracked and it
+/// sells without limit.
+#[utoipa::path(post, path = "/admin/products", tag = "catalog", request_body(content = NewProduct, description = "The product, with its variants and their prices", example = json!(crate::openapi::examples::new_product())),
+    responses((status = 201, description = "Created: the product with its variants", body = Product, links(
             ("get_product" = (operation_id = "get_product", parameters(("id" = "$response.body#/id")))),
             ("update_product" = (operation_id = "update_product", parameters(("id" = "$response.body#/id")))),
             ("add_variant" = (operation_id = "add_variant", parameters(("id" = "$response.body#/id")))),
@@ -122,7 +134,7 @@ pub async fn list_products(
             ("set_stock" = (operation_id = "set_stock", parameters(("variant_id" = "$response.body#/variants/0/id")))),
             ("get_stock" = (operation_id = "get_stock", parameters(("variant_id" = "$response.body#/variants/0/id")))),
             ("stock_adjustments" = (operation_id = "stock_adjustments", parameters(("variant_id" = "$response.body#/variants/0/id")))),
-            ("delete_variant" = (operation_id = "delete_variant", parameters(("variant_id" = "$response.body#/variants/0/id")))))), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+            ("delete_variant" = (operation_id = "delete_variant", parameters(("variant_id" = "$response.body#/variants/0/id"))))), example = json!(crate::openapi::examples::product())), (status = 409, description = "`conflict`: the handle or a SKU is taken", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn create_product(
     State(s): State<AppState>,
@@ -132,15 +144,23 @@ pub async fn create_product(
     Ok((StatusCode::CREATED, Json(s.catalog.create_product(&body).await?)))
 }
 
+/// Get a product
+///
+/// A product by id, whatever its status, with its variants, prices, categories and images.
 #[utoipa::path(get, path = "/admin/products/{id}", tag = "catalog", params(("id" = String, Path)),
-    responses((status = 200, body = Product), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+    responses((status = 200, description = "The product", body = Product, example = json!(crate::openapi::examples::product())), (status = 404, description = "`not_found`: no such product", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn get_product(State(s): State<AppState>, _staff: Staff, Path(id): Path<String>) -> ApiResult<Json<Product>> {
     Ok(Json(s.catalog.product(&id).await?))
 }
 
+/// Update a product
+///
+/// Changes the fields sent and keeps the others; a list or map sent (`attributes`,
+/// `category_ids`, `images`) replaces the old one. `status: published` shows the product in the
+/// storefront, `archived` hides it. Variants change through their own routes.
 #[utoipa::path(patch, path = "/admin/products/{id}", tag = "catalog", params(("id" = String, Path)),
     request_body = ProductPatch,
-    responses((status = 200, body = Product), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "The product as it is now", body = Product), (status = 404, description = "`not_found`: no such product, or no such category among those named", body = Problem, content_type = "application/problem+json"), (status = 409, description = "`conflict`: the handle is taken", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn update_product(
     State(s): State<AppState>,
@@ -151,22 +171,30 @@ pub async fn update_product(
     Ok(Json(s.catalog.update_product(&id, &body).await?))
 }
 
+/// Delete a product
+///
+/// Deletes the product with its variants and their stock levels. The stock ledger keeps its
+/// history, and orders keep their lines.
 #[utoipa::path(delete, path = "/admin/products/{id}", tag = "catalog", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+    responses((status = 204, description = "Deleted"), (status = 404, description = "`not_found`: no such product", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn delete_product(State(s): State<AppState>, _staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
     s.catalog.delete_product(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Add a variant
+///
+/// Adds a variant (one SKU, its option values and prices) to a product. SKUs are unique across
+/// the store.
 #[utoipa::path(post, path = "/admin/products/{id}/variants", tag = "catalog", params(("id" = String, Path)),
     request_body = NewVariant,
-    responses((status = 201, body = Variant, links(
+    responses((status = 201, description = "Created: the variant", body = Variant, links(
             ("get_variant" = (operation_id = "get_variant", parameters(("variant_id" = "$response.body#/id")))),
             ("update_variant" = (operation_id = "update_variant", parameters(("variant_id" = "$response.body#/id")))),
             ("set_stock" = (operation_id = "set_stock", parameters(("variant_id" = "$response.body#/id")))),
             ("get_stock" = (operation_id = "get_stock", parameters(("variant_id" = "$response.body#/id")))),
             ("stock_adjustments" = (operation_id = "stock_adjustments", parameters(("variant_id" = "$response.body#/id")))),
-            ("delete_variant" = (operation_id = "delete_variant", parameters(("variant_id" = "$response.body#/id")))))), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+            ("delete_variant" = (operation_id = "delete_variant", parameters(("variant_id" = "$response.body#/id")))))), (status = 404, description = "`not_found`: no such product", body = Problem, content_type = "application/problem+json"), (status = 409, description = "`conflict`: the SKU is taken", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn add_variant(
     State(s): State<AppState>,
@@ -177,15 +205,23 @@ pub async fn add_variant(
     Ok((StatusCode::CREATED, Json(s.catalog.add_variant(&id, &body).await?)))
 }
 
+/// Get a variant
+///
+/// A variant by id, with its option values and prices.
 #[utoipa::path(get, path = "/admin/variants/{variant_id}", tag = "catalog", params(("variant_id" = String, Path)),
-    responses((status = 200, body = Variant), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+    responses((status = 200, description = "The variant", body = Variant), (status = 404, description = "`not_found`: no such variant", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn get_variant(State(s): State<AppState>, _staff: Staff, Path(id): Path<String>) -> ApiResult<Json<Variant>> {
     Ok(Json(s.catalog.variant(&id).await?))
 }
 
+/// Update a variant
+///
+/// Changes the fields sent and keeps the others; `prices` replaces the whole price list (at most
+/// one price per currency). A cart line keeps the price it was added at until checkout, which
+/// then answers `409 price_changed`.
 #[utoipa::path(patch, path = "/admin/variants/{variant_id}", tag = "catalog", params(("variant_id" = String, Path)),
     request_body = VariantPatch,
-    responses((status = 200, body = Variant), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "The variant as it is now", body = Variant), (status = 404, description = "`not_found`: no such variant", body = Problem, content_type = "application/problem+json"), (status = 409, description = "`conflict`: the SKU is taken", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn update_variant(
     State(s): State<AppState>,
@@ -196,8 +232,11 @@ pub async fn update_variant(
     Ok(Json(s.catalog.update_variant(&id, &body).await?))
 }
 
+/// Delete a variant
+///
+/// Deletes the variant and its stock levels; orders keep their lines.
 #[utoipa::path(delete, path = "/admin/variants/{variant_id}", tag = "catalog", params(("variant_id" = String, Path)),
-    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+    responses((status = 204, description = "Deleted"), (status = 404, description = "`not_found`: no such variant", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn delete_variant(State(s): State<AppState>, _staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
     s.catalog.delete_variant(&id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -205,9 +244,15 @@ pub async fn delete_variant(State(s): State<AppState>, _staff: Staff, Path(id): 
 
 // ---- stock ----------------------------------------------------------------------------------
 
+/// Set a variant's stock
+///
+/// Sets the counted quantity on hand at one location (the default location when `location_id`
+/// is left out) and records the change in the adjustments ledger with its `reason`. `on_hand`
+/// cannot go below the units already reserved by checkouts or allocated to orders, unless the
+/// variant allows backorders. From the first stock set, the variant's stock is tracked.
 #[utoipa::path(put, path = "/admin/variants/{variant_id}/stock", tag = "inventory", params(("variant_id" = String, Path)),
-    request_body = SetStock,
-    responses((status = 200, body = StockLevel), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    request_body(content = SetStock, description = "The counted quantity", example = json!(crate::openapi::examples::set_stock())),
+    responses((status = 200, description = "The variant's stock at that location now", body = StockLevel, example = json!(crate::openapi::examples::stock_level())), (status = 404, description = "`not_found`: no such variant or location", body = Problem, content_type = "application/problem+json"), (status = 409, description = "`stock_below_committed`: the count would be below the units reserved or allocated", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn set_stock(
     State(s): State<AppState>,
@@ -219,8 +264,12 @@ pub async fn set_stock(
     Ok(Json(s.inventory.set_on_hand(&variant.id, &body, variant.allow_backorder, &staff.key_id).await?))
 }
 
+/// Get a variant's stock
+///
+/// The variant's stock summed over all locations, with each location's level. `available` is
+/// `on_hand - reserved - allocated`: what can still be sold.
 #[utoipa::path(get, path = "/admin/variants/{variant_id}/stock", tag = "inventory", params(("variant_id" = String, Path)),
-    responses((status = 200, body = VariantStock), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+    responses((status = 200, description = "The variant's stock", body = VariantStock), (status = 404, description = "`not_found`: no such variant", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn get_stock(
     State(s): State<AppState>,
     _staff: Staff,
@@ -230,9 +279,14 @@ pub async fn get_stock(
     Ok(Json(s.inventory.variant_stock(&variant.id).await?))
 }
 
+/// List a variant's stock adjustments
+///
+/// The ledger of every change to the variant's stock, newest first, a page at a time: counts set
+/// by staff, units reserved and released by checkouts, units allocated to orders, each with its
+/// reason and who made it.
 #[utoipa::path(get, path = "/admin/variants/{variant_id}/stock/adjustments", tag = "inventory",
     params(("variant_id" = String, Path), PageQuery),
-    responses((status = 200, body = Page<Adjustment>), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+    responses((status = 200, description = "A page of adjustments", body = Page<Adjustment>), (status = 404, description = "`not_found`: no such variant", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn stock_adjustments(
     State(s): State<AppState>,
     _staff: Staff,
@@ -250,14 +304,21 @@ pub struct Items<T> {
     pub items: Vec<T>,
 }
 
+/// List stock locations
+///
+/// Every place that holds stock; stock set without a location goes to the default one.
 #[utoipa::path(get, path = "/admin/stock-locations", tag = "inventory",
-    responses((status = 200, body = Items<StockLocation>)), security(("api_key" = [])))]
+    responses((status = 200, description = "Every location", body = Items<StockLocation>)), security(("api_key" = [])))]
 pub async fn list_locations(State(s): State<AppState>, _staff: Staff) -> ApiResult<Json<Items<StockLocation>>> {
     Ok(Json(Items { items: s.inventory.locations().await? }))
 }
 
+/// Create a stock location
+///
+/// Adds a place that holds stock, such as a second warehouse. Checkouts reserve from the
+/// default location first, then from the others.
 #[utoipa::path(post, path = "/admin/stock-locations", tag = "inventory", request_body = NewLocation,
-    responses((status = 201, body = StockLocation), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 201, description = "Created: the location", body = StockLocation), (status = 409, description = "`conflict`: a location has that name", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn create_location(
     State(s): State<AppState>,
@@ -269,17 +330,24 @@ pub async fn create_location(
 
 // ---- categories -----------------------------------------------------------------------------
 
+/// List categories
+///
+/// The whole category tree: the roots in position order, each with its `children`.
 #[utoipa::path(get, path = "/admin/categories", tag = "catalog",
-    responses((status = 200, body = Items<Category>)), security(("api_key" = [])))]
+    responses((status = 200, description = "The category tree", body = Items<Category>)), security(("api_key" = [])))]
 pub async fn list_categories(State(s): State<AppState>, _staff: Staff) -> ApiResult<Json<Items<Category>>> {
     Ok(Json(Items { items: s.catalog.category_tree().await? }))
 }
 
+/// Create a category
+///
+/// Adds a category, at the root or under `parent_id`. The `handle` is made from the name when
+/// left out.
 #[utoipa::path(post, path = "/admin/categories", tag = "catalog", request_body = NewCategory,
-    responses((status = 201, body = Category, links(
+    responses((status = 201, description = "Created: the category", body = Category, links(
             ("get_category" = (operation_id = "get_category", parameters(("id" = "$response.body#/id")))),
             ("update_category" = (operation_id = "update_category", parameters(("id" = "$response.body#/id")))),
-            ("delete_category" = (operation_id = "delete_category", parameters(("id" = "$response.body#/id")))))), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+            ("delete_category" = (operation_id = "delete_category", parameters(("id" = "$response.body#/id")))))), (status = 409, description = "`conflict`: the handle is taken", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn create_category(
     State(s): State<AppState>,
@@ -289,8 +357,11 @@ pub async fn create_category(
     Ok((StatusCode::CREATED, Json(s.catalog.create_category(&body).await?)))
 }
 
+/// Get a category
+///
+/// A category by id or handle (without its sub-categories).
 #[utoipa::path(get, path = "/admin/categories/{id}", tag = "catalog", params(("id" = String, Path)),
-    responses((status = 200, body = Category), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+    responses((status = 200, description = "The category", body = Category), (status = 404, description = "`not_found`: no such category", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn get_category(
     State(s): State<AppState>,
     _staff: Staff,
@@ -299,9 +370,12 @@ pub async fn get_category(
     Ok(Json(s.catalog.category(&id).await?))
 }
 
+/// Update a category
+///
+/// Renames, re-handles, re-orders or moves a category; `"move_to_root": true` makes it a root.
 #[utoipa::path(patch, path = "/admin/categories/{id}", tag = "catalog", params(("id" = String, Path)),
     request_body = CategoryPatch,
-    responses((status = 200, body = Category), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "The category as it is now", body = Category), (status = 404, description = "`not_found`: no such category or parent", body = Problem, content_type = "application/problem+json"), (status = 409, description = "`conflict`: the handle is taken", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn update_category(
     State(s): State<AppState>,
@@ -312,8 +386,11 @@ pub async fn update_category(
     Ok(Json(s.catalog.update_category(&id, &body).await?))
 }
 
+/// Delete a category
+///
+/// Deletes a category without sub-categories; its products simply leave it.
 #[utoipa::path(delete, path = "/admin/categories/{id}", tag = "catalog", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+    responses((status = 204, description = "Deleted"), (status = 404, description = "`not_found`: no such category", body = Problem, content_type = "application/problem+json"), (status = 409, description = "`category_has_children`: delete or move its sub-categories first", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn delete_category(
     State(s): State<AppState>,
     _staff: Staff,
@@ -344,15 +421,24 @@ pub struct CreatedApiKey {
     pub token: String,
 }
 
+/// List API keys
+///
+/// Every key, revoked ones too (with `revoked_at`), without their secrets.
 #[utoipa::path(get, path = "/admin/api-keys", tag = "auth",
-    responses((status = 200, body = Items<ApiKey>), (status = 403, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+    responses((status = 200, description = "Every key", body = Items<ApiKey>)), security(("api_key" = [])))]
 pub async fn list_keys(State(s): State<AppState>, _staff: Staff) -> ApiResult<Json<Items<ApiKey>>> {
     Ok(Json(Items { items: s.auth.list_keys().await? }))
 }
 
+/// Create an API key
+///
+/// Creates a key with a role and answers its secret `token` this once: only a hash of it is
+/// stored. Send it as `Authorization: Bearer <token>`. Roles: `owner` may do everything, `admin`
+/// everything but keys, `editor` the catalog and stock, `viewer` read the catalog, stock and
+/// orders.
 #[utoipa::path(post, path = "/admin/api-keys", tag = "auth", request_body = NewApiKey,
-    responses((status = 201, body = CreatedApiKey, links(
-            ("revoke_key" = (operation_id = "revoke_key", parameters(("id" = "$response.body#/id")))))), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 201, description = "Created: the key with its secret", body = CreatedApiKey, links(
+            ("revoke_key" = (operation_id = "revoke_key", parameters(("id" = "$response.body#/id")))))), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn create_key(
     State(s): State<AppState>,
@@ -363,8 +449,11 @@ pub async fn create_key(
     Ok((StatusCode::CREATED, Json(CreatedApiKey { key, token })))
 }
 
+/// Revoke an API key
+///
+/// The key stops working at once; it stays listed, with `revoked_at`.
 #[utoipa::path(delete, path = "/admin/api-keys/{id}", tag = "auth", params(("id" = String, Path)),
-    responses((status = 204), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+    responses((status = 204, description = "Revoked"), (status = 404, description = "`not_found`: no such key", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn revoke_key(State(s): State<AppState>, _staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
     s.auth.revoke_key(&id).await?;
     Ok(StatusCode::NO_CONTENT)

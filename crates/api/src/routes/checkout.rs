@@ -44,11 +44,16 @@ fn orders(r: &mut Routes) {
     r.admin(OpsRead, Scanned, routes!(outbox));
 }
 
-#[utoipa::path(post, path = "/store/carts", tag = "storefront", request_body = NewCart,
-    responses((status = 201, body = Cart, links(
+/// Create a cart
+///
+/// Opens an empty cart in one currency. The cart's id is its only credential: keep it on the
+/// client (anyone who has it can read and change the cart).
+#[utoipa::path(post, path = "/store/carts", tag = "carts",
+    request_body(content = NewCart, description = "The cart's currency", example = json!(crate::openapi::examples::new_cart())),
+    responses((status = 201, description = "Created: the empty cart", body = Cart, links(
             ("get_cart" = (operation_id = "get_cart", parameters(("id" = "$response.body#/id")))),
             ("add_item" = (operation_id = "add_item", parameters(("id" = "$response.body#/id")))),
-            ("checkout" = (operation_id = "checkout", parameters(("id" = "$response.body#/id")))))), (status = 422, body = Problem, content_type = "application/problem+json")))]
+            ("checkout" = (operation_id = "checkout", parameters(("id" = "$response.body#/id"))))), example = json!(crate::openapi::examples::empty_cart())), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn create_cart(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<NewCart>,
@@ -56,18 +61,26 @@ pub async fn create_cart(
     Ok((StatusCode::CREATED, Json(s.carts.create(&body).await?)))
 }
 
-#[utoipa::path(get, path = "/store/carts/{id}", tag = "storefront", params(("id" = String, Path)),
-    responses((status = 200, body = Cart), (status = 404, body = Problem, content_type = "application/problem+json")))]
+/// Get a cart
+///
+/// The cart with its lines and totals.
+#[utoipa::path(get, path = "/store/carts/{id}", tag = "carts", params(("id" = String, Path)),
+    responses((status = 200, description = "The cart", body = Cart, example = json!(crate::openapi::examples::cart())), (status = 404, description = "`not_found`: no such cart", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::examples::cart_not_found()))))]
 pub async fn get_cart(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Cart>> {
     Ok(Json(s.carts.get(&id).await?))
 }
 
-#[utoipa::path(post, path = "/store/carts/{id}/items", tag = "storefront", params(("id" = String, Path)),
-    request_body = AddItem,
-    responses((status = 200, body = Cart, links(
+/// Add to a cart
+///
+/// Adds `quantity` units of a variant at its current price in the cart's currency; for a variant
+/// already in the cart, the line's quantity grows. Refused when fewer units are available than
+/// the line would then hold; nothing is reserved until checkout.
+#[utoipa::path(post, path = "/store/carts/{id}/items", tag = "carts", params(("id" = String, Path)),
+    request_body(content = AddItem, description = "The variant and how many", example = json!(crate::openapi::examples::add_item())),
+    responses((status = 200, description = "The cart with the line", body = Cart, links(
             ("set_quantity" = (operation_id = "set_quantity", parameters(("id" = "$response.body#/id"), ("item_id" = "$response.body#/items/0/id")))),
-            ("remove_item" = (operation_id = "remove_item", parameters(("id" = "$response.body#/id"), ("item_id" = "$response.body#/items/0/id")))))), (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
+            ("remove_item" = (operation_id = "remove_item", parameters(("id" = "$response.body#/id"), ("item_id" = "$response.body#/items/0/id"))))), example = json!(crate::openapi::examples::cart())), (status = 404, description = "`not_found`: no such cart or variant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`insufficient_stock`: fewer units are available (see `items`); `cart_completed` or `cart_checking_out`: the cart cannot change now", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::examples::insufficient_stock())),
         (status = 422, description = "`validation_failed`; `no_price` (no price in the cart's currency); `cart_too_many_lines` (the cart holds 100 lines already and this variant is not one of them; nothing is written); `card_data_refused`", body = Problem, content_type = "application/problem+json")))]
 pub async fn add_item(
     State(s): State<AppState>,
@@ -77,10 +90,13 @@ pub async fn add_item(
     Ok(Json(s.carts.add_item(&id, &body).await?))
 }
 
-#[utoipa::path(patch, path = "/store/carts/{id}/items/{item_id}", tag = "storefront",
+/// Change a line's quantity
+///
+/// Sets the line's quantity, checked against the units available like an added line.
+#[utoipa::path(patch, path = "/store/carts/{id}/items/{item_id}", tag = "carts",
     params(("id" = String, Path), ("item_id" = String, Path)), request_body = SetQuantity,
-    responses((status = 200, body = Cart), (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "The cart as it is now", body = Cart), (status = 404, description = "`not_found`: no such cart or line", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`insufficient_stock`: fewer units are available (see `items`); `cart_completed` or `cart_checking_out`: the cart cannot change now", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn set_quantity(
     State(s): State<AppState>,
     Path((id, item_id)): Path<(String, String)>,
@@ -89,10 +105,13 @@ pub async fn set_quantity(
     Ok(Json(s.carts.set_quantity(&id, &item_id, body.quantity).await?))
 }
 
-#[utoipa::path(delete, path = "/store/carts/{id}/items/{item_id}", tag = "storefront",
+/// Remove a line
+///
+/// Removes the line from the cart.
+#[utoipa::path(delete, path = "/store/carts/{id}/items/{item_id}", tag = "carts",
     params(("id" = String, Path), ("item_id" = String, Path)),
-    responses((status = 200, body = Cart), (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "The cart as it is now", body = Cart), (status = 404, description = "`not_found`: no such cart or line", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`cart_completed` or `cart_checking_out`: the cart cannot change now", body = Problem, content_type = "application/problem+json")))]
 pub async fn remove_item(
     State(s): State<AppState>,
     Path((id, item_id)): Path<(String, String)>,
@@ -131,20 +150,30 @@ fn respond(outcome: &Outcome) -> Response {
     }
 }
 
-#[utoipa::path(post, path = "/store/carts/{id}/checkout", tag = "storefront", params(("id" = String, Path),
+/// Check out a cart
+///
+/// Turns the cart into an order: checks every line's price, reserves the stock, charges the
+/// payment through the named provider and answers the order. With the test provider
+/// (`BACKROOM_PAYMENT_PROVIDERS=test`), the token `tok_visa` pays and `tok_declined` is declined.
+///
+/// Send an `Idempotency-Key`: a retry with the same key and body answers the first answer again
+/// (with `Idempotency-Replayed: true`) and never charges twice. When the charge's answer is lost,
+/// the order is `202 pending_payment` and recovery settles it. A declined payment leaves the cart
+/// open for another try; a shortage or a changed price reserves and charges nothing.
+#[utoipa::path(post, path = "/store/carts/{id}/checkout", tag = "carts", params(("id" = String, Path),
         ("Idempotency-Key" = String, Header, description = "1–255 printable ASCII characters; the same key replays the first answer",
             max_length = 255, pattern = "^[!-~]([ -~]*[!-~])?$")),
-    request_body = CheckoutRequest,
+    request_body(content = CheckoutRequest, description = "Who buys, where it goes, and the payment token", example = json!(crate::openapi::examples::checkout())),
     responses(
         (status = 201, description = "Paid: the order, `placed`", body = Order, links(
-            ("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))))),
+            ("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id"))))), example = json!(crate::openapi::examples::order())),
         (status = 202, description = "The payment's answer was lost: the order, `pending_payment`; recovery settles it", body = Order, links(
             ("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 402, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json")))]
+        (status = 400, description = "`idempotency_key_required`: no valid `Idempotency-Key`; `malformed_json`: the body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "`payment_declined`: the provider declined (see `reason`); the cart is open for another try", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::examples::payment_declined())),
+        (status = 404, description = "`not_found`: no such cart", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`insufficient_stock` (see `items`): nothing was reserved; `price_changed` (see `items`): the cart has the new prices, nothing was charged; `cart_completed`, `cart_checking_out`, `idempotency_key_in_use`", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::examples::insufficient_stock())),
+        (status = 422, description = "`validation_failed` (see `errors`), `idempotency_key_reused`, `payment_provider_unavailable`, `cart_total_too_large`, `card_data_refused`", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::examples::validation_failed()))))]
 pub async fn checkout(
     State(s): State<AppState>,
     Path(cart_id): Path<String>,
@@ -212,9 +241,12 @@ pub struct OrdersQuery {
     pub number: Option<String>,
 }
 
+/// List orders
+///
+/// Orders newest first, a page at a time (pass `next_cursor` as `cursor`), optionally only those
+/// of one `status`, placed with one `email`, or the order with a `number`.
 #[utoipa::path(get, path = "/admin/orders", tag = "orders", params(OrdersQuery),
-    responses((status = 200, body = Page<Order>), (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "A page of orders", body = Page<Order>, example = json!(crate::openapi::examples::order_page()))),
     security(("api_key" = [])))]
 pub async fn list_orders(
     State(s): State<AppState>,
@@ -226,8 +258,12 @@ pub async fn list_orders(
     Ok(Json(s.orders.list(&filter, &page).await?))
 }
 
+/// Get an order
+///
+/// The order with its lines, totals, shipping address, payment, and its `history` of state
+/// changes.
 #[utoipa::path(get, path = "/admin/orders/{id}", tag = "orders", params(("id" = String, Path)),
-    responses((status = 200, body = Order), (status = 404, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "The order", body = Order, example = json!(crate::openapi::examples::admin_order())), (status = 404, description = "`not_found`: no such order", body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn get_order(State(s): State<AppState>, _staff: Staff, Path(id): Path<String>) -> ApiResult<Json<Order>> {
     Ok(Json(s.orders.get(&id).await?))
@@ -241,8 +277,12 @@ pub struct OutboxView {
     pub dead_events: Vec<backroom_db::outbox::DeadEvent>,
 }
 
+/// Outbox state
+///
+/// How many events wait to be handled and how old the oldest is, and the dead letters: events
+/// that failed every attempt.
 #[utoipa::path(get, path = "/admin/outbox", tag = "orders",
-    responses((status = 200, body = OutboxView), (status = 403, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "The outbox", body = OutboxView)),
     security(("api_key" = [])))]
 pub async fn outbox(State(s): State<AppState>, _staff: Staff) -> ApiResult<Json<OutboxView>> {
     let db = s.checkout.db();

@@ -276,9 +276,17 @@ async fn store_products(s: &AppState, ids: &[String]) -> ApiResult<Vec<StoreProd
     Ok(ids.iter().filter_map(|id| found.get(id)).map(|p| (**p).clone()).collect())
 }
 
+/// List or search published products
+///
+/// Without search parameters: published products, newest first, a page at a time (pass
+/// `next_cursor` as `cursor`), always fresh from the database. With `q` (full text, typo
+/// tolerant), `category`, price bounds, `in_stock`, `sort` or attribute filters (any other
+/// parameter: `color=white&size=M,L`), the search index answers, with `total` and facet counts.
+/// Each variant shows its prices and the units `available` now (`null` when its stock is not
+/// tracked).
 #[utoipa::path(get, path = "/store/products", operation_id = "store_list_products", tag = "storefront", params(StoreProductsQuery),
-    responses((status = 200, body = ProductList), (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The search index is being rebuilt; plain listing still works", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "A page of products", body = ProductList), (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`search_unavailable`: the search index is being built; plain listing still works", body = Problem, content_type = "application/problem+json")))]
 pub async fn list_products(
     State(s): State<AppState>,
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
@@ -328,16 +336,24 @@ pub async fn list_products(
     Ok(Json(ProductList { items, next_cursor, total: Some(found.total), facets: with_facets.then_some(found.facets) }))
 }
 
+/// Get a published product
+///
+/// A published product by id or handle, as shoppers see it: each variant with its prices and
+/// the units `available` now (`null` when its stock is not tracked). Draft and archived products
+/// are `404`.
 #[utoipa::path(get, path = "/store/products/{id_or_handle}", operation_id = "store_get_product", tag = "storefront", params(("id_or_handle" = String, Path)),
-    responses((status = 200, body = StoreProduct), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "The product", body = StoreProduct, example = json!(crate::openapi::examples::store_product())), (status = 404, description = "`not_found`: no published product has that id or handle", body = Problem, content_type = "application/problem+json")))]
 pub async fn get_product(State(s): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<StoreProduct>> {
     let product = s.catalog.product_by_key(&key, true).await?;
     let mut out = to_store(&s, vec![product]).await?;
     Ok(Json(out.pop().ok_or(Error::not_found("product"))?))
 }
 
+/// List categories
+///
+/// The category tree for navigation: the roots in position order, each with its `children`.
 #[utoipa::path(get, path = "/store/categories", operation_id = "store_list_categories", tag = "storefront",
-    responses((status = 200, body = Items<Category>)))]
+    responses((status = 200, description = "The category tree", body = Items<Category>)))]
 pub async fn list_categories(State(s): State<AppState>) -> ApiResult<Json<Items<Category>>> {
     Ok(Json(Items { items: s.catalog.category_tree().await? }))
 }
