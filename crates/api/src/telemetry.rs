@@ -136,7 +136,9 @@ mod tests {
         collect(&root.join("crates"), &mut sources);
         let mut recorded = std::collections::BTreeSet::new();
         for (path, text) in &sources {
-            for (kind, mac) in [(Kind::Counter, "counter!("), (Kind::Gauge, "gauge!("), (Kind::Histogram, "histogram!(")] {
+            for (kind, mac) in
+                [(Kind::Counter, "counter!("), (Kind::Gauge, "gauge!("), (Kind::Histogram, "histogram!(")]
+            {
                 for (at, _) in text.match_indices(mac) {
                     let rest = text[at + mac.len()..].trim_start();
                     let Some(rest) = rest.strip_prefix('"') else { continue };
