@@ -48,10 +48,12 @@ pub struct Flags {
     #[arg(long, global = true)]
     pub max_in_flight: Option<String>,
     /// Most write jobs the group-commit writer puts in one transaction; 1 turns group commit off [env: BACKROOM_WRITER_MAX_BATCH] [default: 512]
-    #[arg(long, global = true)]
+    // Not global: `backroom bench` has a flag of this name for its server child.
+    #[arg(long)]
     pub writer_max_batch: Option<String>,
     /// Most new write jobs waiting before 503 overloaded [env: BACKROOM_WRITER_QUEUE] [default: 4096]
-    #[arg(long, global = true)]
+    // Not global: `backroom bench` has a flag of this name for its server child.
+    #[arg(long)]
     pub writer_queue: Option<String>,
     /// A write job's deadline from being queued [env: BACKROOM_WRITER_JOB_TIMEOUT] [default: 5s]
     #[arg(long, global = true)]
