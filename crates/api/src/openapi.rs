@@ -54,9 +54,7 @@ impl Modify for CommonErrors {
         for (path, item) in doc.paths.paths.iter_mut() {
             // Probes are never shed (`backroom serve`'s in-flight cap lets them through).
             let probe = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
-            let ops =
-                [item.get.as_mut(), item.put.as_mut(), item.post.as_mut(), item.delete.as_mut(), item.patch.as_mut()];
-            for op in ops.into_iter().flatten() {
+            for (_, op) in crate::routes::operations_mut(item) {
                 let mut add = |status: &str, description: &str| {
                     let res =
                         op.responses.responses.entry(status.to_owned()).or_insert_with(|| problem(description).into());

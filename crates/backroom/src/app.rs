@@ -10,11 +10,9 @@
 //! this way, so a new module is wired here once and everyone runs it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use backroom_api::AppState;
 use backroom_db::Db;
-use backroom_search::SearchIndex;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
@@ -26,7 +24,6 @@ pub struct Application {
     db: Db,
     state: AppState,
     router: axum::Router,
-    search: Arc<SearchIndex>,
 }
 
 /// The sockets a store serves on, bound before anything else starts (so a port in use is
@@ -89,12 +86,12 @@ impl Application {
             .map(|o| axum::http::HeaderValue::from_str(o))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!("invalid CORS origin: {e}"))?;
-        let state = AppState::new(db.clone(), settings.admin_token.as_deref(), checkout, Some(search.clone()))
+        let state = AppState::new(db.clone(), settings.admin_token.as_deref(), checkout, Some(search))
             .with_cors_origins(cors)
             .with_request_timeout(settings.request_timeout)
             .with_metrics_here(settings.metrics_listen.is_none());
         let router = backroom_api::router(state.clone());
-        Ok(Application { settings, db, state, router, search })
+        Ok(Application { settings, db, state, router })
     }
 
     /// The settings it was built from.
@@ -115,7 +112,7 @@ impl Application {
     /// Serves the API on `listeners` until `shutdown` resolves, with the background work of a
     /// store process; then drains open requests, stops the loops and closes the database.
     pub async fn run(self, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let Application { settings, db, state, router, search } = self;
+        let Application { settings, db, state, router } = self;
         warn_about_providers(&settings.payment_providers);
         let (max_connections, fd_limit) = crate::server::connection_cap(settings.max_connections);
         if max_connections < settings.max_connections {
@@ -133,8 +130,10 @@ impl Application {
             let router = backroom_api::metrics_router(state.clone());
             tokio::spawn(crate::server::serve(l, router, Limits { max_connections: 64, ..limits }, stopped()))
         });
-        let follow = crate::follower(&state, search);
-        let follow_task = tokio::spawn(follow.run(settings.search_follow_interval, stopped()));
+        let follow_task = state
+            .search
+            .clone()
+            .map(|index| tokio::spawn(crate::follower(&state, index).run(settings.search_follow_interval, stopped())));
         let workers = crate::worker::spawn(db.clone(), state.checkout.clone(), Vec::new(), stop_rx.clone());
         crate::server::serve(listeners.main, router, limits, async move {
             shutdown.await;
@@ -144,7 +143,9 @@ impl Application {
         for w in workers {
             let _ = w.await;
         }
-        let _ = follow_task.await;
+        if let Some(t) = follow_task {
+            let _ = t.await;
+        }
         if let Some(t) = metrics_task {
             let _ = t.await;
         }

@@ -71,8 +71,8 @@ pub fn open_search(data_dir: &std::path::Path) -> anyhow::Result<Arc<SearchIndex
 pub fn follower(state: &AppState, index: Arc<SearchIndex>) -> backroom_db::outbox::Broadcast {
     let search = backroom_search::follow::IndexConsumer {
         index,
-        catalog: backroom_catalog::Catalog::new(state.db.clone()),
-        inventory: backroom_inventory::Inventory::new(state.db.clone()),
+        catalog: state.catalog.clone(),
+        inventory: state.inventory.clone(),
     };
     backroom_db::outbox::Broadcast::new(state.db.clone())
         .with(Arc::new(search))

@@ -143,7 +143,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Openapi | Command::Bench { .. } => unreachable!("handled before start-up"),
         Command::Reindex => {
             let index = backroom::open_search(&settings.data_dir)?;
-            let position = backroom_search::follow::head(&db).await?;
+            let position = backroom_db::outbox::broadcast::head(&db).await?;
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
                 indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} products ({per_sec}, {eta} left)")

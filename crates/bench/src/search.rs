@@ -82,7 +82,7 @@ pub async fn run(o: SearchOptions) -> anyhow::Result<()> {
     let generate_seconds = started.elapsed().as_secs_f64();
     eprintln!("{products} products, {variants} variants ready in {generate_seconds:.1}s; indexing");
     let index = SearchIndex::open(&index_dir(&dir))?;
-    let position = backroom_search::follow::head(&db).await?;
+    let position = backroom_db::outbox::broadcast::head(&db).await?;
     let started = Instant::now();
     backroom_search::rebuild(&index, &catalog, &Inventory::new(db.clone()), &position, |_, _| {}).await?;
     let index_seconds = started.elapsed().as_secs_f64();

@@ -423,8 +423,7 @@ pub async fn create_postgres_database(url: &str) -> Result<(), String> {
     let opts = PgConnectOptions::from_str(url).map_err(|e| e.to_string())?;
     let name = opts.get_database().unwrap_or_default().to_owned();
     sqlx::Postgres::create_database(url).await.map_err(|e| {
-        let mut how = format!("createdb -h {} -p {}", opts.get_host(), opts.get_port());
-        how.push_str(&format!(" -U {} {name}", opts.get_username()));
+        let how = format!("createdb -h {} -p {} -U {} {name}", opts.get_host(), opts.get_port(), opts.get_username());
         format!(
             "the database `{name}` does not exist and could not be created ({}): create it with `{how}` \
              (as a user with the CREATEDB privilege), then start again",

@@ -12,10 +12,6 @@ use backroom_kernel::{Error, Result};
 
 use crate::SearchIndex;
 
-/// The outbox's head now, the position a rebuild starts from (see
-/// [`backroom_db::outbox::broadcast::head`]).
-pub use backroom_db::outbox::broadcast::head;
-
 /// What a batch of events asks the index to do.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Changes {

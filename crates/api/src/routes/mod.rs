@@ -130,22 +130,11 @@ fn under_admin(path: &str) -> bool {
 /// Every path and method of a registration.
 fn operations(route: &UtoipaMethodRouter<AppState>) -> impl Iterator<Item = (String, Method)> + '_ {
     route.1.paths.iter().flat_map(|(path, item)| {
-        methods(item).into_iter().filter(|(_, set)| *set).map(move |(method, _)| (path.clone(), method))
+        // A copy, to list its methods with the one enumeration of a path item's operations
+        // (registration runs once, at start).
+        let methods: Vec<Method> = operations_mut(&mut item.clone()).map(|(method, _)| method).collect();
+        methods.into_iter().map(move |method| (path.clone(), method))
     })
-}
-
-/// The methods a path item has an operation for.
-fn methods(item: &PathItem) -> [(Method, bool); 8] {
-    [
-        (Method::GET, item.get.is_some()),
-        (Method::PUT, item.put.is_some()),
-        (Method::POST, item.post.is_some()),
-        (Method::DELETE, item.delete.is_some()),
-        (Method::OPTIONS, item.options.is_some()),
-        (Method::HEAD, item.head.is_some()),
-        (Method::PATCH, item.patch.is_some()),
-        (Method::TRACE, item.trace.is_some()),
-    ]
 }
 
 /// A path item's operations with their methods.
