@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use backroom_db::writer::Done;
-use backroom_db::{Conn, Db, on_conn, storage};
+use backroom_db::{Conn, Db, storage};
 use backroom_kernel::Error;
 
 const SCHEMA: &[&str] = &[
@@ -31,7 +31,7 @@ const SCHEMA: &[&str] = &[
 async fn exec_all(db: &Db, statements: &[&str]) -> Result<(), Error> {
     let mut tx = db.begin().await?;
     for sql in statements {
-        on_conn!(&mut tx.conn(), c => sqlx::query(sqlx::AssertSqlSafe(*sql)).execute(&mut *c).await.map(|_| ()).map_err(storage))?;
+        backroom_db::sql::query(*sql).execute(&mut tx.conn()).await.map(|_| ()).map_err(storage)?;
     }
     tx.commit().await
 }
@@ -39,32 +39,30 @@ async fn exec_all(db: &Db, statements: &[&str]) -> Result<(), Error> {
 /// One checkout-like transaction's statements on `conn`.
 async fn checkout_like(conn: &mut Conn<'_>, n: u64) -> Result<(), Error> {
     let id = format!("o{n}-{}", backroom_kernel::id::new("x"));
-    on_conn!(conn, c => {
-        let taken = sqlx::query("UPDATE bench_raw_stock SET reserved = reserved + 1 WHERE id = 'hot' AND on_hand - reserved >= 1")
-            .execute(&mut *c)
-            .await
-            .map_err(storage)?
-            .rows_affected();
-        if taken != 1 {
-            return Err(Error::internal("the scratch stock ran out"));
-        }
-        sqlx::query("INSERT INTO bench_raw_orders (id, email, total, created_at) VALUES ($1, 'buyer@example.com', 9900, $2)")
-            .bind(&id)
-            .bind(backroom_kernel::now().to_rfc3339())
-            .execute(&mut *c)
-            .await
-            .map_err(storage)?;
-        sqlx::query("INSERT INTO bench_raw_lines (order_id, variant_id, quantity, unit_price) VALUES ($1, 'hot', 1, 9900)")
-            .bind(&id)
-            .execute(&mut *c)
-            .await
-            .map_err(storage)?;
-        sqlx::query("INSERT INTO bench_raw_events (id, topic, payload) VALUES ($1, 'order.placed', '{}')")
-            .bind(&id)
-            .execute(&mut *c)
-            .await
-            .map_err(storage)?;
-    });
+    let q = backroom_db::sql::query;
+    let taken = q("UPDATE bench_raw_stock SET reserved = reserved + 1 WHERE id = 'hot' AND on_hand - reserved >= 1")
+        .execute(conn)
+        .await
+        .map_err(storage)?;
+    if taken != 1 {
+        return Err(Error::internal("the scratch stock ran out"));
+    }
+    q("INSERT INTO bench_raw_orders (id, email, total, created_at) VALUES ($1, 'buyer@example.com', 9900, $2)")
+        .bind(&id)
+        .bind(backroom_kernel::now().to_rfc3339())
+        .execute(conn)
+        .await
+        .map_err(storage)?;
+    q("INSERT INTO bench_raw_lines (order_id, variant_id, quantity, unit_price) VALUES ($1, 'hot', 1, 9900)")
+        .bind(&id)
+        .execute(conn)
+        .await
+        .map_err(storage)?;
+    q("INSERT INTO bench_raw_events (id, topic, payload) VALUES ($1, 'order.placed', '{}')")
+        .bind(&id)
+        .execute(conn)
+        .await
+        .map_err(storage)?;
     Ok(())
 }
 

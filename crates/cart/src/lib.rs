@@ -7,7 +7,7 @@
 
 use backroom_catalog::{Catalog, Sellable};
 use backroom_db::writer::Done;
-use backroom_db::{Conn, Db, on_conn, storage};
+use backroom_db::{Conn, Db, storage};
 use backroom_inventory::Inventory;
 use backroom_inventory::reservations::{Shortage, insufficient_stock};
 use backroom_kernel::{Code, Currency, Error, Money, Result, id, now};
@@ -127,6 +127,8 @@ struct CartRow {
     updated_at: DateTime<Utc>,
 }
 
+backroom_db::from_row!(CartRow { id, currency, status, created_at, updated_at });
+
 #[derive(sqlx::FromRow)]
 struct ItemRow {
     id: String,
@@ -137,6 +139,8 @@ struct ItemRow {
     unit_price: i64,
 }
 
+backroom_db::from_row!(ItemRow { id, variant_id, sku, title, quantity, unit_price });
+
 fn too_large() -> Error {
     Error::refused(Code::CartTotalTooLarge, "the cart's total is beyond what one order may hold")
 }
@@ -144,21 +148,20 @@ fn too_large() -> Error {
 /// Loads a cart with its lines and totals, each line with its product as the catalog shows
 /// it now (one more query for all lines).
 pub async fn load(conn: &mut Conn<'_>, cart_id: &str) -> Result<Option<Cart>> {
-    let row: Option<CartRow> = on_conn!(conn, c => sqlx::query_as(
-        "SELECT id, currency, status, created_at, updated_at FROM carts WHERE id = $1",
-    )
-    .bind(cart_id)
-    .fetch_optional(&mut *c)
-    .await
-    .map_err(storage))?;
+    let row: Option<CartRow> =
+        backroom_db::sql::query("SELECT id, currency, status, created_at, updated_at FROM carts WHERE id = $1")
+            .bind(cart_id)
+            .fetch_optional(conn)
+            .await
+            .map_err(storage)?;
     let Some(row) = row else { return Ok(None) };
-    let items: Vec<ItemRow> = on_conn!(conn, c => sqlx::query_as(
+    let items: Vec<ItemRow> = backroom_db::sql::query(
         "SELECT id, variant_id, sku, title, quantity, unit_price FROM cart_items WHERE cart_id = $1 ORDER BY created_at, id",
     )
     .bind(cart_id)
-    .fetch_all(&mut *c)
+    .fetch_all(conn)
     .await
-    .map_err(storage))?;
+    .map_err(storage)?;
     let variant_ids: Vec<String> = items.iter().map(|i| i.variant_id.clone()).collect();
     let mut products = backroom_catalog::line_products(conn, &variant_ids).await?;
     let currency = Currency::parse(&row.currency).map_err(Error::internal)?;
@@ -200,27 +203,26 @@ pub async fn load(conn: &mut Conn<'_>, cart_id: &str) -> Result<Option<Cart>> {
 
 /// Moves a cart between states; `false` when it was not in `from`.
 pub async fn transition(conn: &mut Conn<'_>, cart_id: &str, from: CartStatus, to: CartStatus) -> Result<bool> {
-    let n = on_conn!(conn, c => sqlx::query("UPDATE carts SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2")
+    let n = backroom_db::sql::query("UPDATE carts SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2")
         .bind(cart_id)
         .bind(from.as_str())
         .bind(to.as_str())
         .bind(now())
-        .execute(&mut *c)
+        .execute(conn)
         .await
-        .map(|r| r.rows_affected())
-        .map_err(storage))?;
+        .map_err(storage)?;
     Ok(n == 1)
 }
 
 /// Sets a line's unit price (a price change confirmed at checkout).
 pub async fn set_unit_price(conn: &mut Conn<'_>, item_id: &str, unit_price: Money) -> Result<()> {
-    on_conn!(conn, c => sqlx::query("UPDATE cart_items SET unit_price = $2 WHERE id = $1")
+    backroom_db::sql::query("UPDATE cart_items SET unit_price = $2 WHERE id = $1")
         .bind(item_id)
         .bind(unit_price.amount())
-        .execute(&mut *c)
+        .execute(conn)
         .await
         .map(|_| ())
-        .map_err(storage))
+        .map_err(storage)
 }
 
 fn check_quantity(q: i64) -> Result<()> {
@@ -258,16 +260,16 @@ impl Carts {
         self.db
             .write(move |mut conn| {
                 Box::pin(async move {
-                    on_conn!(&mut conn, c => sqlx::query(
+                    backroom_db::sql::query(
                         "INSERT INTO carts (id, currency, status, created_at, updated_at) VALUES ($1, $2, 'open', $3, $3)",
                     )
                     .bind(&id)
                     .bind(currency.code())
                     .bind(ts)
-                    .execute(&mut *c)
+                    .execute(&mut conn)
                     .await
                     .map(|_| ())
-                    .map_err(storage))?;
+                    .map_err(storage)?;
                     let zero = Money::zero(currency);
                     Ok(Done::Commit(Cart {
                         id,
@@ -347,18 +349,18 @@ impl Carts {
                     }
                     // Exact here (the cart row is held by the transition above): concurrent
                     // adds of new lines cannot pass the cap together.
-                    let others: i64 = on_conn!(&mut conn, c => sqlx::query_scalar(
+                    let others: i64 = backroom_db::sql::query(
                         "SELECT COUNT(*) FROM cart_items WHERE cart_id = $1 AND variant_id <> $2",
                     )
                     .bind(&cart_id)
                     .bind(&variant.variant_id)
-                    .fetch_one(&mut *c)
+                    .fetch_scalar(&mut conn)
                     .await
-                    .map_err(storage))?;
+                    .map_err(storage)?;
                     if usize::try_from(others).unwrap_or(usize::MAX) >= MAX_LINES {
                         return Err(too_many_lines());
                     }
-                    on_conn!(&mut conn, c => sqlx::query(
+                    backroom_db::sql::query(
                         "INSERT INTO cart_items (id, cart_id, variant_id, sku, title, quantity, unit_price, created_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                          ON CONFLICT (cart_id, variant_id) DO UPDATE SET quantity = cart_items.quantity + excluded.quantity",
@@ -371,7 +373,7 @@ impl Carts {
                     .bind(quantity)
                     .bind(price.amount())
                     .bind(now())
-                    .execute(&mut *c)
+                    .execute(&mut conn)
                     .await
                     .map(|_| ())
                     .map_err(|e| {
@@ -380,7 +382,7 @@ impl Carts {
                         } else {
                             storage(e)
                         }
-                    }))?;
+                    })?;
                     let cart = load(&mut conn, &cart_id).await?.ok_or(Error::not_found("cart"))?;
                     Ok(Done::Commit(cart))
                 })
@@ -425,13 +427,18 @@ impl Carts {
                     if !transition(&mut conn, &cart_id, CartStatus::Open, CartStatus::Open).await? {
                         return Err(cart_not_open(CartStatus::CheckingOut));
                     }
-                    let n = on_conn!(&mut conn, c => {
-                        let q = match quantity {
-                            Some(q) => sqlx::query("UPDATE cart_items SET quantity = $3 WHERE id = $1 AND cart_id = $2").bind(&item_id).bind(&cart_id).bind(q),
-                            None => sqlx::query("DELETE FROM cart_items WHERE id = $1 AND cart_id = $2").bind(&item_id).bind(&cart_id),
-                        };
-                        q.execute(&mut *c).await.map(|r| r.rows_affected()).map_err(storage)
-                    })?;
+                    let q = match quantity {
+                        Some(q) => backroom_db::sql::query(
+                            "UPDATE cart_items SET quantity = $3 WHERE id = $1 AND cart_id = $2",
+                        )
+                        .bind(&item_id)
+                        .bind(&cart_id)
+                        .bind(q),
+                        None => backroom_db::sql::query("DELETE FROM cart_items WHERE id = $1 AND cart_id = $2")
+                            .bind(&item_id)
+                            .bind(&cart_id),
+                    };
+                    let n = q.execute(&mut conn).await.map_err(storage)?;
                     if n == 0 {
                         return Err(Error::not_found("cart item"));
                     }

@@ -634,7 +634,6 @@ pub async fn sellable(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Sellabl
     Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
 }
 
-#[derive(sqlx::FromRow)]
 struct LineProductRow {
     variant_id: String,
     product_id: String,
@@ -643,21 +642,22 @@ struct LineProductRow {
     thumbnail: Option<String>,
 }
 
+backroom_db::from_row!(LineProductRow { variant_id, product_id, title, handle, thumbnail });
+
 /// The product of each variant (title, handle, first image), by variant id: one query.
 /// Variants that no longer exist are left out.
 pub async fn line_products(conn: &mut Conn<'_>, variant_ids: &[String]) -> Result<HashMap<String, LineProduct>> {
     if variant_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<LineProductRow> = on_conn!(conn, c, DB => {
-        let mut qb = QueryBuilder::<DB>::new(
-            "SELECT v.id AS variant_id, p.id AS product_id, p.title, p.handle, \
-             (SELECT i.url FROM product_images i WHERE i.product_id = p.id ORDER BY i.position LIMIT 1) AS thumbnail \
-             FROM variants v JOIN products p ON p.id = v.product_id WHERE v.id IN ",
-        );
-        push_in_list!(qb, variant_ids);
-        qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?
-    });
+    let sql = format!(
+        "SELECT v.id AS variant_id, p.id AS product_id, p.title, p.handle, \
+         (SELECT i.url FROM product_images i WHERE i.product_id = p.id ORDER BY i.position LIMIT 1) AS thumbnail \
+         FROM variants v JOIN products p ON p.id = v.product_id WHERE v.id IN {}",
+        backroom_db::sql::in_list(variant_ids.len(), 1)
+    );
+    let rows: Vec<LineProductRow> =
+        backroom_db::sql::query(sql).bind_all(variant_ids.iter()).fetch_all(conn).await.map_err(storage)?;
     Ok(rows
         .into_iter()
         .map(|r| {

@@ -6,7 +6,7 @@
 //! DO NOTHING` decides the race: exactly one request wins; every later request with the same
 //! key and body gets the stored outcome. Records are kept at least 24 hours.
 
-use backroom_db::{Conn, Db, on_conn, storage};
+use backroom_db::{Conn, Db, storage};
 use backroom_kernel::{Error, Result, now};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -54,7 +54,7 @@ pub async fn claim(
     let ts = now();
     let body = outcome.map(serde_json::to_string).transpose().map_err(Error::internal)?;
     let state = if body.is_some() { "done" } else { "in_flight" };
-    let inserted = on_conn!(conn, c => sqlx::query(
+    let inserted = backroom_db::sql::query(
         "INSERT INTO idempotency_keys (scope, key, request_hash, state, order_id, outcome, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (scope, key) DO NOTHING",
     )
@@ -65,21 +65,20 @@ pub async fn claim(
     .bind(order_id)
     .bind(body)
     .bind(ts)
-    .execute(&mut *c)
+    .execute(conn)
     .await
-    .map(|r| r.rows_affected())
-    .map_err(storage))?;
+    .map_err(storage)?;
     if inserted == 1 {
         return Ok(Begin::New);
     }
-    let (stored_hash, state, outcome): (String, String, Option<String>) = on_conn!(conn, c => sqlx::query_as(
+    let (stored_hash, state, outcome): (String, String, Option<String>) = backroom_db::sql::query(
         "SELECT request_hash, state, outcome FROM idempotency_keys WHERE scope = $1 AND key = $2",
     )
     .bind(scope)
     .bind(key)
-    .fetch_one(&mut *c)
+    .fetch_one(conn)
     .await
-    .map_err(storage))?;
+    .map_err(storage)?;
     if stored_hash != hash {
         return Ok(Begin::Reused);
     }
@@ -93,7 +92,7 @@ pub async fn claim(
 /// a later one (it settled the order while this request was still answering `202`).
 pub async fn finish(conn: &mut Conn<'_>, scope: &str, key: &str, outcome: &Outcome) -> Result<()> {
     let body = serde_json::to_string(outcome).map_err(Error::internal)?;
-    on_conn!(conn, c => sqlx::query(
+    backroom_db::sql::query(
         "UPDATE idempotency_keys SET state = 'done', outcome = $3, updated_at = $4 \
          WHERE scope = $1 AND key = $2 AND state = 'in_flight'",
     )
@@ -101,25 +100,25 @@ pub async fn finish(conn: &mut Conn<'_>, scope: &str, key: &str, outcome: &Outco
     .bind(key)
     .bind(&body)
     .bind(now())
-    .execute(&mut *c)
+    .execute(conn)
     .await
     .map(|_| ())
-    .map_err(storage))
+    .map_err(storage)
 }
 
 /// Stores the final outcome for every key linked to an order (recovery settled it).
 pub async fn finish_for_order(conn: &mut Conn<'_>, order_id: &str, outcome: &Outcome) -> Result<()> {
     let body = serde_json::to_string(outcome).map_err(Error::internal)?;
-    on_conn!(conn, c => sqlx::query(
+    backroom_db::sql::query(
         "UPDATE idempotency_keys SET state = 'done', outcome = $2, updated_at = $3 WHERE order_id = $1",
     )
     .bind(order_id)
     .bind(&body)
     .bind(now())
-    .execute(&mut *c)
+    .execute(conn)
     .await
     .map(|_| ())
-    .map_err(storage))
+    .map_err(storage)
 }
 
 /// Removes finished records older than [`RETENTION`], and in-flight ones without an order
@@ -127,16 +126,15 @@ pub async fn finish_for_order(conn: &mut Conn<'_>, order_id: &str, outcome: &Out
 /// now claimed in the same job as its order, or done at once).
 pub async fn prune(db: &Db, stale_before: DateTime<Utc>) -> Result<u64> {
     let mut tx = db.begin().await?;
-    let n = on_conn!(&mut tx.conn(), c => sqlx::query(
+    let n = backroom_db::sql::query(
         "DELETE FROM idempotency_keys WHERE (state = 'done' AND created_at < $1) \
          OR (state = 'in_flight' AND order_id IS NULL AND created_at < $2)",
     )
     .bind(now() - RETENTION)
     .bind(stale_before)
-    .execute(&mut *c)
+    .execute(&mut tx.conn())
     .await
-    .map(|r| r.rows_affected())
-    .map_err(storage))?;
+    .map_err(storage)?;
     tx.commit().await?;
     Ok(n)
 }

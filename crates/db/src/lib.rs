@@ -7,6 +7,7 @@
 //! between the dialects sits beside its twin in the module's repository code.
 
 pub mod outbox;
+pub mod sql;
 pub mod writer;
 
 use std::path::Path;
@@ -45,6 +46,9 @@ pub enum Pools {
         writer: SqlitePool,
         /// Readers see the last committed state (WAL) and never block the writer.
         reader: SqlitePool,
+        /// The group-commit writer's own connection (rusqlite, see [`writer`]), until the
+        /// writer's thread takes it on the first write.
+        own: Arc<std::sync::Mutex<Option<rusqlite::Connection>>>,
     },
     Postgres(PgPool),
 }
@@ -142,9 +146,11 @@ impl Db {
                 let reader = SqlitePoolOptions::new()
                     .max_connections(opts.max_connections.min(cores * 2).max(2))
                     .acquire_timeout(Duration::from_secs(10))
-                    .connect_with(base.read_only(true))
+                    .connect_with(base.clone().read_only(true))
                     .await?;
-                Ok(Db::new(Pools::Sqlite { writer, reader }, opts))
+                let own = open_writer(base.get_filename(), opts.sqlite_synchronous_full).map_err(sql::from_lite)?;
+                let own = Arc::new(std::sync::Mutex::new(Some(own)));
+                Ok(Db::new(Pools::Sqlite { writer, reader, own }, opts))
             }
         }
     }
@@ -242,7 +248,7 @@ impl Db {
 
     pub async fn close(&self) {
         match &self.pools {
-            Pools::Sqlite { writer, reader } => {
+            Pools::Sqlite { writer, reader, .. } => {
                 reader.close().await;
                 writer.close().await;
             }
@@ -254,7 +260,10 @@ impl Db {
 impl Pools {
     async fn begin(&self) -> Result<Tx, Error> {
         Ok(match self {
-            Pools::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await.map_err(storage)?),
+            // IMMEDIATE: the write lock from the start, waiting (busy timeout) while the
+            // group-commit writer's connection holds it, rather than failing later on a
+            // snapshot that cannot be upgraded.
+            Pools::Sqlite { writer, .. } => Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await.map_err(storage)?),
             Pools::Postgres(pool) => Tx::Postgres(pool.begin().await.map_err(storage)?),
         })
     }
@@ -288,15 +297,27 @@ impl Tx {
 pub enum Conn<'a> {
     Sqlite(&'a mut sqlx::SqliteConnection),
     Postgres(&'a mut sqlx::PgConnection),
+    /// The SQLite writer's own connection, which write jobs get: statements on it run
+    /// synchronously on the writer's thread. Only [`sql`] statements run here; the sqlx calls
+    /// of [`on_conn!`] refuse it with an error.
+    Writer(&'a std::sync::Mutex<rusqlite::Connection>),
 }
 
 impl Conn<'_> {
     pub fn dialect(&self) -> Dialect {
         match self {
-            Conn::Sqlite(_) => Dialect::Sqlite,
+            Conn::Sqlite(_) | Conn::Writer(_) => Dialect::Sqlite,
             Conn::Postgres(_) => Dialect::Postgres,
         }
     }
+}
+
+/// The error of sqlx code handed the writer's connection (see [`Conn::Writer`]): a bug that
+/// the tests on SQLite find, answered as an internal error rather than a panic.
+#[doc(hidden)]
+pub fn sqlx_on_writer(at: &'static str) -> Error {
+    tracing::error!(at, "sqlx code ran on the SQLite writer's connection; use backroom_db::sql there");
+    Error::internal(format!("{at}: sqlx code on the writer's connection (use backroom_db::sql)"))
 }
 
 /// A reader connection taken from the pool (on SQLite, from the read-only pool).
@@ -339,6 +360,7 @@ macro_rules! on_conn {
                 let $c: &mut ::sqlx::PgConnection = &mut **inner;
                 $body
             }
+            $crate::Conn::Writer(_) => return Err($crate::sqlx_on_writer(concat!(file!(), ":", line!())).into()),
         }
     };
     ($conn:expr, $c:ident, $db:ident => $body:expr) => {
@@ -355,6 +377,7 @@ macro_rules! on_conn {
                 let $c: &mut ::sqlx::PgConnection = &mut **inner;
                 $body
             }
+            $crate::Conn::Writer(_) => return Err($crate::sqlx_on_writer(concat!(file!(), ":", line!())).into()),
         }
     };
 }
@@ -371,6 +394,23 @@ macro_rules! push_in_list {
         }
         $qb.push(")");
     }};
+}
+
+/// Opens the SQLite writer's own connection with the pragmas of sqlx's connections.
+fn open_writer(path: &Path, synchronous_full: bool) -> Result<rusqlite::Connection, rusqlite::Error> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = {}; PRAGMA temp_store = MEMORY;",
+        if synchronous_full { "FULL" } else { "NORMAL" }
+    ))?;
+    // Every statement of the write path stays prepared.
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(conn)
 }
 
 /// Maps a storage error to the domain error: unique violations become `409 conflict`

@@ -113,17 +113,16 @@ pub async fn enqueue(conn: &mut Conn<'_>, event: &Event) -> Result<String> {
     let ts = now();
     let topic = event.topic();
     let body = event.encode();
-    on_conn!(conn, c => sqlx::query(
+    crate::sql::query(
         "INSERT INTO outbox (event_id, topic, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $4)",
     )
     .bind(&event_id)
     .bind(topic)
     .bind(&body)
     .bind(ts)
-    .execute(&mut *c)
+    .execute(conn)
     .await
-    .map(|_| ())
-    .map_err(storage))?;
+    .map_err(storage)?;
     Ok(event_id)
 }
 

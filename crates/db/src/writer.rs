@@ -26,8 +26,13 @@
 //! - A job that calls `Db::write` or `Db::begin` itself would wait for the writer it is
 //!   blocking: that call is refused with an error instead ([`refuse_nested`]).
 //!
-//! Written here rather than taken from a crate: group commit has to sit on top of sqlx's own
-//! transactions and savepoints for both drivers, which no general-purpose crate does.
+//! - On SQLite the writer owns a connection of its own on a thread of its own, and jobs' statements
+//!   ([`crate::sql`]) run synchronously there; a job that never awaits anything else cannot be
+//!   cancelled half-way, so its deadline applies when it starts. On PostgreSQL jobs run on a
+//!   pooled connection from a task, and the deadline also cancels a running job.
+//!
+//! Written here rather than taken from a crate: group commit has to sit on top of both
+//! databases' transactions and savepoints, which no general-purpose crate does.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -180,10 +185,15 @@ impl Batcher {
         self.tx.get_or_init(|| {
             let (new, new_rx) = mpsc::channel(self.limits.queue);
             let (followup, followup_rx) = mpsc::unbounded_channel();
-            let task = run(pools.clone(), new_rx, followup_rx, self.stats.clone(), self.limits);
+            let (stats, limits) = (self.stats.clone(), self.limits);
             match pools {
-                Pools::Sqlite { writer, .. } => spawn_sqlite_writer(writer.clone(), task),
-                Pools::Postgres(_) => drop(tokio::spawn(task)),
+                Pools::Sqlite { own, .. } => {
+                    let own = own.clone();
+                    spawn_sqlite_writer(move |conn| run(Store::Lite(conn), new_rx, followup_rx, stats, limits), own)
+                }
+                Pools::Postgres(pool) => {
+                    drop(tokio::spawn(run(Store::Postgres(pool.clone()), new_rx, followup_rx, stats, limits)))
+                }
             }
             Senders { new, followup }
         })
@@ -255,18 +265,24 @@ fn batch_failed(e: &Error) -> Error {
     Error::Unavailable(format!("the write could not be committed: {e}").into())
 }
 
-/// SQLite's writer runs on a thread of its own, pinned to one core together with sqlx's thread
-/// for the writer connection. sqlx runs each SQLite connection on its own thread, so every
-/// statement is a hand-off there and back; across cores each hand-off is a wake-up of another
-/// CPU (measured ~38 µs per statement on a 2-core VM), on one core it is a plain context switch
-/// (about twice the statements a second; docs/benchmarks.md). The rest of the process (HTTP,
-/// readers) keeps every core.
-fn spawn_sqlite_writer(pool: sqlx::SqlitePool, task: impl Future<Output = ()> + Send + 'static) {
-    let core = core_affinity::get_core_ids().filter(|ids| ids.len() > 1).and_then(|ids| ids.last().copied());
+/// SQLite's writer runs on a thread of its own and owns its connection (rusqlite, not sqlx):
+/// a job's statements run synchronously right there, a few microseconds each. Through sqlx,
+/// every statement was a hand-off to the connection's own thread and back, two wake-ups
+/// (~35 µs a statement on a 2-core VM, docs/benchmarks.md), and only one of the two threads
+/// ever ran at a time. Jobs are still futures (they are written once for both databases), but
+/// on this connection they never wait: the thread's single-threaded runtime polls them through.
+fn spawn_sqlite_writer<Fut>(
+    task: impl FnOnce(Arc<std::sync::Mutex<rusqlite::Connection>>) -> Fut + Send + 'static,
+    own: Arc<std::sync::Mutex<Option<rusqlite::Connection>>>,
+) where
+    Fut: Future<Output = ()>,
+{
     let spawned = std::thread::Builder::new().name("backroom-writer".into()).spawn(move || {
-        if let Some(core) = core {
-            core_affinity::set_for_current(core);
-        }
+        let conn = own.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let Some(conn) = conn else {
+            tracing::error!("the SQLite writer's connection is gone; writes will fail");
+            return;
+        };
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
             Err(e) => {
@@ -274,35 +290,94 @@ fn spawn_sqlite_writer(pool: sqlx::SqlitePool, task: impl Future<Output = ()> + 
                 return;
             }
         };
-        rt.block_on(async move {
-            if let Some(core) = core
-                && let Err(e) = pin_connection_thread(&pool, core).await
-            {
-                tracing::warn!(error = %e, "could not pin the SQLite writer connection's thread; carrying on");
-            }
-            task.await
-        });
+        rt.block_on(task(Arc::new(std::sync::Mutex::new(conn))));
     });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "the database writer thread cannot start");
     }
 }
 
-/// Pins the thread sqlx runs the writer connection on: a progress handler runs on that thread
-/// while a statement executes, and sets its affinity from there.
-async fn pin_connection_thread(pool: &sqlx::SqlitePool, core: core_affinity::CoreId) -> Result<(), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    conn.lock_handle().await?.set_progress_handler(1, move || {
-        core_affinity::set_for_current(core);
-        true
-    });
-    let pinned = sqlx::query("SELECT 1").execute(&mut *conn).await.map(|_| ());
-    conn.lock_handle().await?.remove_progress_handler();
-    pinned
+/// Where the writer writes: PostgreSQL through the pool, or SQLite's writer connection.
+enum Store {
+    Postgres(sqlx::PgPool),
+    Lite(Arc<std::sync::Mutex<rusqlite::Connection>>),
+}
+
+/// A batch's open transaction.
+enum Outer<'s> {
+    Postgres(Tx),
+    Lite(&'s std::sync::Mutex<rusqlite::Connection>),
+}
+
+impl Store {
+    /// `BEGIN` and the first job's savepoint. On SQLite `BEGIN IMMEDIATE`: the write lock
+    /// from the start, so a transaction of another connection (`Db::begin`) waits for the
+    /// batch (busy timeout) instead of failing on a snapshot it cannot upgrade.
+    async fn begin(&self) -> Result<Outer<'_>, Error> {
+        match self {
+            Store::Postgres(pool) => {
+                let mut tx = Tx::Postgres(pool.begin().await.map_err(storage)?);
+                savepoint_sql(&mut tx, "SAVEPOINT job").await?;
+                Ok(Outer::Postgres(tx))
+            }
+            Store::Lite(c) => {
+                lite(c, "BEGIN IMMEDIATE; SAVEPOINT job")?;
+                Ok(Outer::Lite(c))
+            }
+        }
+    }
+}
+
+impl Outer<'_> {
+    fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Outer::Postgres(tx) => tx.conn(),
+            Outer::Lite(c) => Conn::Writer(c),
+        }
+    }
+
+    /// Savepoint statements: one round trip on PostgreSQL (a simple query may hold several
+    /// statements without parameters), a direct call on SQLite.
+    async fn savepoint(&mut self, sql: &'static str) -> Result<(), Error> {
+        match self {
+            Outer::Postgres(tx) => savepoint_sql(tx, sql).await,
+            Outer::Lite(c) => lite(c, sql),
+        }
+    }
+
+    async fn commit(self) -> Result<(), Error> {
+        match self {
+            Outer::Postgres(tx) => tx.commit().await,
+            Outer::Lite(c) => lite(c, "COMMIT").inspect_err(|_| abort_lite(c)),
+        }
+    }
+
+    /// Gives the transaction up (dropping a sqlx transaction rolls it back).
+    fn abort(self) {
+        if let Outer::Lite(c) = self {
+            abort_lite(c);
+        }
+    }
+}
+
+/// Runs statements without arguments on the SQLite writer's connection.
+fn lite(c: &std::sync::Mutex<rusqlite::Connection>, sql: &str) -> Result<(), Error> {
+    let c = c.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    c.execute_batch(sql).map_err(|e| storage(crate::sql::from_lite(e)))
+}
+
+/// Rolls back whatever transaction the SQLite writer's connection still has open.
+fn abort_lite(c: &std::sync::Mutex<rusqlite::Connection>) {
+    let c = c.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !c.is_autocommit()
+        && let Err(e) = c.execute_batch("ROLLBACK")
+    {
+        tracing::error!(error = %e, "the SQLite writer could not roll back a failed batch");
+    }
 }
 
 async fn run(
-    pools: Pools,
+    store: Store,
     mut new: mpsc::Receiver<Job>,
     mut followup: mpsc::UnboundedReceiver<Job>,
     stats: Arc<Counters>,
@@ -330,7 +405,7 @@ async fn run(
         metrics::gauge!("db_writer_queued_jobs").set(new.len() as f64);
         stats.jobs.fetch_add(jobs.len() as u64, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
-        if !run_batch(&pools, &mut jobs, &stats, limits.job_timeout).await {
+        if !run_batch(&store, &mut jobs, &stats, limits.job_timeout).await {
             stats.failed_batches.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -338,11 +413,11 @@ async fn run(
 
 /// Runs one batch: `BEGIN`, every job in its own savepoint, `COMMIT`, then the answers.
 /// Whether the batch committed.
-async fn run_batch(pools: &Pools, jobs: &mut Vec<Job>, stats: &Counters, job_timeout: Duration) -> bool {
+async fn run_batch(store: &Store, jobs: &mut Vec<Job>, stats: &Counters, job_timeout: Duration) -> bool {
     let started = Instant::now();
     let size = jobs.len();
     let mut replies: Vec<Reply> = Vec::with_capacity(size);
-    let mut outer = match pools.begin().await {
+    let mut outer = match store.begin().await {
         Ok(tx) => tx,
         Err(e) => {
             // The jobs never ran; dropping them drops their answer channels, which their
@@ -352,7 +427,7 @@ async fn run_batch(pools: &Pools, jobs: &mut Vec<Job>, stats: &Counters, job_tim
             return false;
         }
     };
-    let mut broken = savepoint_sql(&mut outer, "SAVEPOINT job").await.err();
+    let mut broken = None;
     for job in jobs.drain(..) {
         if broken.is_some() {
             // The transaction is gone: dropping the job drops its answer channel, which its
@@ -384,7 +459,7 @@ async fn run_batch(pools: &Pools, jobs: &mut Vec<Job>, stats: &Counters, job_tim
     }
     let committed = match broken {
         Some(e) => {
-            drop(outer);
+            outer.abort();
             Err(e)
         }
         None => {
@@ -413,7 +488,7 @@ async fn run_batch(pools: &Pools, jobs: &mut Vec<Job>, stats: &Counters, job_tim
 /// A job still running after `left` is cancelled and rolled back (`Ok(None)`: its caller's
 /// answer channel is dropped with it). `Err` means the batch's transaction itself is broken
 /// (the savepoint could not be rolled back), so nothing of the batch may be kept.
-async fn in_savepoint(outer: &mut Tx, job: JobFn, left: Duration) -> Result<Option<Reply>, Error> {
+async fn in_savepoint(outer: &mut Outer<'_>, job: JobFn, left: Duration) -> Result<Option<Reply>, Error> {
     let ran = tokio::time::timeout(left, job(Start::Run(outer.conn()))).await;
     let (keep, reply) = match ran {
         Ok((keep, reply)) => (keep, Some(reply)),
@@ -423,12 +498,12 @@ async fn in_savepoint(outer: &mut Tx, job: JobFn, left: Duration) -> Result<Opti
         }
     };
     let sql = if keep { "RELEASE SAVEPOINT job; SAVEPOINT job" } else { "ROLLBACK TO SAVEPOINT job" };
-    savepoint_sql(outer, sql).await?;
+    outer.savepoint(sql).await?;
     Ok(reply)
 }
 
-/// Savepoint statements, sent as one simple query (both drivers accept several statements
-/// without parameters in one round trip).
+/// Savepoint statements on a sqlx transaction, sent as one simple query (both drivers accept
+/// several statements without parameters in one round trip).
 async fn savepoint_sql(outer: &mut Tx, sql: &'static str) -> Result<(), Error> {
     on_conn!(&mut outer.conn(), c => sqlx::raw_sql(sql).execute(&mut *c).await.map(|_| ()).map_err(storage))
 }

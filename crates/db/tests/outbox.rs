@@ -55,12 +55,12 @@ async fn check(db: Db) {
         // Backoff: not claimable at once. Pretend time passed by moving its due time back.
         assert!(outbox::claim(&db, 10, Duration::from_secs(60)).await.unwrap().is_empty());
         let mut tx = db.begin().await.unwrap();
-        backroom_db::on_conn!(&mut tx.conn(), c => sqlx::query("UPDATE outbox SET next_attempt_at = created_at WHERE id = $1")
+        backroom_db::sql::query("UPDATE outbox SET next_attempt_at = created_at WHERE id = $1")
             .bind(event.id)
-            .execute(&mut *c)
+            .execute(&mut tx.conn())
             .await
             .map(|_| ())
-            .unwrap());
+            .unwrap();
         tx.commit().await.unwrap();
         event = outbox::claim(&db, 10, Duration::from_secs(60)).await.unwrap().pop().expect("due again");
     }

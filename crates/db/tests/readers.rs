@@ -9,7 +9,7 @@ use std::time::Duration;
 use backroom_db::outbox::{
     self, Action, Batch, BoxFuture, Broadcast, Consumer, Delivery, Event, ProductChanged, StockChanged,
 };
-use backroom_db::{ConnectOptions, Db, on_conn};
+use backroom_db::{ConnectOptions, Db};
 use backroom_kernel::{Error, Result};
 
 /// Runs `check` on a fresh SQLite database and on a fresh PostgreSQL one.
@@ -60,17 +60,17 @@ async fn enqueue_raw(db: &Db, topic: &str, payload: &str) {
     let mut tx = db.begin().await.unwrap();
     let ts = backroom_kernel::now();
     let event_id = backroom_kernel::id::new("evt");
-    on_conn!(&mut tx.conn(), c => sqlx::query(
+    backroom_db::sql::query(
         "INSERT INTO outbox (event_id, topic, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $4)",
     )
     .bind(event_id)
     .bind(topic)
     .bind(payload)
     .bind(ts)
-    .execute(&mut *c)
+    .execute(&mut tx.conn())
     .await
     .map(|_| ())
-    .unwrap());
+    .unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -279,11 +279,11 @@ async fn delivery_retries_failed_events(db: Db) {
     // Backoff: nothing due now. Pretend time passed by moving the due times back.
     assert_eq!(delivery.step().await.unwrap(), 0);
     let mut tx = db.begin().await.unwrap();
-    on_conn!(&mut tx.conn(), c => sqlx::query("UPDATE outbox SET next_attempt_at = created_at WHERE delivered_at IS NULL")
-        .execute(&mut *c)
+    backroom_db::sql::query("UPDATE outbox SET next_attempt_at = created_at WHERE delivered_at IS NULL")
+        .execute(&mut tx.conn())
         .await
         .map(|_| ())
-        .unwrap());
+        .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(delivery.step().await.unwrap(), 2);
     let seen = log.lock().unwrap().clone();

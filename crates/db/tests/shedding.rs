@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use backroom_db::writer::Done;
-use backroom_db::{ConnectOptions, Db, on_conn, storage};
+use backroom_db::{ConnectOptions, Db, storage};
 use backroom_kernel::Error;
 use tokio::sync::oneshot;
 
@@ -20,11 +20,11 @@ async fn setup(url: String, queue: usize, job_timeout: Duration) -> Db {
     .unwrap();
     db.migrate().await.unwrap();
     let mut tx = db.begin().await.unwrap();
-    on_conn!(&mut tx.conn(), c => sqlx::query("CREATE TABLE shed_test (id BIGINT PRIMARY KEY)")
-        .execute(&mut *c)
+    backroom_db::sql::query("CREATE TABLE shed_test (id BIGINT PRIMARY KEY)")
+        .execute(&mut tx.conn())
         .await
         .map(|_| ())
-        .unwrap());
+        .unwrap();
     tx.commit().await.unwrap();
     db
 }
@@ -39,12 +39,12 @@ fn job(
 + 'static {
     move |mut conn| {
         Box::pin(async move {
-            on_conn!(&mut conn, c => sqlx::query("INSERT INTO shed_test (id) VALUES ($1)")
+            backroom_db::sql::query("INSERT INTO shed_test (id) VALUES ($1)")
                 .bind(id)
-                .execute(&mut *c)
+                .execute(&mut conn)
                 .await
                 .map(|_| ())
-                .map_err(storage))?;
+                .map_err(storage)?;
             if let Some(hold) = hold {
                 let _ = hold.await;
             }
@@ -59,7 +59,13 @@ async fn insert(db: &Db, id: i64, hold: Option<oneshot::Receiver<()>>, followup:
 
 async fn ids(db: &Db) -> Vec<i64> {
     let mut r = db.read().await.unwrap();
-    on_conn!(&mut r.conn(), c => sqlx::query_scalar("SELECT id FROM shed_test ORDER BY id").fetch_all(&mut *c).await.unwrap())
+    backroom_db::sql::query("SELECT id FROM shed_test ORDER BY id")
+        .fetch_all::<(i64,)>(&mut r.conn())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.0)
+        .collect()
 }
 
 /// Waits until `n` jobs have been handed to the writer (queued or running).

@@ -5,19 +5,19 @@
 use std::sync::Arc;
 
 use backroom_db::writer::Done;
-use backroom_db::{ConnectOptions, Db, on_conn, storage};
+use backroom_db::{ConnectOptions, Db, storage};
 use backroom_kernel::{Code, Error};
 
 async fn insert(db: &Db, id: i64, kind: &'static str) -> Result<&'static str, Error> {
     db.write(move |mut conn| {
         Box::pin(async move {
-            on_conn!(&mut conn, c => sqlx::query("INSERT INTO writer_test (id, kind) VALUES ($1, $2)")
+            backroom_db::sql::query("INSERT INTO writer_test (id, kind) VALUES ($1, $2)")
                 .bind(id)
                 .bind(kind)
-                .execute(&mut *c)
+                .execute(&mut conn)
                 .await
                 .map(|_| ())
-                .map_err(storage))?;
+                .map_err(storage)?;
             match kind {
                 "rollback" => Ok(Done::Rollback("rolled back")),
                 "fail" => Err(Error::refused(Code::Conflict, "this job fails after writing")),
@@ -31,17 +31,17 @@ async fn insert(db: &Db, id: i64, kind: &'static str) -> Result<&'static str, Er
 
 async fn count(db: &Db, sql: &'static str) -> i64 {
     let mut r = db.read().await.unwrap();
-    on_conn!(&mut r.conn(), c => sqlx::query_scalar(sql).fetch_one(&mut *c).await.unwrap())
+    backroom_db::sql::query(sql).fetch_scalar(&mut r.conn()).await.unwrap()
 }
 
 async fn check(db: Db) {
     db.migrate().await.unwrap();
     let mut tx = db.begin().await.unwrap();
-    on_conn!(&mut tx.conn(), c => sqlx::query("CREATE TABLE writer_test (id BIGINT PRIMARY KEY, kind TEXT NOT NULL)")
-        .execute(&mut *c)
+    backroom_db::sql::query("CREATE TABLE writer_test (id BIGINT PRIMARY KEY, kind TEXT NOT NULL)")
+        .execute(&mut tx.conn())
         .await
         .map(|_| ())
-        .unwrap());
+        .unwrap();
     tx.commit().await.unwrap();
 
     // 400 jobs at once; every fifth rolls back, every seventh fails, one panics, and every

@@ -73,6 +73,19 @@ pub struct Adjustment {
     pub created_at: DateTime<Utc>,
 }
 
+backroom_db::from_row!(Adjustment {
+    id,
+    variant_id,
+    location_id,
+    on_hand_delta,
+    on_hand_after,
+    reserved_delta,
+    allocated_delta,
+    reason,
+    actor,
+    created_at
+});
+
 /// `PUT /admin/variants/{id}/stock`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +117,8 @@ pub(crate) struct LevelRow {
     allocated: i64,
 }
 
+backroom_db::from_row!(LevelRow { variant_id, location_id, on_hand, reserved, allocated });
+
 impl From<LevelRow> for StockLevel {
     fn from(r: LevelRow) -> Self {
         StockLevel {
@@ -124,6 +139,8 @@ struct LocationRow {
     is_default: bool,
     created_at: DateTime<Utc>,
 }
+
+backroom_db::from_row!(LocationRow { id, name, is_default, created_at });
 
 impl From<LocationRow> for StockLocation {
     fn from(r: LocationRow) -> Self {
@@ -176,14 +193,14 @@ impl Inventory {
         // delta. On PostgreSQL the lock makes the delta exact under concurrent changes (a
         // concurrent first insert waits on the unique key, then does nothing); SQLite's single
         // writer already serialises.
-        on_conn!(&mut conn, c => sqlx::query(
+        backroom_db::sql::query(
             "INSERT INTO stock_levels (variant_id, location_id, on_hand, reserved, allocated, updated_at) \
              VALUES ($1, $2, 0, 0, 0, $3) ON CONFLICT (variant_id, location_id) DO NOTHING",
         )
         .bind(variant_id)
         .bind(location)
         .bind(ts)
-        .execute(&mut *c)
+        .execute(&mut conn)
         .await
         .map(|_| ())
         .map_err(|e| {
@@ -192,7 +209,7 @@ impl Inventory {
             } else {
                 storage(e)
             }
-        }))?;
+        })?;
         let sql = match conn.dialect() {
             Dialect::Postgres => {
                 "SELECT on_hand FROM stock_levels WHERE variant_id = $1 AND location_id = $2 FOR UPDATE"
@@ -209,7 +226,7 @@ impl Inventory {
         });
         // P1: one conditional UPDATE; without backorders it matches nothing when the new
         // count is below what is reserved or allocated.
-        let row: Option<LevelRow> = on_conn!(&mut conn, c => sqlx::query_as(
+        let row: Option<LevelRow> = backroom_db::sql::query(
             "UPDATE stock_levels SET on_hand = $3, updated_at = $4 \
              WHERE variant_id = $1 AND location_id = $2 AND ($5 OR $3 >= reserved + allocated) \
              RETURNING variant_id, location_id, on_hand, reserved, allocated",
@@ -219,9 +236,9 @@ impl Inventory {
         .bind(input.on_hand)
         .bind(ts)
         .bind(allow_backorder)
-        .fetch_optional(&mut *c)
+        .fetch_optional(&mut conn)
         .await
-        .map_err(storage))?;
+        .map_err(storage)?;
         let Some(row) = row else {
             return Err(Error::refused(
                 Code::StockBelowCommitted,
@@ -250,7 +267,7 @@ impl Inventory {
         let mut conn = tx.conn();
         let mut set = 0;
         for (variant_id, on_hand) in levels {
-            let row: Option<LevelRow> = on_conn!(&mut conn, c => sqlx::query_as(
+            let row: Option<LevelRow> = backroom_db::sql::query(
                 "INSERT INTO stock_levels (variant_id, location_id, on_hand, reserved, allocated, updated_at) \
                  VALUES ($1, $2, $3, 0, 0, $4) ON CONFLICT (variant_id, location_id) DO NOTHING \
                  RETURNING variant_id, location_id, on_hand, reserved, allocated",
@@ -259,9 +276,9 @@ impl Inventory {
             .bind(DEFAULT_LOCATION)
             .bind(on_hand)
             .bind(ts)
-            .fetch_optional(&mut *c)
+            .fetch_optional(&mut conn)
             .await
-            .map_err(storage))?;
+            .map_err(storage)?;
             if let Some(row) = row {
                 let level = StockLevel::from(row);
                 record(&mut conn, &level, level.on_hand, 0, 0, reason, actor, ts).await?;
@@ -281,14 +298,14 @@ impl Inventory {
     /// zeros and no locations.
     pub async fn variant_stock(&self, variant_id: &str) -> Result<VariantStock> {
         let mut r = self.db.read().await?;
-        let rows: Vec<LevelRow> = on_conn!(&mut r.conn(), c => sqlx::query_as(
+        let rows: Vec<LevelRow> = backroom_db::sql::query(
             "SELECT variant_id, location_id, on_hand, reserved, allocated FROM stock_levels \
              WHERE variant_id = $1 ORDER BY location_id",
         )
         .bind(variant_id)
-        .fetch_all(&mut *c)
+        .fetch_all(&mut r.conn())
         .await
-        .map_err(storage))?;
+        .map_err(storage)?;
         let locations: Vec<StockLevel> = rows.into_iter().map(StockLevel::from).collect();
         Ok(VariantStock {
             variant_id: variant_id.to_owned(),
@@ -328,27 +345,27 @@ impl Inventory {
     pub async fn adjustments(&self, variant_id: &str, page: &PageRequest) -> Result<Page<Adjustment>> {
         let mut r = self.db.read().await?;
         let after = page.after.as_ref().map(|c| c.0.clone()).unwrap_or_else(|| "~".into());
-        let rows: Vec<Adjustment> = on_conn!(&mut r.conn(), c => sqlx::query_as(
+        let rows: Vec<Adjustment> = backroom_db::sql::query(
             "SELECT id, variant_id, location_id, on_hand_delta, on_hand_after, reserved_delta, allocated_delta, \
              reason, actor, created_at FROM stock_adjustments WHERE variant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
         )
         .bind(variant_id)
         .bind(after)
         .bind(i64::from(page.limit) + 1)
-        .fetch_all(&mut *c)
+        .fetch_all(&mut r.conn())
         .await
-        .map_err(storage))?;
+        .map_err(storage)?;
         Ok(page.finish(rows, |a| a.id.clone()))
     }
 
     pub async fn locations(&self) -> Result<Vec<StockLocation>> {
         let mut r = self.db.read().await?;
-        let rows: Vec<LocationRow> = on_conn!(&mut r.conn(), c => sqlx::query_as(
+        let rows: Vec<LocationRow> = backroom_db::sql::query(
             "SELECT id, name, is_default, created_at FROM stock_locations ORDER BY is_default DESC, name",
         )
-        .fetch_all(&mut *c)
+        .fetch_all(&mut r.conn())
         .await
-        .map_err(storage))?;
+        .map_err(storage)?;
         Ok(rows.into_iter().map(StockLocation::from).collect())
     }
 
@@ -361,17 +378,16 @@ impl Inventory {
         backroom_kernel::check_display(name).map_err(|e| Error::field("name", e.to_string()))?;
         let loc = StockLocation { id: id::new("loc"), name: name.to_owned(), is_default: false, created_at: now() };
         let mut tx = self.db.begin().await?;
-        let n = on_conn!(&mut tx.conn(), c => sqlx::query(
+        let n = backroom_db::sql::query(
             "INSERT INTO stock_locations (id, name, is_default, created_at) VALUES ($1, $2, FALSE, $3) \
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(&loc.id)
         .bind(&loc.name)
         .bind(loc.created_at)
-        .execute(&mut *c)
+        .execute(&mut tx.conn())
         .await
-        .map(|r| r.rows_affected())
-        .map_err(storage))?;
+        .map_err(storage)?;
         if n == 0 {
             return Err(Error::refused(Code::Conflict, format!("a stock location named `{name}` already exists")));
         }
@@ -401,7 +417,7 @@ async fn record(
     actor: &str,
     ts: DateTime<Utc>,
 ) -> Result<()> {
-    on_conn!(conn, c => sqlx::query(
+    backroom_db::sql::query(
         "INSERT INTO stock_adjustments (id, variant_id, location_id, on_hand_delta, on_hand_after, \
          reserved_delta, allocated_delta, reason, actor, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
@@ -415,8 +431,8 @@ async fn record(
     .bind(reason)
     .bind(actor)
     .bind(ts)
-    .execute(&mut *c)
+    .execute(conn)
     .await
     .map(|_| ())
-    .map_err(storage))
+    .map_err(storage)
 }

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use backroom_db::{Conn, Dialect, on_conn, storage};
+use backroom_db::{Conn, Dialect, storage};
 use backroom_kernel::id::OrderId;
 use backroom_kernel::{Code, Error, Result, id, now};
 use chrono::{DateTime, Utc};
@@ -56,12 +56,16 @@ struct Candidate {
     available: i64,
 }
 
+backroom_db::from_row!(Candidate { location_id, available });
+
 #[derive(sqlx::FromRow)]
 struct ReservationRow {
     variant_id: String,
     location_id: String,
     quantity: i64,
 }
+
+backroom_db::from_row!(ReservationRow { variant_id, location_id, quantity });
 
 /// The sort key of the location order: the default location first, then by id.
 fn location_rank(location_id: &str) -> (bool, &str) {
@@ -114,12 +118,7 @@ async fn lock_levels(conn: &mut Conn<'_>, variant_id: &str) -> Result<Vec<Candid
              WHERE variant_id = $1 ORDER BY CASE WHEN location_id = $2 THEN 0 ELSE 1 END, location_id"
         }
     };
-    on_conn!(conn, c => sqlx::query_as(sql)
-        .bind(variant_id)
-        .bind(DEFAULT_LOCATION)
-        .fetch_all(&mut *c)
-        .await
-        .map_err(storage))
+    backroom_db::sql::query(sql).bind(variant_id).bind(DEFAULT_LOCATION).fetch_all(conn).await.map_err(storage)
 }
 
 /// Reserves every line for `order_id`, or reports the lines that lack stock (the caller
@@ -165,7 +164,7 @@ pub async fn reserve(
         for (location_id, part) in parts {
             // P1: the row lock above makes the split exact, and the condition still holds
             // the line to what the row can give (a row that cannot matches nothing).
-            let level: Option<StockLevel> = on_conn!(conn, c => sqlx::query_as::<_, crate::LevelRow>(
+            let level: Option<StockLevel> = backroom_db::sql::query(
                 "UPDATE stock_levels SET reserved = reserved + $3, updated_at = $4 \
                  WHERE variant_id = $1 AND location_id = $2 AND ($5 OR on_hand - reserved - allocated >= $3) \
                  RETURNING variant_id, location_id, on_hand, reserved, allocated",
@@ -175,15 +174,15 @@ pub async fn reserve(
             .bind(part)
             .bind(ts)
             .bind(allow_backorder)
-            .fetch_optional(&mut *c)
+            .fetch_optional::<crate::LevelRow>(conn)
             .await
             .map(|r| r.map(StockLevel::from))
-            .map_err(storage))?;
+            .map_err(storage)?;
             let Some(level) = level else {
                 shortages.push(shortage());
                 break;
             };
-            on_conn!(conn, c => sqlx::query(
+            backroom_db::sql::query(
                 "INSERT INTO stock_reservations (id, order_id, variant_id, location_id, quantity, status, expires_at, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, 'reserved', $6, $7, $7)",
             )
@@ -194,10 +193,10 @@ pub async fn reserve(
             .bind(part)
             .bind(expires_at)
             .bind(ts)
-            .execute(&mut *c)
+            .execute(conn)
             .await
             .map(|_| ())
-            .map_err(storage))?;
+            .map_err(storage)?;
             record(conn, &level, 0, part, 0, &format!("reserved for {order_id}"), actor, ts).await?;
         }
         changed.push(variant_id.to_owned());
@@ -213,16 +212,16 @@ async fn close_reservations(
     status: &str,
     ts: DateTime<Utc>,
 ) -> Result<Vec<ReservationRow>> {
-    let mut rows: Vec<ReservationRow> = on_conn!(conn, c => sqlx::query_as(
+    let mut rows: Vec<ReservationRow> = backroom_db::sql::query(
         "UPDATE stock_reservations SET status = $2, updated_at = $3 WHERE order_id = $1 AND status = 'reserved' \
          RETURNING variant_id, location_id, quantity",
     )
     .bind(order_id)
     .bind(status)
     .bind(ts)
-    .fetch_all(&mut *c)
+    .fetch_all(conn)
     .await
-    .map_err(storage))?;
+    .map_err(storage)?;
     rows.sort_by(|a, b| {
         (&a.variant_id, location_rank(&a.location_id)).cmp(&(&b.variant_id, location_rank(&b.location_id)))
     });
@@ -253,15 +252,15 @@ async fn settle(conn: &mut Conn<'_>, order_id: &OrderId, allocate: bool, actor: 
             "UPDATE stock_levels SET reserved = reserved - $3, updated_at = $4 \
              WHERE variant_id = $1 AND location_id = $2 RETURNING variant_id, location_id, on_hand, reserved, allocated"
         };
-        let level: Option<StockLevel> = on_conn!(conn, c => sqlx::query_as::<_, crate::LevelRow>(sql)
+        let level: Option<StockLevel> = backroom_db::sql::query(sql)
             .bind(&r.variant_id)
             .bind(&r.location_id)
             .bind(r.quantity)
             .bind(ts)
-            .fetch_optional(&mut *c)
+            .fetch_optional::<crate::LevelRow>(conn)
             .await
             .map(|r| r.map(StockLevel::from))
-            .map_err(storage))?;
+            .map_err(storage)?;
         // The stock row is gone only if the variant was deleted meanwhile; nothing to move then.
         if let Some(level) = level {
             let (reason, alloc) = if allocate { ("allocated to", r.quantity) } else { ("released from", 0) };

@@ -41,6 +41,11 @@ macro_rules! typed_id {
                 has_prefix(s, $prefix).then(|| Self(s.to_owned()))
             }
 
+            /// An id read back from storage, where only ids of this kind were written.
+            pub fn from_stored(s: String) -> Self {
+                Self(s)
+            }
+
             pub fn as_str(&self) -> &str {
                 &self.0
             }

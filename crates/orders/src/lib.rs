@@ -110,6 +110,8 @@ pub struct HistoryEntry {
     pub at: DateTime<Utc>,
 }
 
+backroom_db::from_row!(HistoryEntry { status, note, at });
+
 /// An order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Order {
@@ -166,6 +168,22 @@ struct OrderRow {
     updated_at: DateTime<Utc>,
 }
 
+backroom_db::from_row!(OrderRow {
+    id,
+    number,
+    status,
+    cart_id,
+    email,
+    currency,
+    subtotal,
+    tax_total,
+    shipping_total,
+    total,
+    shipping_address,
+    created_at,
+    updated_at
+});
+
 #[derive(sqlx::FromRow)]
 struct LineRow {
     order_id: String,
@@ -180,6 +198,20 @@ struct LineRow {
     unit_price: i64,
     total: i64,
 }
+
+backroom_db::from_row!(LineRow {
+    order_id,
+    variant_id,
+    sku,
+    title,
+    product_id,
+    product_title,
+    product_handle,
+    thumbnail,
+    quantity,
+    unit_price,
+    total
+});
 
 const ORDER_COLUMNS: &str = "id, number, status, cart_id, email, currency, subtotal, tax_total, shipping_total, total, \
                              shipping_address, created_at, updated_at";
@@ -198,42 +230,46 @@ pub async fn create(conn: &mut Conn<'_>, o: &NewOrder) -> Result<()> {
          shipping_address, created_at, updated_at) VALUES ($1, {number}, 'pending_payment', $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)"
     );
     let address = serde_json::to_string(&o.shipping_address).map_err(Error::internal)?;
-    on_conn!(conn, c => sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-    .bind(&o.id)
-    .bind(&o.cart_id)
-    .bind(&o.email)
-    .bind(o.currency.code())
-    .bind(o.subtotal.amount())
-    .bind(o.tax_total.amount())
-    .bind(o.shipping_total.amount())
-    .bind(o.total.amount())
-    .bind(&address)
-    .bind(ts)
-    .execute(&mut *c)
-    .await
-    .map(|_| ())
-    .map_err(storage))?;
-    on_conn!(conn, c, DB => {
-        let mut qb = sqlx::QueryBuilder::<DB>::new(
+    backroom_db::sql::query(sql.as_str())
+        .bind(&o.id)
+        .bind(&o.cart_id)
+        .bind(&o.email)
+        .bind(o.currency.code())
+        .bind(o.subtotal.amount())
+        .bind(o.tax_total.amount())
+        .bind(o.shipping_total.amount())
+        .bind(o.total.amount())
+        .bind(&address)
+        .bind(ts)
+        .execute(conn)
+        .await
+        .map(|_| ())
+        .map_err(storage)?;
+    // Every line in one statement.
+    if !o.items.is_empty() {
+        let sql = format!(
             "INSERT INTO order_lines (order_id, position, variant_id, sku, title, product_id, product_title, \
-             product_handle, thumbnail, quantity, unit_price, total) ",
+             product_handle, thumbnail, quantity, unit_price, total) VALUES {}",
+            backroom_db::sql::values_list(o.items.len(), 12, 1)
         );
-        qb.push_values(o.items.iter().enumerate(), |mut b, (i, l)| {
-            b.push_bind(o.id.as_str())
-                .push_bind(i as i64)
-                .push_bind(l.variant_id.as_str())
-                .push_bind(l.sku.as_str())
-                .push_bind(l.title.as_str())
-                .push_bind(l.product_id.as_deref())
-                .push_bind(l.product_title.as_deref())
-                .push_bind(l.product_handle.as_deref())
-                .push_bind(l.thumbnail.as_deref())
-                .push_bind(l.quantity)
-                .push_bind(l.unit_price.amount())
-                .push_bind(l.total.amount());
-        });
-        qb.build().execute(&mut *c).await.map(|_| ()).map_err(storage)
-    })?;
+        let mut q = backroom_db::sql::query(sql);
+        for (i, l) in o.items.iter().enumerate() {
+            q = q
+                .bind(o.id.as_str())
+                .bind(i as i64)
+                .bind(l.variant_id.as_str())
+                .bind(l.sku.as_str())
+                .bind(l.title.as_str())
+                .bind(l.product_id.as_deref())
+                .bind(l.product_title.as_deref())
+                .bind(l.product_handle.as_deref())
+                .bind(l.thumbnail.as_deref())
+                .bind(l.quantity)
+                .bind(l.unit_price.amount())
+                .bind(l.total.amount());
+        }
+        q.execute(conn).await.map_err(storage)?;
+    }
     history(conn, &o.id, OrderStatus::PendingPayment, "order created; waiting for payment", ts).await
 }
 
@@ -244,16 +280,18 @@ async fn history(
     note: &str,
     ts: DateTime<Utc>,
 ) -> Result<()> {
-    on_conn!(conn, c => sqlx::query("INSERT INTO order_history (id, order_id, status, note, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id::new("ohist"))
-        .bind(order_id)
-        .bind(status.as_str())
-        .bind(note)
-        .bind(ts)
-        .execute(&mut *c)
-        .await
-        .map(|_| ())
-        .map_err(storage))
+    backroom_db::sql::query(
+        "INSERT INTO order_history (id, order_id, status, note, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id::new("ohist"))
+    .bind(order_id)
+    .bind(status.as_str())
+    .bind(note)
+    .bind(ts)
+    .execute(conn)
+    .await
+    .map(|_| ())
+    .map_err(storage)
 }
 
 /// Moves an order from `from` to `to` with a note; `false` if it was not in `from`.
@@ -268,15 +306,14 @@ pub async fn transition(
         return Err(Error::internal(format!("order transition {} -> {} is not allowed", from.as_str(), to.as_str())));
     }
     let ts = now();
-    let n = on_conn!(conn, c => sqlx::query("UPDATE orders SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2")
+    let n = backroom_db::sql::query("UPDATE orders SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2")
         .bind(order_id)
         .bind(from.as_str())
         .bind(to.as_str())
         .bind(ts)
-        .execute(&mut *c)
+        .execute(conn)
         .await
-        .map(|r| r.rows_affected())
-        .map_err(storage))?;
+        .map_err(storage)?;
     if n == 1 {
         history(conn, order_id.as_str(), to, note, ts).await?;
     }
@@ -289,14 +326,14 @@ pub async fn load(conn: &mut Conn<'_>, ids: &[String], with_history: bool) -> Re
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    let list = backroom_db::sql::in_list(ids.len(), 1);
     macro_rules! by_ids {
         ($sql:expr, $tail:expr) => {
-            on_conn!(conn, c, DB => {
-                let mut qb = sqlx::QueryBuilder::<DB>::new($sql);
-                backroom_db::push_in_list!(qb, ids);
-                qb.push($tail);
-                qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)
-            })
+            backroom_db::sql::query(format!("{}{list}{}", $sql, $tail))
+                .bind_all(ids.iter())
+                .fetch_all(conn)
+                .await
+                .map_err(storage)
         };
     }
     let rows: Vec<OrderRow> = by_ids!(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id IN "), "")?;
@@ -479,12 +516,10 @@ impl Orders {
     /// Counts by status (tests and monitoring).
     pub async fn count_by_status(&self) -> Result<HashMap<String, i64>> {
         let mut r = self.db.read().await?;
-        let rows: Vec<(String, i64)> = on_conn!(&mut r.conn(), c => sqlx::query_as(
-            "SELECT status, COUNT(*) FROM orders GROUP BY status",
-        )
-        .fetch_all(&mut *c)
-        .await
-        .map_err(storage))?;
+        let rows: Vec<(String, i64)> = backroom_db::sql::query("SELECT status, COUNT(*) FROM orders GROUP BY status")
+            .fetch_all(&mut r.conn())
+            .await
+            .map_err(storage)?;
         Ok(rows.into_iter().collect())
     }
 }

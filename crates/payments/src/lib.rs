@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backroom_db::{Conn, Db, on_conn, storage};
+use backroom_db::{Conn, Db, storage};
 use backroom_kernel::id::{AttemptId, OrderId};
 use backroom_kernel::{Money, Result, now};
 use chrono::{DateTime, Utc};
@@ -223,6 +223,19 @@ pub struct Attempt {
     pub updated_at: DateTime<Utc>,
 }
 
+backroom_db::from_row!(Attempt {
+    id,
+    order_id,
+    provider,
+    amount,
+    currency,
+    status,
+    reference,
+    decline_reason,
+    created_at,
+    updated_at
+});
+
 const ATTEMPT_COLUMNS: &str =
     "id, order_id, provider, amount, currency, status, reference, decline_reason, created_at, updated_at";
 
@@ -235,7 +248,7 @@ pub async fn create_attempt(
     amount: Money,
 ) -> Result<()> {
     let ts = now();
-    on_conn!(conn, c => sqlx::query(
+    backroom_db::sql::query(
         "INSERT INTO payment_attempts (id, order_id, provider, amount, currency, status, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6)",
     )
@@ -245,10 +258,10 @@ pub async fn create_attempt(
     .bind(amount.amount())
     .bind(amount.currency().code())
     .bind(ts)
-    .execute(&mut *c)
+    .execute(conn)
     .await
     .map(|_| ())
-    .map_err(storage))
+    .map_err(storage)
 }
 
 /// Moves an attempt from one of `from` to `to`; `false` if it was in another state.
@@ -261,7 +274,7 @@ pub async fn transition(
     decline_reason: Option<&str>,
 ) -> Result<bool> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-    let n = on_conn!(conn, c => sqlx::query(
+    let n = backroom_db::sql::query(
         "UPDATE payment_attempts SET status = $2, reference = COALESCE($3, reference), \
          decline_reason = COALESCE($4, decline_reason), updated_at = $5 \
          WHERE id = $1 AND status IN ($6, $7, $8)",
@@ -274,21 +287,16 @@ pub async fn transition(
     .bind(from.first().copied().unwrap_or(""))
     .bind(from.get(1).copied().unwrap_or(""))
     .bind(from.get(2).copied().unwrap_or(""))
-    .execute(&mut *c)
+    .execute(conn)
     .await
-    .map(|r| r.rows_affected())
-    .map_err(storage))?;
+    .map_err(storage)?;
     Ok(n == 1)
 }
 
 /// The attempt of an order.
 pub async fn attempt_for_order(conn: &mut Conn<'_>, order_id: &OrderId) -> Result<Option<Attempt>> {
     let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM payment_attempts WHERE order_id = $1");
-    on_conn!(conn, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(order_id)
-        .fetch_optional(&mut *c)
-        .await
-        .map_err(storage))
+    backroom_db::sql::query(sql).bind(order_id).fetch_optional(conn).await.map_err(storage)
 }
 
 /// The attempts of several orders, in one query.
@@ -296,11 +304,12 @@ pub async fn attempts_for_orders(conn: &mut Conn<'_>, order_ids: &[String]) -> R
     if order_ids.is_empty() {
         return Ok(Vec::new());
     }
-    on_conn!(conn, c, DB => {
-        let mut qb = sqlx::QueryBuilder::<DB>::new(format!("SELECT {ATTEMPT_COLUMNS} FROM payment_attempts WHERE order_id IN "));
-        backroom_db::push_in_list!(qb, order_ids);
-        qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)
-    })
+    let list = backroom_db::sql::in_list(order_ids.len(), 1);
+    backroom_db::sql::query(format!("SELECT {ATTEMPT_COLUMNS} FROM payment_attempts WHERE order_id IN {list}"))
+        .bind_all(order_ids.iter())
+        .fetch_all(conn)
+        .await
+        .map_err(storage)
 }
 
 /// Attempts whose outcome is not known: `unknown` ones, and `pending` ones older than
@@ -311,10 +320,5 @@ pub async fn unsettled(db: &Db, pending_before: DateTime<Utc>, limit: i64) -> Re
          WHERE status = 'unknown' OR (status = 'pending' AND created_at < $1) ORDER BY created_at LIMIT $2"
     );
     let mut r = db.read().await?;
-    on_conn!(&mut r.conn(), c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(pending_before)
-        .bind(limit)
-        .fetch_all(&mut *c)
-        .await
-        .map_err(storage))
+    backroom_db::sql::query(sql).bind(pending_before).bind(limit).fetch_all(&mut r.conn()).await.map_err(storage)
 }

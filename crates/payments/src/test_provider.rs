@@ -43,13 +43,13 @@ impl TestProvider {
 
     async fn lookup(&self, key: &str) -> ProviderResult {
         let mut r = self.db.read().await.map_err(unavailable)?;
-        let row: Option<(String, Option<String>, String)> = on_conn!(&mut r.conn(), c => sqlx::query_as(
+        let row: Option<(String, Option<String>, String)> = backroom_db::sql::query(
             "SELECT status, reason, reference FROM test_provider_charges WHERE idempotency_key = $1",
         )
         .bind(key)
-        .fetch_optional(&mut *c)
+        .fetch_optional(&mut r.conn())
         .await
-        .map_err(unavailable))?;
+        .map_err(unavailable)?;
         Ok(match row {
             None => ChargeStatus::NotFound,
             Some((status, reason, reference)) => match status.as_str() {
@@ -79,7 +79,7 @@ impl TestProvider {
             .write_followup(move |mut conn| {
                 Box::pin(async move {
                     let (key, token, amount, currency, status) = row;
-                    on_conn!(&mut conn, c => sqlx::query(
+                    backroom_db::sql::query(
                         "INSERT INTO test_provider_charges (idempotency_key, token, amount, currency, status, reason, reference, created_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING",
                     )
@@ -91,10 +91,10 @@ impl TestProvider {
                     .bind(reason)
                     .bind(id::new("ch"))
                     .bind(now())
-                    .execute(&mut *c)
+                    .execute(&mut conn)
                     .await
                     .map(|_| Done::Commit(()))
-                    .map_err(storage))
+                    .map_err(storage)
                 })
             })
             .await
@@ -152,15 +152,15 @@ impl PaymentProvider for TestProvider {
             self.db
                 .write_followup(move |mut conn| {
                     Box::pin(async move {
-                        on_conn!(&mut conn, c => sqlx::query(
+                        backroom_db::sql::query(
                             "UPDATE test_provider_charges SET status = 'refunded' \
                              WHERE idempotency_key = $1 AND status = 'captured'",
                         )
                         .bind(key)
-                        .execute(&mut *c)
+                        .execute(&mut conn)
                         .await
                         .map(|_| Done::Commit(()))
-                        .map_err(storage))
+                        .map_err(storage)
                     })
                 })
                 .await

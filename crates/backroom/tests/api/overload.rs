@@ -14,7 +14,7 @@ use crate::support::{Backend, TestApp};
 
 async fn carts_in_db(app: &TestApp) -> i64 {
     let mut r = app.db.read().await.unwrap();
-    backroom_db::on_conn!(&mut r.conn(), c => sqlx::query_scalar("SELECT COUNT(*) FROM carts").fetch_one(&mut *c).await.unwrap())
+    backroom_db::sql::query("SELECT COUNT(*) FROM carts").fetch_scalar(&mut r.conn()).await.unwrap()
 }
 
 both!(
