@@ -49,6 +49,11 @@ pub enum Pools {
         /// The group-commit writer's own connection (rusqlite, see [`writer`]), until the
         /// writer's thread takes it on the first write.
         own: Arc<std::sync::Mutex<Option<rusqlite::Connection>>>,
+        /// Taken by each write batch and by each [`Db::begin`] transaction for as long as it
+        /// runs: SQLite's own lock only polls (busy timeout), so under a steady stream of
+        /// batches a transaction of the other connection could wait for its turn until it
+        /// timed out. This queue is fair (first come, first served).
+        gate: Arc<tokio::sync::Mutex<()>>,
     },
     Postgres(PgPool),
 }
@@ -150,7 +155,8 @@ impl Db {
                     .await?;
                 let own = open_writer(base.get_filename(), opts.sqlite_synchronous_full).map_err(sql::from_lite)?;
                 let own = Arc::new(std::sync::Mutex::new(Some(own)));
-                Ok(Db::new(Pools::Sqlite { writer, reader, own }, opts))
+                let gate = Arc::default();
+                Ok(Db::new(Pools::Sqlite { writer, reader, own, gate }, opts))
             }
         }
     }
@@ -263,7 +269,10 @@ impl Pools {
             // IMMEDIATE: the write lock from the start, waiting (busy timeout) while the
             // group-commit writer's connection holds it, rather than failing later on a
             // snapshot that cannot be upgraded.
-            Pools::Sqlite { writer, .. } => Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await.map_err(storage)?),
+            Pools::Sqlite { writer, gate, .. } => {
+                let turn = gate.clone().lock_owned().await;
+                Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await.map_err(storage)?, turn)
+            }
             Pools::Postgres(pool) => Tx::Postgres(pool.begin().await.map_err(storage)?),
         })
     }
@@ -272,21 +281,23 @@ impl Pools {
 /// A write transaction on either database. Dropped without [`Tx::commit`], it rolls back,
 /// so a refused request never leaves half its writes behind.
 pub enum Tx {
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    /// With its turn at SQLite's write lock (see `Pools::Sqlite::gate`), given back when the
+    /// transaction ends.
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>, tokio::sync::OwnedMutexGuard<()>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
 impl Tx {
     pub async fn commit(self) -> Result<(), Error> {
         match self {
-            Tx::Sqlite(tx) => tx.commit().await.map_err(storage),
+            Tx::Sqlite(tx, _turn) => tx.commit().await.map_err(storage),
             Tx::Postgres(tx) => tx.commit().await.map_err(storage),
         }
     }
 
     pub fn dialect(&self) -> Dialect {
         match self {
-            Tx::Sqlite(_) => Dialect::Sqlite,
+            Tx::Sqlite(..) => Dialect::Sqlite,
             Tx::Postgres(_) => Dialect::Postgres,
         }
     }
@@ -338,7 +349,7 @@ impl ReadConn {
 impl Tx {
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
-            Tx::Sqlite(tx) => Conn::Sqlite(&mut *tx),
+            Tx::Sqlite(tx, _) => Conn::Sqlite(&mut *tx),
             Tx::Postgres(tx) => Conn::Postgres(&mut *tx),
         }
     }

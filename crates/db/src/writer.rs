@@ -187,9 +187,12 @@ impl Batcher {
             let (followup, followup_rx) = mpsc::unbounded_channel();
             let (stats, limits) = (self.stats.clone(), self.limits);
             match pools {
-                Pools::Sqlite { own, .. } => {
-                    let own = own.clone();
-                    spawn_sqlite_writer(move |conn| run(Store::Lite(conn), new_rx, followup_rx, stats, limits), own)
+                Pools::Sqlite { own, gate, .. } => {
+                    let (own, gate) = (own.clone(), gate.clone());
+                    spawn_sqlite_writer(
+                        move |conn| run(Store::Lite(conn, gate), new_rx, followup_rx, stats, limits),
+                        own,
+                    )
                 }
                 Pools::Postgres(pool) => {
                     drop(tokio::spawn(run(Store::Postgres(pool.clone()), new_rx, followup_rx, stats, limits)))
@@ -297,16 +300,17 @@ fn spawn_sqlite_writer<Fut>(
     }
 }
 
-/// Where the writer writes: PostgreSQL through the pool, or SQLite's writer connection.
+/// Where the writer writes: PostgreSQL through the pool, or SQLite's writer connection (with
+/// the turn queue it shares with `Db::begin`).
 enum Store {
     Postgres(sqlx::PgPool),
-    Lite(Arc<std::sync::Mutex<rusqlite::Connection>>),
+    Lite(Arc<std::sync::Mutex<rusqlite::Connection>>, Arc<tokio::sync::Mutex<()>>),
 }
 
 /// A batch's open transaction.
 enum Outer<'s> {
     Postgres(Tx),
-    Lite(&'s std::sync::Mutex<rusqlite::Connection>),
+    Lite(&'s std::sync::Mutex<rusqlite::Connection>, tokio::sync::MutexGuard<'s, ()>),
 }
 
 impl Store {
@@ -320,9 +324,10 @@ impl Store {
                 savepoint_sql(&mut tx, "SAVEPOINT job").await?;
                 Ok(Outer::Postgres(tx))
             }
-            Store::Lite(c) => {
+            Store::Lite(c, gate) => {
+                let turn = gate.lock().await;
                 lite(c, "BEGIN IMMEDIATE; SAVEPOINT job")?;
-                Ok(Outer::Lite(c))
+                Ok(Outer::Lite(c, turn))
             }
         }
     }
@@ -332,7 +337,7 @@ impl Outer<'_> {
     fn conn(&mut self) -> Conn<'_> {
         match self {
             Outer::Postgres(tx) => tx.conn(),
-            Outer::Lite(c) => Conn::Writer(c),
+            Outer::Lite(c, _) => Conn::Writer(c),
         }
     }
 
@@ -341,20 +346,20 @@ impl Outer<'_> {
     async fn savepoint(&mut self, sql: &'static str) -> Result<(), Error> {
         match self {
             Outer::Postgres(tx) => savepoint_sql(tx, sql).await,
-            Outer::Lite(c) => lite(c, sql),
+            Outer::Lite(c, _) => lite(c, sql),
         }
     }
 
     async fn commit(self) -> Result<(), Error> {
         match self {
             Outer::Postgres(tx) => tx.commit().await,
-            Outer::Lite(c) => lite(c, "COMMIT").inspect_err(|_| abort_lite(c)),
+            Outer::Lite(c, _turn) => lite(c, "COMMIT").inspect_err(|_| abort_lite(c)),
         }
     }
 
     /// Gives the transaction up (dropping a sqlx transaction rolls it back).
     fn abort(self) {
-        if let Outer::Lite(c) = self {
+        if let Outer::Lite(c, _turn) = self {
             abort_lite(c);
         }
     }

@@ -85,6 +85,40 @@ async fn check(db: Db) {
     // The writer carries on after all that.
     assert_eq!(insert(&db, 10_000, "commit").await.unwrap(), "committed");
     assert_eq!(count(&db, "SELECT COUNT(*) FROM writer_test WHERE id = 10000").await, 1);
+
+    // Transactions of their own (admin writes) get their turn while batches keep coming: on
+    // SQLite the writer's connection and `Db::begin`'s are two writers of one file.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..8i64)
+        .map(|k| {
+            let (db, stop) = (db.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0i64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    insert(&db, 100_000 + k * 100_000 + n, "commit").await.unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for i in 0..20i64 {
+        let mut tx = db.begin().await.unwrap();
+        backroom_db::sql::query("INSERT INTO writer_test (id, kind) VALUES ($1, 'commit')")
+            .bind(20_000 + i)
+            .execute(&mut tx.conn())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut loaded = 0;
+    for t in load {
+        loaded += t.await.unwrap();
+    }
+    assert!(loaded > 0, "the batches ran meanwhile");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM writer_test WHERE id >= 20000 AND id < 20020").await, 20);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM writer_test WHERE id >= 100000").await, loaded);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
