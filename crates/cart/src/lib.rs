@@ -289,7 +289,7 @@ impl Carts {
     }
 
     pub async fn get(&self, id: &str) -> Result<Cart> {
-        let mut r = self.db.read().await?;
+        let mut r = self.db.read_fast().await?;
         load(&mut r.conn(), id).await?.ok_or(Error::not_found("cart"))
     }
 

@@ -196,7 +196,7 @@ impl Catalog {
     /// Variants by id, in the order asked; unknown ids are left out.
     /// Variants by id as carts and checkout need them (two queries); unknown ids are skipped.
     pub async fn sellable(&self, ids: &[String]) -> Result<Vec<Sellable>> {
-        let mut r = self.db.read().await?;
+        let mut r = self.db.read_fast().await?;
         repo::sellable(&mut r.conn(), ids).await
     }
 

@@ -52,6 +52,8 @@ struct PriceRow {
     amount: i64,
 }
 
+backroom_db::from_row!(PriceRow { variant_id, currency, amount });
+
 #[derive(sqlx::FromRow)]
 struct ProductCategoryRow {
     product_id: String,
@@ -593,23 +595,29 @@ struct SellableRow {
     status: String,
 }
 
+backroom_db::from_row!(SellableRow { id, product_id, sku, title, allow_backorder, status });
+
 /// What selling variants needs, in two queries (carts and checkout run this on every call).
 pub async fn sellable(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Sellable>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let (rows, prices) = on_conn!(conn, c, DB => {
-        let mut qb = QueryBuilder::<DB>::new(
-            "SELECT v.id, v.product_id, v.sku, v.title, v.allow_backorder, p.status \
-             FROM variants v JOIN products p ON p.id = v.product_id WHERE v.id IN ",
-        );
-        push_in_list!(qb, ids);
-        let rows: Vec<SellableRow> = qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?;
-        let mut qb = QueryBuilder::<DB>::new("SELECT variant_id, currency, amount FROM variant_prices WHERE variant_id IN ");
-        push_in_list!(qb, ids);
-        let prices: Vec<PriceRow> = qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?;
-        (rows, prices)
-    });
+    let list = backroom_db::sql::in_list(ids.len(), 1);
+    let rows: Vec<SellableRow> = backroom_db::sql::query(format!(
+        "SELECT v.id, v.product_id, v.sku, v.title, v.allow_backorder, p.status \
+         FROM variants v JOIN products p ON p.id = v.product_id WHERE v.id IN {list}"
+    ))
+    .bind_all(ids.iter())
+    .fetch_all(conn)
+    .await
+    .map_err(storage)?;
+    let prices: Vec<PriceRow> = backroom_db::sql::query(format!(
+        "SELECT variant_id, currency, amount FROM variant_prices WHERE variant_id IN {list}"
+    ))
+    .bind_all(ids.iter())
+    .fetch_all(conn)
+    .await
+    .map_err(storage)?;
     let mut prices_by: HashMap<String, Vec<Money>> = HashMap::new();
     for p in &prices {
         prices_by.entry(p.variant_id.clone()).or_default().push(price_from_row(p)?);

@@ -296,7 +296,7 @@ impl Checkout {
     /// Step 1: reads the cart and the current price and sellability of every line (P4).
     async fn prepare(&self, cart_id: &str) -> Result<Prepared> {
         let cart = {
-            let mut r = self.db.read().await?;
+            let mut r = self.db.read_fast().await?;
             backroom_cart::load(&mut r.conn(), cart_id).await?
         };
         let Some(cart) = cart else { return Ok(Prepared::Ended(Outcome::CartNotFound)) };

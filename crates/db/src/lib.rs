@@ -54,6 +54,8 @@ pub enum Pools {
         /// batches a transaction of the other connection could wait for its turn until it
         /// timed out. This queue is fair (first come, first served).
         gate: Arc<tokio::sync::Mutex<()>>,
+        /// Readers for [`Db::read_fast`].
+        local: Arc<LocalReaders>,
     },
     Postgres(PgPool),
 }
@@ -156,7 +158,8 @@ impl Db {
                 let own = open_writer(base.get_filename(), opts.sqlite_synchronous_full).map_err(sql::from_lite)?;
                 let own = Arc::new(std::sync::Mutex::new(Some(own)));
                 let gate = Arc::default();
-                Ok(Db::new(Pools::Sqlite { writer, reader, own, gate }, opts))
+                let local = Arc::new(LocalReaders { path: base.get_filename().to_owned(), idle: Default::default() });
+                Ok(Db::new(Pools::Sqlite { writer, reader, own, gate, local }, opts))
             }
         }
     }
@@ -244,6 +247,16 @@ impl Db {
         })
     }
 
+    /// A reader for [`sql`] statements only (not [`on_conn!`]): on SQLite one that runs them in
+    /// the calling thread (see [`LocalReaders`]), on PostgreSQL a pooled connection. For the
+    /// short reads of hot paths; do not hold it across awaits of other work.
+    pub async fn read_fast(&self) -> Result<ReadConn, Error> {
+        match &self.pools {
+            Pools::Sqlite { local, .. } => local.take().map(ReadConn::Local),
+            Pools::Postgres(_) => self.read().await,
+        }
+    }
+
     /// Starts a write transaction of its own (admin writes, the worker). On SQLite it runs on
     /// the single writer connection, between the group-commit writer's batches. Hot paths use
     /// [`Db::write`] instead.
@@ -308,22 +321,23 @@ impl Tx {
 pub enum Conn<'a> {
     Sqlite(&'a mut sqlx::SqliteConnection),
     Postgres(&'a mut sqlx::PgConnection),
-    /// The SQLite writer's own connection, which write jobs get: statements on it run
-    /// synchronously on the writer's thread. Only [`sql`] statements run here; the sqlx calls
-    /// of [`on_conn!`] refuse it with an error.
-    Writer(&'a std::sync::Mutex<rusqlite::Connection>),
+    /// A SQLite connection of this thread's own (rusqlite): the writer's, which write jobs
+    /// get, or a reader of [`Db::read_fast`]. Statements on it run synchronously in the
+    /// calling thread, without a hand-off to a connection thread. Only [`sql`] statements run
+    /// here; the sqlx calls of [`on_conn!`] refuse it with an error.
+    Local(&'a std::sync::Mutex<rusqlite::Connection>),
 }
 
 impl Conn<'_> {
     pub fn dialect(&self) -> Dialect {
         match self {
-            Conn::Sqlite(_) | Conn::Writer(_) => Dialect::Sqlite,
+            Conn::Sqlite(_) | Conn::Local(_) => Dialect::Sqlite,
             Conn::Postgres(_) => Dialect::Postgres,
         }
     }
 }
 
-/// The error of sqlx code handed the writer's connection (see [`Conn::Writer`]): a bug that
+/// The error of sqlx code handed the writer's connection (see [`Conn::Local`]): a bug that
 /// the tests on SQLite find, answered as an internal error rather than a panic.
 #[doc(hidden)]
 pub fn sqlx_on_writer(at: &'static str) -> Error {
@@ -331,10 +345,12 @@ pub fn sqlx_on_writer(at: &'static str) -> Error {
     Error::internal(format!("{at}: sqlx code on the writer's connection (use backroom_db::sql)"))
 }
 
-/// A reader connection taken from the pool (on SQLite, from the read-only pool).
+/// A reader connection taken from the pool (on SQLite, from the read-only pool, or one of
+/// the in-thread readers of [`Db::read_fast`]).
 pub enum ReadConn {
     Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
     Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Local(LocalReader),
 }
 
 impl ReadConn {
@@ -342,6 +358,51 @@ impl ReadConn {
         match self {
             ReadConn::Sqlite(c) => Conn::Sqlite(&mut *c),
             ReadConn::Postgres(c) => Conn::Postgres(&mut *c),
+            ReadConn::Local(r) => Conn::Local(r.conn.as_ref().expect("held until dropped")),
+        }
+    }
+}
+
+/// Read-only SQLite connections that run statements in the calling thread (rusqlite), kept
+/// for reuse. A read of the hot path (a cart, a variant's price, stock) is a few indexed
+/// rows, microseconds of SQLite: through sqlx each statement was a hand-off to a connection
+/// thread and back, which cost more than the statement. As many are open as are used at
+/// once, which is bounded by the runtime's threads when readers are not held across awaits.
+#[derive(Debug)]
+pub struct LocalReaders {
+    path: std::path::PathBuf,
+    idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
+}
+
+/// Idle in-thread readers kept at most; more in use at once are opened and closed again.
+const LOCAL_READERS_KEPT: usize = 32;
+
+impl LocalReaders {
+    fn take(self: &Arc<Self>) -> Result<LocalReader, Error> {
+        let idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => open_reader(&self.path).map_err(|e| storage(sql::from_lite(e)))?,
+        };
+        Ok(LocalReader { conn: Some(std::sync::Mutex::new(conn)), home: self.clone() })
+    }
+}
+
+/// One in-thread reader, given back to its pool when dropped.
+#[derive(Debug)]
+pub struct LocalReader {
+    conn: Option<std::sync::Mutex<rusqlite::Connection>>,
+    home: Arc<LocalReaders>,
+}
+
+impl Drop for LocalReader {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            let c = c.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut idle = self.home.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if idle.len() < LOCAL_READERS_KEPT {
+                idle.push(c);
+            }
         }
     }
 }
@@ -371,7 +432,7 @@ macro_rules! on_conn {
                 let $c: &mut ::sqlx::PgConnection = &mut **inner;
                 $body
             }
-            $crate::Conn::Writer(_) => return Err($crate::sqlx_on_writer(concat!(file!(), ":", line!())).into()),
+            $crate::Conn::Local(_) => return Err($crate::sqlx_on_writer(concat!(file!(), ":", line!())).into()),
         }
     };
     ($conn:expr, $c:ident, $db:ident => $body:expr) => {
@@ -388,7 +449,7 @@ macro_rules! on_conn {
                 let $c: &mut ::sqlx::PgConnection = &mut **inner;
                 $body
             }
-            $crate::Conn::Writer(_) => return Err($crate::sqlx_on_writer(concat!(file!(), ":", line!())).into()),
+            $crate::Conn::Local(_) => return Err($crate::sqlx_on_writer(concat!(file!(), ":", line!())).into()),
         }
     };
 }
@@ -405,6 +466,19 @@ macro_rules! push_in_list {
         }
         $qb.push(")");
     }};
+}
+
+/// Opens an in-thread reader (read-only, so it can never take the write lock).
+fn open_reader(path: &Path) -> Result<rusqlite::Connection, rusqlite::Error> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.execute_batch("PRAGMA query_only = ON; PRAGMA temp_store = MEMORY;")?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
 }
 
 /// Opens the SQLite writer's own connection with the pragmas of sqlx's connections.

@@ -1,5 +1,5 @@
 //! Statements written once for every connection a [`Conn`] can be: sqlx's SQLite and
-//! PostgreSQL connections, and the SQLite writer's own connection ([`Conn::Writer`]), on which
+//! PostgreSQL connections, and the SQLite writer's own connection ([`Conn::Local`]), on which
 //! a statement runs synchronously in the writer's thread (no hand-off to another thread).
 //!
 //! ```ignore
@@ -145,7 +145,7 @@ impl<'q> Query<'q> {
     /// Runs the statement; the number of rows it changed.
     pub async fn execute(self, conn: &mut Conn<'_>) -> Result<u64, sqlx::Error> {
         match conn {
-            Conn::Writer(w) => {
+            Conn::Local(w) => {
                 let c = lock(w)?;
                 let mut stmt = self.prepare(&c)?;
                 stmt.raw_execute().map(|n| n as u64).map_err(from_lite)
@@ -162,13 +162,13 @@ impl<'q> Query<'q> {
     /// Every row the statement answers.
     pub async fn fetch_all<R: FromRow>(self, conn: &mut Conn<'_>) -> Result<Vec<R>, sqlx::Error> {
         match conn {
-            Conn::Writer(w) => {
+            Conn::Local(w) => {
                 let c = lock(w)?;
                 let mut stmt = self.prepare(&c)?;
                 let mut rows = stmt.raw_query();
                 let mut out = Vec::new();
                 while let Some(row) = rows.next().map_err(from_lite)? {
-                    out.push(R::from_row(&Row::Writer(row))?);
+                    out.push(R::from_row(&Row::Local(row))?);
                 }
                 Ok(out)
             }
@@ -190,12 +190,12 @@ impl<'q> Query<'q> {
     /// The first row the statement answers, if any.
     pub async fn fetch_optional<R: FromRow>(self, conn: &mut Conn<'_>) -> Result<Option<R>, sqlx::Error> {
         match conn {
-            Conn::Writer(w) => {
+            Conn::Local(w) => {
                 let c = lock(w)?;
                 let mut stmt = self.prepare(&c)?;
                 let mut rows = stmt.raw_query();
                 match rows.next().map_err(from_lite)? {
-                    Some(row) => R::from_row(&Row::Writer(row)).map(Some),
+                    Some(row) => R::from_row(&Row::Local(row)).map(Some),
                     None => Ok(None),
                 }
             }
@@ -288,7 +288,7 @@ pub fn in_list(n: usize, first: usize) -> String {
 
 /// A row of any connection; columns by position ([`Row::get`]) or name ([`Row::col`]).
 pub enum Row<'r> {
-    Writer(&'r rusqlite::Row<'r>),
+    Local(&'r rusqlite::Row<'r>),
     Sqlite(&'r SqliteRow),
     Postgres(&'r PgRow),
 }
@@ -297,7 +297,7 @@ impl Row<'_> {
     /// The column at `i` (from 0).
     pub fn get<T: Col>(&self, i: usize) -> Result<T, sqlx::Error> {
         match self {
-            Row::Writer(r) => {
+            Row::Local(r) => {
                 let v = r.get_ref(i).map_err(from_lite)?;
                 T::from_lite(v).map_err(|e| decode_error(i.to_string(), e))
             }
@@ -309,7 +309,7 @@ impl Row<'_> {
     /// The column named `name`.
     pub fn col<T: Col>(&self, name: &str) -> Result<T, sqlx::Error> {
         let i = match self {
-            Row::Writer(r) => r.as_ref().column_index(name).map_err(from_lite)?,
+            Row::Local(r) => r.as_ref().column_index(name).map_err(from_lite)?,
             Row::Sqlite(r) => r.try_column(name).map(sqlx::Column::ordinal)?,
             Row::Postgres(r) => r.try_column(name).map(sqlx::Column::ordinal)?,
         };

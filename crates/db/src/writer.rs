@@ -337,7 +337,7 @@ impl Outer<'_> {
     fn conn(&mut self) -> Conn<'_> {
         match self {
             Outer::Postgres(tx) => tx.conn(),
-            Outer::Lite(c, _) => Conn::Writer(c),
+            Outer::Lite(c, _) => Conn::Local(c),
         }
     }
 

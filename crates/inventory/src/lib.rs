@@ -15,7 +15,6 @@ use backroom_db::{Conn, Db, Dialect, on_conn, storage};
 use backroom_kernel::{Code, Error, Page, PageRequest, Result, id, now};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::QueryBuilder;
 
 /// The location that exists from the start and is used when none is named.
 pub const DEFAULT_LOCATION: &str = "loc_default";
@@ -328,16 +327,18 @@ impl Inventory {
         if variant_ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut r = self.db.read().await?;
-        let rows: Vec<(String, i64)> = on_conn!(&mut r.conn(), c, DB => {
-            let mut qb = QueryBuilder::<DB>::new(
-                "SELECT variant_id, CAST(SUM(CASE WHEN on_hand - reserved - allocated > 0 \
-                 THEN on_hand - reserved - allocated ELSE 0 END) AS BIGINT) FROM stock_levels WHERE variant_id IN ",
-            );
-            backroom_db::push_in_list!(qb, variant_ids);
-            qb.push(" GROUP BY variant_id");
-            qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?
-        });
+        let sql = format!(
+            "SELECT variant_id, CAST(SUM(CASE WHEN on_hand - reserved - allocated > 0 \
+             THEN on_hand - reserved - allocated ELSE 0 END) AS BIGINT) FROM stock_levels WHERE variant_id IN {} \
+             GROUP BY variant_id",
+            backroom_db::sql::in_list(variant_ids.len(), 1)
+        );
+        let mut r = self.db.read_fast().await?;
+        let rows: Vec<(String, i64)> = backroom_db::sql::query(sql)
+            .bind_all(variant_ids.iter())
+            .fetch_all(&mut r.conn())
+            .await
+            .map_err(storage)?;
         Ok(rows.into_iter().collect())
     }
 
