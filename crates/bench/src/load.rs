@@ -186,6 +186,10 @@ pub struct Report {
     /// The started server's resident memory during the measured run (where sampled).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_memory: Option<Rss>,
+    /// The started server's CPU time (user + system) per operation of the measured run, in
+    /// milliseconds: purchases for `checkout`, checkouts for `flash-sale`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_ms_per_op: Option<f64>,
     pub summary: String,
 }
 
@@ -200,6 +204,9 @@ impl std::fmt::Display for Report {
         }
         if let Some(rss) = &self.server_memory {
             writeln!(f, "{rss}")?;
+        }
+        if let Some(cpu) = self.server_cpu_ms_per_op {
+            writeln!(f, "  server CPU: {cpu:.3} ms per operation (process CPU time ÷ operations)")?;
         }
         writeln!(f, "{}", self.baselines)?;
         write!(f, "{}", self.summary)
@@ -557,6 +564,13 @@ async fn new_cart(client: &reqwest::Client, base: &str, variant: &str) -> Result
     Ok(id)
 }
 
+/// The started server's CPU milliseconds per operation since `before` (`None` for a server
+/// this bench did not start, or without `/proc`).
+fn cpu_per_op(server: &Server, before: Option<f64>, ops: usize) -> Option<f64> {
+    let (before, after) = (before?, crate::memory::cpu_seconds(server.pid()?)?);
+    (ops > 0).then(|| (after - before) * 1000.0 / ops as f64)
+}
+
 fn database_name(server: &Server) -> String {
     match &server.database_url {
         Some(u) if u.starts_with("postgres") => "PostgreSQL".into(),
@@ -575,6 +589,7 @@ pub async fn checkout(opts: &LoadOptions, skus: usize) -> anyhow::Result<Report>
     let (client, base, body) = (server.client.clone(), server.base.clone(), Arc::new(checkout_body()));
     let checkout_lat: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let memory = server.pid().and_then(|pid| crate::memory::Sampler::start(pid, Duration::from_millis(100)));
+    let cpu_before = server.pid().and_then(crate::memory::cpu_seconds);
     let purchases = {
         let checkout_lat = checkout_lat.clone();
         drive("purchase (cart+item+checkout)", opts.load(), opts.seconds as f64, None, move |i| {
@@ -599,6 +614,7 @@ pub async fn checkout(opts: &LoadOptions, skus: usize) -> anyhow::Result<Report>
         Some(m) => m.finish().await,
         None => None,
     };
+    let cpu = cpu_per_op(&server, cpu_before, purchases.ok);
     let lat = std::mem::take(&mut *checkout_lat.lock().expect("latencies"));
     let checkout_only = Run::new(
         "  of which the checkout request",
@@ -608,11 +624,12 @@ pub async fn checkout(opts: &LoadOptions, skus: usize) -> anyhow::Result<Report>
         Duration::from_secs_f64(purchases.seconds),
     );
     let summary = format!(
-        "summary: {:.0} purchases/s ({:.0} checkout requests/s) on {}, checkout p99 {:.1} ms; {:.2}× of GET /healthz{}",
+        "summary: {:.0} purchases/s ({:.0} checkout requests/s) on {}, checkout p99 {:.1} ms{}; {:.2}× of GET /healthz{}",
         purchases.throughput_per_s,
         checkout_only.throughput_per_s,
         database_name(&server),
         checkout_only.p99_ms,
+        cpu.map(|c| format!(", server CPU {c:.3} ms per purchase")).unwrap_or_default(),
         purchases.throughput_per_s * 3.0 / baselines.healthz_per_s.max(1.0),
         baselines
             .db_batched_per_s
@@ -629,6 +646,7 @@ pub async fn checkout(opts: &LoadOptions, skus: usize) -> anyhow::Result<Report>
         runs: vec![purchases, checkout_only],
         flash_sale: None,
         server_memory,
+        server_cpu_ms_per_op: cpu,
         summary,
     })
 }
@@ -700,6 +718,7 @@ pub async fn browse(opts: &LoadOptions, products: usize) -> anyhow::Result<Repor
         runs,
         flash_sale: None,
         server_memory: None,
+        server_cpu_ms_per_op: None,
         summary,
     })
 }
@@ -892,6 +911,7 @@ pub async fn flash_sale(opts: &LoadOptions, buyers: usize, units: i64) -> anyhow
     type Answer = (u16, String, bool, Duration, Duration);
     let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
     let memory = server.pid().and_then(|pid| crate::memory::Sampler::start(pid, Duration::from_millis(100)));
+    let cpu_before = server.pid().and_then(crate::memory::cpu_seconds);
     let start = Instant::now();
     let run = {
         let (client, base, body, answers) =
@@ -928,6 +948,7 @@ pub async fn flash_sale(opts: &LoadOptions, buyers: usize, units: i64) -> anyhow
         Some(m) => m.finish().await,
         None => None,
     };
+    let cpu = cpu_per_op(&server, cpu_before, buyers);
     let answers = std::mem::take(&mut *answers.lock().expect("answers"));
     let (mut placed, mut sold_out, mut overloaded) = (Vec::new(), Vec::new(), Vec::new());
     let (mut by_label, mut without_retry_after) = (BTreeMap::<String, usize>::new(), 0);
@@ -973,7 +994,7 @@ pub async fn flash_sale(opts: &LoadOptions, buyers: usize, units: i64) -> anyhow
         available: stock["available"].as_i64().unwrap_or(-1),
     };
     let summary = format!(
-        "summary: {} orders for {} units ({}), {}, {} turned away (503), {:.0} checkouts/s on {}{}",
+        "summary: {} orders for {} units ({}), {}, {} turned away (503), {:.0} checkouts/s on {}{}{}",
         fs.orders,
         fs.units,
         fs.verdict(),
@@ -986,6 +1007,7 @@ pub async fn flash_sale(opts: &LoadOptions, buyers: usize, units: i64) -> anyhow
         buyers as f64 / run.seconds.max(1e-9),
         database_name(&server),
         server_memory.map(|m| format!(", server RSS peak {:.0} MiB", m.peak_mib)).unwrap_or_default(),
+        cpu.map(|c| format!(", server CPU {c:.3} ms per checkout")).unwrap_or_default(),
     );
     Ok(Report {
         scenario: format!("flash-sale ({buyers} buyers, {units} units)"),
@@ -994,6 +1016,7 @@ pub async fn flash_sale(opts: &LoadOptions, buyers: usize, units: i64) -> anyhow
         runs: vec![run],
         flash_sale: Some(fs),
         server_memory,
+        server_cpu_ms_per_op: cpu,
         summary,
     })
 }
@@ -1030,6 +1053,7 @@ pub async fn storage(opts: &LoadOptions) -> anyhow::Result<Report> {
         runs: Vec::new(),
         flash_sale: None,
         server_memory: None,
+        server_cpu_ms_per_op: None,
         summary,
     })
 }

@@ -34,6 +34,23 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     parse_vm_rss(&status)
 }
 
+/// CPU time `pid` has used so far (user + system), in seconds, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    parse_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// `utime` and `stime` are the 14th and 15th fields, in clock ticks of `USER_HZ`, which Linux
+/// fixes at 100 for what it reports to user space. The 2nd field (the command) may hold
+/// spaces and parentheses, so fields are counted after its last `)`.
+fn parse_cpu_seconds(stat: &str) -> Option<f64> {
+    const USER_HZ: f64 = 100.0;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
+}
+
 fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line["VmRSS:".len()..].trim().strip_suffix("kB")?.trim().parse().ok()
@@ -97,5 +114,12 @@ mod tests {
         assert!(rss.samples >= 2, "{rss:?}");
         assert!(rss.start_mib > 0.0 && rss.end_mib > 0.0, "{rss:?}");
         assert!(rss.peak_mib >= rss.start_mib && rss.peak_mib >= rss.end_mib, "{rss:?}");
+    }
+
+    #[test]
+    fn cpu_time_is_read_after_the_command_field() {
+        let stat = "4242 (backroom (x) y) S 1 2 3 4 5 6 7 8 9 10 250 150 0 0 20 0 9 0 100 0 0";
+        assert_eq!(super::parse_cpu_seconds(stat), Some(4.0));
+        assert_eq!(super::parse_cpu_seconds("garbage"), None);
     }
 }
