@@ -326,7 +326,7 @@ impl Store {
             }
             Store::Lite(c, gate) => {
                 let turn = gate.lock().await;
-                lite(c, "BEGIN IMMEDIATE; SAVEPOINT job")?;
+                lite(c, "BEGIN IMMEDIATE; SAVEPOINT job").inspect_err(|_| abort_lite(c))?;
                 Ok(Outer::Lite(c, turn))
             }
         }

@@ -32,17 +32,22 @@ impl Delivery {
     /// Claims due events once and delivers them; answers how many were claimed.
     pub async fn step(&self) -> Result<usize> {
         let events = super::claim(&self.db, self.batch, self.lease).await?;
+        let mut done = Vec::with_capacity(events.len());
         for stored in &events {
-            let recorded = match self.deliver(stored).await {
-                Ok(()) => super::delivered(&self.db, stored.id).await,
+            match self.deliver(stored).await {
+                Ok(()) => done.push(stored.id),
                 Err(e) => {
                     tracing::warn!(event = stored.event_id, topic = stored.topic, error = %e, "outbox delivery failed; will retry");
-                    super::failed(&self.db, stored, &e).await
+                    if let Err(e) = super::failed(&self.db, stored, &e).await {
+                        tracing::warn!(event = stored.event_id, error = %e, "could not record a failed outbox delivery");
+                    }
                 }
-            };
-            if let Err(e) = recorded {
-                tracing::warn!(event = stored.event_id, error = %e, "could not record an outbox delivery");
             }
+        }
+        // One commit for the whole pass. Should it fail, the claims run out and the events are
+        // delivered again: consumers take events at least once.
+        if let Err(e) = super::delivered_all(&self.db, &done).await {
+            tracing::warn!(events = done.len(), error = %e, "could not record outbox deliveries");
         }
         Ok(events.len())
     }
