@@ -78,6 +78,7 @@ pub static METRICS: &[Metric] = &[
     metric!(Gauge "recovery_expired_attempts", "Payment attempts past their reservation's time, waiting for recovery"),
     // The write path
     metric!(Gauge "db_writer_queued_jobs", "Write jobs waiting for the writer"),
+    metric!(Counter "db_writer_retries_total", "Write jobs run again after losing a lock conflict (a deadlock victim, a serialization failure)"),
     metric!(
         Counter "db_writer_shed_total",
         "Write jobs refused before running, by reason (queue_full, deadline, cancelled)",

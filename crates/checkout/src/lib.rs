@@ -218,31 +218,37 @@ impl Checkout {
         let attempt_id = AttemptId::generate();
         let expires = now() + dur(self.settings.reservation_ttl);
         let (amount, provider_name) = (cart.total, provider.name());
-        let (job_key, job_order, job_attempt) = (key.clone(), order_id.clone(), attempt_id.clone());
         let reserved = self
             .db
-            .write(move |mut conn| {
-                Box::pin(async move {
-                    let key = job_key;
-                    if !backroom_cart::transition(&mut conn, &key.scope, CartStatus::Open, CartStatus::CheckingOut)
-                        .await?
-                    {
-                        // Checked out meanwhile, or being checked out (maybe under this very key).
-                        let status = backroom_cart::load(&mut conn, &key.scope).await?.map(|c| c.status);
-                        return Ok(Done::Rollback(Err(status_outcome(status))));
-                    }
-                    if let Err(short) = reservations::reserve(&mut conn, &job_order, &lines, expires, ACTOR).await? {
-                        return Ok(Done::Rollback(Err(Outcome::InsufficientStock { items: short })));
-                    }
-                    backroom_orders::create(&mut conn, &order).await?;
-                    backroom_payments::create_attempt(&mut conn, &job_attempt, &job_order, provider_name, amount)
-                        .await?;
-                    match idempotency::claim(&mut conn, &key.scope, &key.key, &key.hash, Some(&order.id), None).await? {
-                        Begin::New => Ok(Done::Commit(Ok(Begin::New))),
-                        // The key was used before: nothing of this job stays.
-                        other => Ok(Done::Rollback(Ok(other))),
-                    }
-                })
+            // A deadlock victim (processes racing for one hot SKU on PostgreSQL) runs again.
+            .write_retrying(|| {
+                let (key, job_order, job_attempt) = (key.clone(), order_id.clone(), attempt_id.clone());
+                let (lines, order) = (lines.clone(), order.clone());
+                move |mut conn| {
+                    Box::pin(async move {
+                        if !backroom_cart::transition(&mut conn, &key.scope, CartStatus::Open, CartStatus::CheckingOut)
+                            .await?
+                        {
+                            // Checked out meanwhile, or being checked out (maybe under this very key).
+                            let status = backroom_cart::load(&mut conn, &key.scope).await?.map(|c| c.status);
+                            return Ok(Done::Rollback(Err(status_outcome(status))));
+                        }
+                        if let Err(short) = reservations::reserve(&mut conn, &job_order, &lines, expires, ACTOR).await?
+                        {
+                            return Ok(Done::Rollback(Err(Outcome::InsufficientStock { items: short })));
+                        }
+                        backroom_orders::create(&mut conn, &order).await?;
+                        backroom_payments::create_attempt(&mut conn, &job_attempt, &job_order, provider_name, amount)
+                            .await?;
+                        match idempotency::claim(&mut conn, &key.scope, &key.key, &key.hash, Some(&order.id), None)
+                            .await?
+                        {
+                            Begin::New => Ok(Done::Commit(Ok(Begin::New))),
+                            // The key was used before: nothing of this job stays.
+                            other => Ok(Done::Rollback(Ok(other))),
+                        }
+                    }) as backroom_db::writer::BoxFuture<'_, _>
+                }
             })
             .await?;
         match reserved {
@@ -407,9 +413,15 @@ impl Checkout {
     async fn settle(&self, order_id: &OrderId, attempt_id: &AttemptId, status: ChargeStatus) -> Result<Outcome> {
         let (order_id, attempt_id) = (order_id.clone(), attempt_id.clone());
         // A follow-up: the reservation is committed, so this job is never shed by a full queue.
+        // A deadlock victim runs again.
         self.db
-            .write_followup(move |mut conn| {
-                Box::pin(async move { Ok(Done::Commit(settle_in(&mut conn, &order_id, &attempt_id, status).await?)) })
+            .write_followup_retrying(|| {
+                let (order_id, attempt_id, status) = (order_id.clone(), attempt_id.clone(), status.clone());
+                move |mut conn| {
+                    Box::pin(
+                        async move { Ok(Done::Commit(settle_in(&mut conn, &order_id, &attempt_id, status).await?)) },
+                    ) as backroom_db::writer::BoxFuture<'_, _>
+                }
             })
             .await
     }

@@ -210,6 +210,48 @@ impl Db {
         self.batcher.write(&self.pools, writer::Lane::Followup, f).await
     }
 
+    /// [`Db::write`] of the job `make` builds, run again (up to [`WRITE_TRIES`] times in all)
+    /// while it loses a lock conflict: on PostgreSQL two batches of different processes can
+    /// lock the same hot stock rows in opposite orders, and one is chosen as the deadlock
+    /// victim. Its job was rolled back to its savepoint, so running it again is safe, and
+    /// the client gets an answer rather than a `503`.
+    pub async fn write_retrying<T, F>(&self, make: impl Fn() -> F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(Conn<'c>) -> writer::BoxFuture<'c, Result<writer::Done<T>, Error>> + Send + 'static,
+    {
+        self.retrying(writer::Lane::New, make).await
+    }
+
+    /// [`Db::write_followup`] with the retries of [`Db::write_retrying`].
+    pub async fn write_followup_retrying<T, F>(&self, make: impl Fn() -> F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(Conn<'c>) -> writer::BoxFuture<'c, Result<writer::Done<T>, Error>> + Send + 'static,
+    {
+        self.retrying(writer::Lane::Followup, make).await
+    }
+
+    async fn retrying<T, F>(&self, lane: writer::Lane, make: impl Fn() -> F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(Conn<'c>) -> writer::BoxFuture<'c, Result<writer::Done<T>, Error>> + Send + 'static,
+    {
+        let mut tries = 1;
+        loop {
+            match self.batcher.write(&self.pools, lane, make()).await {
+                Err(e) if tries < WRITE_TRIES && is_lock_conflict(&e) => {
+                    metrics::counter!("db_writer_retries_total").increment(1);
+                    tracing::debug!(error = %e, tries, "a write job lost a lock conflict; running it again");
+                    // The winner's batch commits meanwhile; a short wait keeps the two apart.
+                    tokio::time::sleep(Duration::from_millis(2 * tries as u64)).await;
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// What this process's group-commit writer has done so far.
     pub fn writer_stats(&self) -> writer::Stats {
         self.batcher.stats()
@@ -508,6 +550,17 @@ pub fn storage(e: sqlx::Error) -> Error {
         ref other if is_transient(other) => Error::Unavailable(Box::new(e)),
         other => Error::Internal(Box::new(other)),
     }
+}
+
+/// Most runs of one job by [`Db::write_retrying`].
+pub const WRITE_TRIES: u32 = 4;
+
+/// Whether `e` is a job's loss of a lock conflict (deadlock victim, serialization failure,
+/// lock timeout): nothing of the job was kept, and running it again may work.
+pub fn is_lock_conflict(e: &Error) -> bool {
+    matches!(e, Error::Unavailable(src) if src.downcast_ref::<sqlx::Error>().is_some_and(|e| {
+        e.as_database_error().and_then(|d| d.code()).is_some_and(|c| matches!(&*c, "40P01" | "40001" | "55P03"))
+    }))
 }
 
 /// Whether a database error is worth retrying: PostgreSQL's deadlock (40P01), serialization

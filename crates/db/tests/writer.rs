@@ -134,3 +134,70 @@ async fn writer_on_postgres() {
         check(Db::connect(&ConnectOptions::new(url)).await.unwrap()).await;
     }
 }
+
+/// A job that bumps row `first`, waits, then bumps row `second`, counting its runs.
+fn bump_both(
+    runs: Arc<std::sync::atomic::AtomicU32>,
+    first: i64,
+    second: i64,
+) -> impl for<'c> FnOnce(backroom_db::Conn<'c>) -> backroom_db::writer::BoxFuture<'c, Result<Done<()>, Error>> + Send + 'static
+{
+    move |mut conn| {
+        Box::pin(async move {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let bump = "UPDATE deadlock_test SET n = n + 1 WHERE id = $1";
+            backroom_db::sql::query(bump).bind(first).execute(&mut conn).await.map_err(storage)?;
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            backroom_db::sql::query(bump).bind(second).execute(&mut conn).await.map_err(storage)?;
+            Ok(Done::Commit(()))
+        })
+    }
+}
+
+/// Two processes' writers lock two rows in opposite orders. On PostgreSQL one job is chosen as
+/// the deadlock victim and `write_retrying` runs it again, so both answer `Ok` and both
+/// increments stay; on SQLite the second simply waits for the first.
+async fn deadlock_victims_run_again(url: &str) {
+    let (a, b) =
+        (Db::connect(&ConnectOptions::new(url)).await.unwrap(), Db::connect(&ConnectOptions::new(url)).await.unwrap());
+    a.migrate().await.unwrap();
+    let mut tx = a.begin().await.unwrap();
+    for sql in [
+        "CREATE TABLE deadlock_test (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)",
+        "INSERT INTO deadlock_test VALUES (1, 0), (2, 0)",
+    ] {
+        backroom_db::sql::query(sql).execute(&mut tx.conn()).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let job = |first: i64, second: i64| {
+        let runs = runs.clone();
+        move || bump_both(runs.clone(), first, second)
+    };
+    let (x, y) = tokio::join!(a.write_retrying(job(1, 2)), b.write_retrying(job(2, 1)));
+    x.unwrap();
+    y.unwrap();
+    assert_eq!(
+        count(&a, "SELECT CAST(SUM(n) AS BIGINT) FROM deadlock_test").await,
+        4,
+        "both jobs' writes stay, once each"
+    );
+    let runs = runs.load(std::sync::atomic::Ordering::SeqCst);
+    match a.dialect() {
+        backroom_db::Dialect::Postgres => assert_eq!(runs, 3, "the deadlock victim ran again"),
+        backroom_db::Dialect::Sqlite => assert_eq!(runs, 2, "SQLite's writers wait for each other"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deadlock_victims_run_again_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    deadlock_victims_run_again(&backroom_db::sqlite_url_in(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deadlock_victims_run_again_on_postgres() {
+    if let Some(pg) = backroom_db::testing::fresh_postgres().await {
+        deadlock_victims_run_again(pg.url()).await;
+    }
+}
