@@ -339,12 +339,12 @@ impl Carts {
         let wanted = existing + input.quantity;
         check_quantity(wanted)?;
         self.check_available(&variant, wanted).await?;
-        let (cart_id, quantity) = (cart_id.to_owned(), input.quantity);
+        let (job_cart, quantity) = (cart_id.to_owned(), input.quantity);
         self.db
             .write(move |mut conn| {
                 Box::pin(async move {
                     // Re-checked in the write transaction: the cart may have been checked out meanwhile.
-                    if !transition(&mut conn, &cart_id, CartStatus::Open, CartStatus::Open).await? {
+                    if !transition(&mut conn, &job_cart, CartStatus::Open, CartStatus::Open).await? {
                         return Err(cart_not_open(CartStatus::CheckingOut));
                     }
                     // Exact here (the cart row is held by the transition above): concurrent
@@ -352,7 +352,7 @@ impl Carts {
                     let others: i64 = backroom_db::sql::query(
                         "SELECT COUNT(*) FROM cart_items WHERE cart_id = $1 AND variant_id <> $2",
                     )
-                    .bind(&cart_id)
+                    .bind(&job_cart)
                     .bind(&variant.variant_id)
                     .fetch_scalar(&mut conn)
                     .await
@@ -366,7 +366,7 @@ impl Carts {
                          ON CONFLICT (cart_id, variant_id) DO UPDATE SET quantity = cart_items.quantity + excluded.quantity",
                     )
                     .bind(id::new("item"))
-                    .bind(&cart_id)
+                    .bind(&job_cart)
                     .bind(&variant.variant_id)
                     .bind(&variant.sku)
                     .bind(&variant.title)
@@ -383,11 +383,12 @@ impl Carts {
                             storage(e)
                         }
                     })?;
-                    let cart = load(&mut conn, &cart_id).await?.ok_or(Error::not_found("cart"))?;
-                    Ok(Done::Commit(cart))
+                    Ok(Done::Commit(()))
                 })
             })
-            .await
+            .await?;
+        // Read back after the commit, by an in-thread reader: the writer's time goes to writes.
+        self.get(cart_id).await
     }
 
     /// Sets a line's quantity.
@@ -420,11 +421,11 @@ impl Carts {
     }
 
     async fn change_item(&self, cart_id: &str, item_id: &str, quantity: Option<i64>) -> Result<Cart> {
-        let (cart_id, item_id) = (cart_id.to_owned(), item_id.to_owned());
+        let (job_cart, item_id) = (cart_id.to_owned(), item_id.to_owned());
         self.db
             .write(move |mut conn| {
                 Box::pin(async move {
-                    if !transition(&mut conn, &cart_id, CartStatus::Open, CartStatus::Open).await? {
+                    if !transition(&mut conn, &job_cart, CartStatus::Open, CartStatus::Open).await? {
                         return Err(cart_not_open(CartStatus::CheckingOut));
                     }
                     let q = match quantity {
@@ -432,20 +433,20 @@ impl Carts {
                             "UPDATE cart_items SET quantity = $3 WHERE id = $1 AND cart_id = $2",
                         )
                         .bind(&item_id)
-                        .bind(&cart_id)
+                        .bind(&job_cart)
                         .bind(q),
                         None => backroom_db::sql::query("DELETE FROM cart_items WHERE id = $1 AND cart_id = $2")
                             .bind(&item_id)
-                            .bind(&cart_id),
+                            .bind(&job_cart),
                     };
                     let n = q.execute(&mut conn).await.map_err(storage)?;
                     if n == 0 {
                         return Err(Error::not_found("cart item"));
                     }
-                    let cart = load(&mut conn, &cart_id).await?.ok_or(Error::not_found("cart"))?;
-                    Ok(Done::Commit(cart))
+                    Ok(Done::Commit(()))
                 })
             })
-            .await
+            .await?;
+        self.get(cart_id).await
     }
 }
