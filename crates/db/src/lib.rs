@@ -41,8 +41,8 @@ pub struct Db {
 #[derive(Debug, Clone)]
 pub enum Pools {
     Sqlite {
-        /// Exactly one connection: SQLite allows one writer at a time, so writes queue here
-        /// instead of spinning on `SQLITE_BUSY`.
+        /// One connection for `Db::begin` transactions and migrations. SQLite allows one
+        /// writer at a time: these and the group-commit writer's batches take turns (`gate`).
         writer: SqlitePool,
         /// Readers see the last committed state (WAL) and never block the writer.
         reader: SqlitePool,
@@ -141,7 +141,7 @@ impl Db {
                 let writer = SqlitePoolOptions::new()
                     .max_connections(1)
                     .min_connections(1)
-                    // One connection for the life of the process: its thread is pinned (writer.rs).
+                    // One connection for the life of the process.
                     .idle_timeout(None)
                     .max_lifetime(None)
                     .acquire_timeout(Duration::from_secs(30))
