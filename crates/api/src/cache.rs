@@ -21,7 +21,7 @@ use backroom_db::outbox::{Batch, BoxFuture, Consumer, Event};
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
-use crate::routes::store::StoreProduct;
+use crate::views::Touched;
 
 /// What public catalog answers say to browsers and CDNs: short-lived, revalidated by ETag.
 pub const CACHE_CONTROL: &str = "public, max-age=5, stale-while-revalidate=30";
@@ -36,49 +36,19 @@ struct Entry {
     content_type: HeaderValue,
 }
 
-/// The response cache of one process, and the storefront view of single products that
-/// search results are assembled from (popular products recur across many searches).
+/// The response cache of one process. (Search result pages are assembled from the
+/// storefront views of [`crate::views`], which change per product.)
 #[derive(Default)]
 pub struct ResponseCache {
     generation: AtomicU64,
     entries: RwLock<HashMap<String, (u64, Entry)>>,
-    products: RwLock<HashMap<String, (u64, Arc<StoreProduct>)>>,
 }
 
 impl ResponseCache {
-    /// Forgets every cached answer and product.
+    /// Forgets every cached answer.
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.write().expect("cache lock").clear();
-        self.products.write().expect("cache lock").clear();
-    }
-
-    /// The current generation, to pass back to [`ResponseCache::put_products`].
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
-    }
-
-    /// Cached products among `ids`.
-    pub fn products(&self, ids: &[String]) -> HashMap<String, Arc<StoreProduct>> {
-        let generation = self.generation();
-        let products = self.products.read().expect("cache lock");
-        ids.iter()
-            .filter_map(|id| products.get(id).filter(|(g, _)| *g == generation).map(|(_, p)| (id.clone(), p.clone())))
-            .collect()
-    }
-
-    /// Caches products read when the generation was `generation` (unless it moved since).
-    pub fn put_products(&self, generation: u64, items: &[Arc<StoreProduct>]) {
-        let mut products = self.products.write().expect("cache lock");
-        if self.generation() != generation {
-            return;
-        }
-        if products.len() + items.len() > MAX_ENTRIES {
-            products.clear();
-        }
-        for p in items {
-            products.insert(p.id.clone(), (generation, p.clone()));
-        }
     }
 
     fn get(&self, key: &str) -> Option<Entry> {
@@ -102,8 +72,8 @@ impl ResponseCache {
 }
 
 /// Drops this process's cached answers when the catalog or stock changed in any process: a
-/// broadcast outbox [`Consumer`], run after the search index's (so an answer cached after
-/// the drop already comes from the updated index).
+/// broadcast outbox [`Consumer`], run after the search index's and the storefront views'
+/// (so an answer cached after the drop already comes from the updated index and views).
 pub struct Invalidation(pub Arc<ResponseCache>);
 
 impl Consumer for Invalidation {
@@ -164,7 +134,8 @@ fn is_public_catalog(path: &str) -> bool {
 
 /// The middleware: serves public catalog GETs from the cache, and invalidates the cache
 /// after every write through this process that can change what the catalog shows (admin
-/// writes, checkouts).
+/// writes, checkouts), marking the storefront views the write touched stale (its handler
+/// says which with a [`Touched`] response extension; without one, all of them).
 pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     if method != Method::GET && method != Method::HEAD {
@@ -173,6 +144,10 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         let changes_catalog = path.starts_with("/admin/") || path.ends_with("/checkout");
         let res = next.run(req).await;
         if changes_catalog && (res.status().is_success() || res.status() == StatusCode::PAYMENT_REQUIRED) {
+            match res.extensions().get::<Touched>() {
+                Some(touched) => s.views.touch(touched),
+                None => s.views.mark_all_stale(),
+            }
             s.cache.invalidate();
         }
         return res;

@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod pci;
 pub mod routes;
 pub mod telemetry;
+pub mod views;
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -67,6 +68,9 @@ pub struct Services {
     pub search: Option<std::sync::Arc<backroom_search::SearchIndex>>,
     /// Cached public catalog answers; see [`cache`].
     pub cache: std::sync::Arc<cache::ResponseCache>,
+    /// The storefront view of every published product, that search pages are made of; see
+    /// [`views`].
+    pub views: std::sync::Arc<views::ProductViews>,
     pub metrics: PrometheusHandle,
     /// Browser origins allowed by CORS (`BACKROOM_CORS_ORIGINS`); none by default.
     pub cors_origins: std::sync::Arc<Vec<axum::http::HeaderValue>>,
@@ -95,6 +99,7 @@ impl AppState {
             orders: Orders::new(db.clone()),
             search,
             cache: Default::default(),
+            views: Default::default(),
             metrics: metrics_handle(),
             cors_origins: Default::default(),
             request_timeout: Duration::from_secs(30),

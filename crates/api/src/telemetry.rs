@@ -53,6 +53,8 @@ pub static METRICS: &[Metric] = &[
         "Public catalog answers served from this process's cache (hit) or computed (miss)",
         &[&[("result", "hit")], &[("result", "miss")]]
     ),
+    metric!(Gauge "product_views", "Published products whose storefront view this process holds (search pages are made of them)"),
+    metric!(Counter "product_views_db_loads_total", "Searches that had to load storefront views from the database (products without a current view)"),
     // Checkout and payments
     metric!(
         Counter "checkout_outcomes_total",

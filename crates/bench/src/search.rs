@@ -113,6 +113,25 @@ pub async fn run(o: SearchOptions) -> anyhow::Result<()> {
     let searches = crate::catalog::search_urls(&base, 5_000, 42);
     let details: Vec<String> =
         handles.iter().step_by((handles.len() / 5_000).max(1)).map(|h| format!("{base}/store/products/{h}")).collect();
+    // Search pages are made of the server's storefront views, loaded when it starts: measure
+    // once they are (a server without them answers from the database meanwhile).
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(600) {
+        let text = match client.get(format!("{base}/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let views = text
+            .lines()
+            .find_map(|l| l.strip_prefix("product_views "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if views > 0.0 {
+            eprintln!("storefront views loaded ({views} products) after {:.1}s", started.elapsed().as_secs_f64());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     eprintln!("warming up");
     let (seconds, secs) = (o.seconds, o.seconds as f64);
     let (searches, details) = (Arc::new(searches), Arc::new(details));

@@ -2,9 +2,9 @@
 //! of [`crate::access`], checked before the handler runs; every handler takes [`Staff`], which
 //! only a route of that table can hand it.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use backroom_auth::{ApiKey, Role};
 use backroom_catalog::{
     Category, CategoryPatch, NewCategory, NewProduct, NewVariant, Product, ProductFilter, ProductPatch, ProductStatus,
@@ -18,6 +18,7 @@ use crate::AppState;
 use crate::error::{ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery, Staff};
 use crate::routes::Routes;
+use crate::views::Touched;
 
 /// The admin catalog, stock and key routes. Each line states the permission the route needs
 /// and whether its body is product data (not scanned for card numbers) or scanned.
@@ -140,8 +141,9 @@ pub async fn create_product(
     State(s): State<AppState>,
     _staff: Staff,
     ApiJson(body): ApiJson<NewProduct>,
-) -> ApiResult<(StatusCode, Json<Product>)> {
-    Ok((StatusCode::CREATED, Json(s.catalog.create_product(&body).await?)))
+) -> ApiResult<(StatusCode, Extension<Touched>, Json<Product>)> {
+    let product = s.catalog.create_product(&body).await?;
+    Ok((StatusCode::CREATED, Extension(Touched::product(&product.id)), Json(product)))
 }
 
 /// Get a product
@@ -167,8 +169,9 @@ pub async fn update_product(
     _staff: Staff,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ProductPatch>,
-) -> ApiResult<Json<Product>> {
-    Ok(Json(s.catalog.update_product(&id, &body).await?))
+) -> ApiResult<(Extension<Touched>, Json<Product>)> {
+    let product = s.catalog.update_product(&id, &body).await?;
+    Ok((Extension(Touched::product(&product.id)), Json(product)))
 }
 
 /// Delete a product
@@ -177,9 +180,13 @@ pub async fn update_product(
 /// history, and orders keep their lines.
 #[utoipa::path(delete, path = "/admin/products/{id}", tag = "catalog", params(("id" = String, Path)),
     responses((status = 204, description = "Deleted"), (status = 404, description = "`not_found`: no such product", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
-pub async fn delete_product(State(s): State<AppState>, _staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_product(
+    State(s): State<AppState>,
+    _staff: Staff,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Extension<Touched>)> {
     s.catalog.delete_product(&id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok((StatusCode::NO_CONTENT, Extension(Touched::product(id))))
 }
 
 /// Add a variant
@@ -201,8 +208,9 @@ pub async fn add_variant(
     _staff: Staff,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<NewVariant>,
-) -> ApiResult<(StatusCode, Json<Variant>)> {
-    Ok((StatusCode::CREATED, Json(s.catalog.add_variant(&id, &body).await?)))
+) -> ApiResult<(StatusCode, Extension<Touched>, Json<Variant>)> {
+    let variant = s.catalog.add_variant(&id, &body).await?;
+    Ok((StatusCode::CREATED, Extension(Touched::product(&variant.product_id)), Json(variant)))
 }
 
 /// Get a variant
@@ -228,8 +236,9 @@ pub async fn update_variant(
     _staff: Staff,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<VariantPatch>,
-) -> ApiResult<Json<Variant>> {
-    Ok(Json(s.catalog.update_variant(&id, &body).await?))
+) -> ApiResult<(Extension<Touched>, Json<Variant>)> {
+    let variant = s.catalog.update_variant(&id, &body).await?;
+    Ok((Extension(Touched::product(&variant.product_id)), Json(variant)))
 }
 
 /// Delete a variant
@@ -237,9 +246,14 @@ pub async fn update_variant(
 /// Deletes the variant and its stock levels; orders keep their lines.
 #[utoipa::path(delete, path = "/admin/variants/{variant_id}", tag = "catalog", params(("variant_id" = String, Path)),
     responses((status = 204, description = "Deleted"), (status = 404, description = "`not_found`: no such variant", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
-pub async fn delete_variant(State(s): State<AppState>, _staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_variant(
+    State(s): State<AppState>,
+    _staff: Staff,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Extension<Touched>)> {
+    let variant = s.catalog.variant(&id).await?;
     s.catalog.delete_variant(&id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok((StatusCode::NO_CONTENT, Extension(Touched::product(variant.product_id))))
 }
 
 // ---- stock ----------------------------------------------------------------------------------
@@ -259,9 +273,10 @@ pub async fn set_stock(
     staff: Staff,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<SetStock>,
-) -> ApiResult<Json<StockLevel>> {
+) -> ApiResult<(Extension<Touched>, Json<StockLevel>)> {
     let variant = s.catalog.variant(&id).await?;
-    Ok(Json(s.inventory.set_on_hand(&variant.id, &body, variant.allow_backorder, &staff.key_id).await?))
+    let level = s.inventory.set_on_hand(&variant.id, &body, variant.allow_backorder, &staff.key_id).await?;
+    Ok((Extension(Touched::product(variant.product_id)), Json(level)))
 }
 
 /// Get a variant's stock
@@ -324,8 +339,8 @@ pub async fn create_location(
     State(s): State<AppState>,
     _staff: Staff,
     ApiJson(body): ApiJson<NewLocation>,
-) -> ApiResult<(StatusCode, Json<StockLocation>)> {
-    Ok((StatusCode::CREATED, Json(s.inventory.create_location(&body).await?)))
+) -> ApiResult<(StatusCode, Extension<Touched>, Json<StockLocation>)> {
+    Ok((StatusCode::CREATED, Extension(Touched::nothing()), Json(s.inventory.create_location(&body).await?)))
 }
 
 // ---- categories -----------------------------------------------------------------------------
@@ -353,8 +368,8 @@ pub async fn create_category(
     State(s): State<AppState>,
     _staff: Staff,
     ApiJson(body): ApiJson<NewCategory>,
-) -> ApiResult<(StatusCode, Json<Category>)> {
-    Ok((StatusCode::CREATED, Json(s.catalog.create_category(&body).await?)))
+) -> ApiResult<(StatusCode, Extension<Touched>, Json<Category>)> {
+    Ok((StatusCode::CREATED, Extension(Touched::nothing()), Json(s.catalog.create_category(&body).await?)))
 }
 
 /// Get a category
@@ -382,8 +397,9 @@ pub async fn update_category(
     _staff: Staff,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CategoryPatch>,
-) -> ApiResult<Json<Category>> {
-    Ok(Json(s.catalog.update_category(&id, &body).await?))
+) -> ApiResult<(Extension<Touched>, Json<Category>)> {
+    let category = s.catalog.update_category(&id, &body).await?;
+    Ok((Extension(Touched::category(&category.id)), Json(category)))
 }
 
 /// Delete a category
@@ -395,9 +411,9 @@ pub async fn delete_category(
     State(s): State<AppState>,
     _staff: Staff,
     Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<(StatusCode, Extension<Touched>)> {
     s.catalog.delete_category(&id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok((StatusCode::NO_CONTENT, Extension(Touched::category(id))))
 }
 
 // ---- API keys -------------------------------------------------------------------------------
@@ -444,9 +460,9 @@ pub async fn create_key(
     State(s): State<AppState>,
     _staff: Staff,
     ApiJson(body): ApiJson<NewApiKey>,
-) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
+) -> ApiResult<(StatusCode, Extension<Touched>, Json<CreatedApiKey>)> {
     let (key, token) = s.auth.create_key(&body.name, body.role).await?;
-    Ok((StatusCode::CREATED, Json(CreatedApiKey { key, token })))
+    Ok((StatusCode::CREATED, Extension(Touched::nothing()), Json(CreatedApiKey { key, token })))
 }
 
 /// Revoke an API key
@@ -454,7 +470,11 @@ pub async fn create_key(
 /// The key stops working at once; it stays listed, with `revoked_at`.
 #[utoipa::path(delete, path = "/admin/api-keys/{id}", tag = "auth", params(("id" = String, Path)),
     responses((status = 204, description = "Revoked"), (status = 404, description = "`not_found`: no such key", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
-pub async fn revoke_key(State(s): State<AppState>, _staff: Staff, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn revoke_key(
+    State(s): State<AppState>,
+    _staff: Staff,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Extension<Touched>)> {
     s.auth.revoke_key(&id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok((StatusCode::NO_CONTENT, Extension(Touched::nothing())))
 }

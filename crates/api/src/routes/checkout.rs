@@ -16,6 +16,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery, Staff};
 use crate::routes::Routes;
+use crate::views::Touched;
 
 /// Carts and checkout (public: a cart's id is its secret), and the admin order views.
 pub fn routes(r: &mut Routes) {
@@ -120,6 +121,17 @@ pub async fn remove_item(
 }
 
 /// The HTTP answer of a checkout outcome. Deterministic, so a replay is byte-identical.
+/// The stock a checkout's outcome changed: the allocated lines of an order (a declined
+/// payment released what it allocated; the other outcomes allocated nothing).
+fn touched(outcome: &Outcome) -> Touched {
+    match outcome {
+        Outcome::Placed { order } | Outcome::PaymentPending { order } => {
+            Touched::variants(order.items.iter().map(|l| l.variant_id.clone()).collect())
+        }
+        _ => Touched::nothing(),
+    }
+}
+
 fn respond(outcome: &Outcome) -> Response {
     match outcome {
         Outcome::Placed { order } => (StatusCode::CREATED, Json(order)).into_response(),
@@ -206,6 +218,8 @@ pub async fn checkout(
             metrics::counter!("checkout_outcomes_total", "result" => "replayed").increment(1);
             let mut res = respond(&outcome);
             res.headers_mut().insert("idempotency-replayed", HeaderValue::from_static("true"));
+            // The first answer told what it changed.
+            res.extensions_mut().insert(Touched::nothing());
             Ok(res)
         }
         Ok(Answer::New(outcome)) => {
@@ -213,7 +227,9 @@ pub async fn checkout(
             if let Outcome::InsufficientStock { items } = &outcome {
                 metrics::counter!("stock_conflicts_total").increment(items.len() as u64);
             }
-            Ok(respond(&outcome))
+            let mut res = respond(&outcome);
+            res.extensions_mut().insert(touched(&outcome));
+            Ok(res)
         }
         Err(e) => {
             // Nothing was reserved or charged unless the key was claimed with an order; then

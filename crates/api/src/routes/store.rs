@@ -229,51 +229,16 @@ pub fn check_q(q: Option<String>) -> Result<Option<String>, Error> {
 async fn to_store(s: &AppState, products: Vec<Product>) -> ApiResult<Vec<StoreProduct>> {
     let ids: Vec<String> = products.iter().flat_map(|p| p.variants.iter().map(|v| v.id.clone())).collect();
     let available = s.inventory.availability(&ids).await?;
-    Ok(products
-        .into_iter()
-        .map(|p| StoreProduct {
-            variants: p
-                .variants
-                .into_iter()
-                .map(|v| StoreVariant {
-                    available: available.get(&v.id).copied(),
-                    id: v.id,
-                    sku: v.sku,
-                    title: v.title,
-                    options: v.options,
-                    prices: v.prices,
-                    allow_backorder: v.allow_backorder,
-                })
-                .collect(),
-            id: p.id,
-            handle: p.handle,
-            title: p.title,
-            description: p.description,
-            attributes: p.attributes,
-            categories: p.categories,
-            images: p.images,
-            created_at: p.created_at,
-            updated_at: p.updated_at,
-        })
-        .collect())
+    Ok(products.into_iter().map(|p| crate::views::store_product(p, &available)).collect())
 }
 
-/// Published products by id, in order, as shoppers see them. What they show comes from the
-/// database, like the product page and the cart (P4), or from the process cache of that,
-/// which every change drops.
+/// Published products by id, in order, as shoppers see them: from this process's storefront
+/// views ([`crate::views`]), kept current from the outbox and marked stale at once by writes
+/// through this process, so they show what the product page and the cart show (P4). Products
+/// without a current view are read from the database.
 async fn store_products(s: &AppState, ids: &[String]) -> ApiResult<Vec<StoreProduct>> {
-    let generation = s.cache.generation();
-    let mut found = s.cache.products(ids);
-    let missing: Vec<String> = ids.iter().filter(|id| !found.contains_key(*id)).cloned().collect();
-    if !missing.is_empty() {
-        let loaded: Vec<Product> =
-            s.catalog.products(&missing).await?.into_iter().filter(|p| p.status == ProductStatus::Published).collect();
-        let fresh: Vec<std::sync::Arc<StoreProduct>> =
-            to_store(s, loaded).await?.into_iter().map(std::sync::Arc::new).collect();
-        s.cache.put_products(generation, &fresh);
-        found.extend(fresh.into_iter().map(|p| (p.id.clone(), p)));
-    }
-    Ok(ids.iter().filter_map(|id| found.get(id)).map(|p| (**p).clone()).collect())
+    let found = s.views.products(&s.catalog, &s.inventory, ids).await?;
+    Ok(found.iter().map(|p| (**p).clone()).collect())
 }
 
 /// List or search published products

@@ -235,3 +235,123 @@ both!(catalog_reads_carry_etags_and_cache_headers, |app: TestApp| async move {
     app.get_until("/store/products/cached", |b| b["variants"][0]["prices"][0]["amount"] == 8888).await;
     app.get_until("/store/products", |b| b["items"][0]["variants"][0]["prices"][0]["amount"] == 8888).await;
 });
+
+/// Searches until a round of them reads nothing from the database: every product they show
+/// has a current storefront view (the follower has applied this process's writes).
+async fn warm(app: &TestApp, pages: &[&str]) {
+    for round in 0..80 {
+        let before = app.views.db_loads();
+        for p in pages {
+            // A new `limit` each round: the response cache has not seen it.
+            app.get(&format!("{p}&limit={}", 20 + round)).await.expect(200);
+        }
+        if app.views.db_loads() == before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("search pages kept reading the database");
+}
+
+fn first_variant(body: &Value) -> &Value {
+    &body["items"][0]["variants"][0]
+}
+
+both!(search_pages_run_no_sql_on_a_warm_server, |app: TestApp| async move {
+    shop(&app).await;
+    let pages = ["/store/products?q=shirt", "/store/products?in_stock=false&facets=true", "/store/products?q=tote"];
+    warm(&app, &pages).await;
+    let loads = app.views.db_loads();
+    let linen = app.get("/store/products?q=linen&limit=99").await.expect(200);
+    let id = linen["items"][0]["id"].as_str().unwrap().to_owned();
+
+    // No database at all from here on: whatever runs SQL fails.
+    app.db.close().await;
+    let page = app.get(&format!("/store/products/{id}")).await;
+    assert!(page.status >= 500, "the product page reads the database, which is closed: {}", page.status);
+
+    // Never-seen searches still answer, from the index and the storefront views.
+    let found = app.get("/store/products?q=linen&sort=newest").await.expect(200);
+    assert_eq!(titles(&found), ["Linen shirt"]);
+    assert_eq!(first_variant(&found)["prices"][0], json!({"amount": 4900, "currency": "EUR"}));
+    assert_eq!(first_variant(&found)["available"], 10);
+    let shirts = app.get("/store/products?category=clothing&sort=price_asc&currency=EUR").await.expect(200);
+    assert_eq!(titles(&shirts), ["Linen shirt", "Oxford shirt"]);
+    let tote = app.get("/store/products?q=canvas&facets=false").await.expect(200);
+    assert_eq!(tote["items"][0]["variants"][0]["available"], Value::Null, "untracked stock stays null");
+    let all = app.get("/store/products?sort=newest&facets=false").await.expect(200);
+    assert_eq!(all["items"].as_array().unwrap().len(), 4);
+    assert_eq!(app.views.db_loads(), loads, "no search page read products from the database");
+});
+
+both!(search_results_follow_changes_made_by_another_process, |app: TestApp| async move {
+    shop(&app).await;
+    warm(&app, &["/store/products?q=oxford"]).await;
+    let found = app.get("/store/products?q=oxford").await.expect(200);
+    let product = found["items"][0]["id"].as_str().unwrap().to_owned();
+    let variant = first_variant(&found)["id"].as_str().unwrap().to_owned();
+    assert_eq!(first_variant(&found)["available"], 10);
+    let loads = app.views.db_loads();
+
+    // Another process on the same database: only the outbox tells this one.
+    let other = backroom_db::Db::connect(&backroom_db::ConnectOptions::new(&app.database_url)).await.unwrap();
+    let catalog = backroom_catalog::Catalog::new(other.clone());
+    let inventory = backroom_inventory::Inventory::new(other.clone());
+    let patch: backroom_catalog::VariantPatch =
+        serde_json::from_value(json!({"prices": [{"amount": 4100, "currency": "EUR"}]})).unwrap();
+    catalog.update_variant(&variant, &patch).await.unwrap();
+    app.get_until("/store/products?q=oxford", |b| first_variant(b)["prices"][0]["amount"] == 4100).await;
+
+    let count: backroom_inventory::SetStock = serde_json::from_value(json!({"on_hand": 3})).unwrap();
+    inventory.set_on_hand(&variant, &count, false, "other-process").await.unwrap();
+    let listed = app.get_until("/store/products?q=oxford", |b| first_variant(b)["available"] == 3).await;
+    // One price everywhere: the product page (from the database) agrees.
+    let page = app.get(&format!("/store/products/{product}")).await.expect(200);
+    assert_eq!(first_variant(&listed)["prices"], page["variants"][0]["prices"]);
+    assert_eq!(first_variant(&listed)["available"], page["variants"][0]["available"]);
+    assert_eq!(app.views.db_loads(), loads, "the follower updated the views; no search read the database");
+
+    // Unpublished, then deleted, by the other process: gone from results.
+    let archive: backroom_catalog::ProductPatch = serde_json::from_value(json!({"status": "archived"})).unwrap();
+    catalog.update_product(&product, &archive).await.unwrap();
+    app.get_until("/store/products?q=oxford", |b| b["items"].as_array().is_some_and(Vec::is_empty)).await;
+    let publish: backroom_catalog::ProductPatch = serde_json::from_value(json!({"status": "published"})).unwrap();
+    catalog.update_product(&product, &publish).await.unwrap();
+    app.get_until("/store/products?q=oxford", |b| first_variant(b)["available"] == 3).await;
+    catalog.delete_product(&product).await.unwrap();
+    app.get_until("/store/products?q=oxford", |b| b["items"].as_array().is_some_and(Vec::is_empty)).await;
+    assert_eq!(app.get("/store/products?q=shirt&facets=false").await.expect(200)["items"].as_array().unwrap().len(), 1);
+    other.close().await;
+});
+
+both!(writes_through_this_process_show_in_search_results_at_once, |app: TestApp| async move {
+    shop(&app).await;
+    warm(&app, &["/store/products?q=oxford", "/store/products?q=linen"]).await;
+    let found = app.get("/store/products?q=oxford").await.expect(200);
+    let product = found["items"][0]["id"].as_str().unwrap().to_owned();
+    let variant = first_variant(&found)["id"].as_str().unwrap().to_owned();
+
+    // A checkout: the units it took are gone from results at once, without the follower.
+    let cart = app.cart_with("EUR", &[(&variant, 4)]).await;
+    app.send(app.checkout_req(&cart, Some("views-1"), "tok_visa")).await.expect(201);
+    let after = app.get("/store/products?q=oxford").await.expect(200);
+    assert_eq!(first_variant(&after)["available"], 6);
+    let page = app.get(&format!("/store/products/{product}")).await.expect(200);
+    assert_eq!(page["variants"][0]["available"], 6);
+
+    // Stock counted through the admin API (4 of the 7 are allocated to the order).
+    app.stock(&variant, 7).await;
+    assert_eq!(first_variant(&app.get("/store/products?q=oxford").await.expect(200))["available"], 3);
+
+    // Archived through the admin API: out of the results at once (the index may still count it).
+    app.admin_patch(&format!("/admin/products/{product}"), json!({"status": "archived"})).await.expect(200);
+    let gone = app.get("/store/products?q=oxford").await.expect(200);
+    assert!(gone["items"].as_array().unwrap().is_empty(), "{gone}");
+
+    // A renamed category shows its new name in results at once.
+    let linen = app.get("/store/products?q=linen").await.expect(200);
+    let category = linen["items"][0]["categories"][0]["id"].as_str().unwrap().to_owned();
+    app.admin_patch(&format!("/admin/categories/{category}"), json!({"name": "Blouses"})).await.expect(200);
+    let renamed = app.get("/store/products?q=linen").await.expect(200);
+    assert_eq!(renamed["items"][0]["categories"][0]["name"], "Blouses");
+});

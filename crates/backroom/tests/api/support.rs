@@ -72,6 +72,10 @@ pub struct TestApp {
     pub db: Db,
     /// The app's checkout (its providers), for tests that drive recovery themselves.
     pub checkout: backroom_checkout::Checkout,
+    /// The app's storefront views (search pages are made of them).
+    pub views: std::sync::Arc<backroom_api::views::ProductViews>,
+    /// The database the app runs on, for tests that open it again (as another process).
+    pub database_url: String,
     /// The PostgreSQL database, dropped when the test ends.
     _pg: Option<backroom_db::testing::TestDatabase>,
     _dir: tempfile::TempDir,
@@ -159,14 +163,15 @@ impl TestApp {
             Some(pg) => pg.url().to_owned(),
         };
         change(&mut settings);
+        let database_url = settings.database_url.clone();
         // The store as `serve` runs it: one builder, the real server loop with its timeouts
         // and connection cap, the worker and the search follower (the test never stops it).
         let listeners = backroom::Listeners::bind(&settings).await.expect("bind");
         let app = backroom::Application::build(settings).await.expect("build the app");
-        let (db, checkout) = (app.db().clone(), app.state().checkout.clone());
+        let (db, checkout, views) = (app.db().clone(), app.state().checkout.clone(), app.state().views.clone());
         let addr = listeners.local_addr();
         tokio::spawn(app.run(listeners, std::future::pending()));
-        Some(TestApp { addr, client: reqwest::Client::new(), db, checkout, _pg: pg, _dir: dir })
+        Some(TestApp { addr, client: reqwest::Client::new(), db, checkout, views, database_url, _pg: pg, _dir: dir })
     }
 
     pub fn url(&self, path: &str) -> String {
