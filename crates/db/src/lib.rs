@@ -325,7 +325,11 @@ impl Pools {
             // group-commit writer's connection holds it, rather than failing later on a
             // snapshot that cannot be upgraded.
             Pools::Sqlite { writer, gate, .. } => {
-                let turn = gate.clone().lock_owned().await;
+                // Bounded like the pool's acquire was: a transaction that waits on one its own
+                // task holds is an error, not a hang.
+                let turn = tokio::time::timeout(Duration::from_secs(30), gate.clone().lock_owned())
+                    .await
+                    .map_err(|_| Error::Unavailable("no turn at the SQLite write lock within 30 s".into()))?;
                 Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await.map_err(storage)?, turn)
             }
             Pools::Postgres(pool) => Tx::Postgres(pool.begin().await.map_err(storage)?),
@@ -379,8 +383,8 @@ impl Conn<'_> {
     }
 }
 
-/// The error of sqlx code handed the writer's connection (see [`Conn::Local`]): a bug that
-/// the tests on SQLite find, answered as an internal error rather than a panic.
+/// The error of sqlx code handed a thread's own SQLite connection (see [`Conn::Local`]): a bug
+/// that the tests on SQLite find, answered as an internal error rather than a panic.
 #[doc(hidden)]
 pub fn sqlx_on_writer(at: &'static str) -> Error {
     tracing::error!(at, "sqlx code ran on the SQLite writer's connection; use backroom_db::sql there");
