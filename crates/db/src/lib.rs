@@ -514,6 +514,9 @@ macro_rules! push_in_list {
     }};
 }
 
+/// Bytes of the database file mapped into memory by the in-thread connections.
+const MMAP_SIZE: u64 = 256 << 20;
+
 /// Opens an in-thread reader (read-only, so it can never take the write lock).
 fn open_reader(path: &Path) -> Result<rusqlite::Connection, rusqlite::Error> {
     use rusqlite::OpenFlags;
@@ -522,7 +525,12 @@ fn open_reader(path: &Path) -> Result<rusqlite::Connection, rusqlite::Error> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(10))?;
-    conn.execute_batch("PRAGMA query_only = ON; PRAGMA temp_store = MEMORY;")?;
+    // Memory-mapped reads: a reader's page cache starts over whenever the database changed
+    // (every batch, under load), and re-reading pages through `pread` copies was a twentieth
+    // of the server's CPU during a checkout benchmark.
+    conn.execute_batch(&format!(
+        "PRAGMA query_only = ON; PRAGMA temp_store = MEMORY; PRAGMA mmap_size = {MMAP_SIZE};"
+    ))?;
     conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
