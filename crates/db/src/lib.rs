@@ -567,20 +567,29 @@ pub fn storage(e: sqlx::Error) -> Error {
 /// Most runs of one job by [`Db::write_retrying`].
 pub const WRITE_TRIES: u32 = 4;
 
-/// Whether `e` is a job's loss of a lock conflict (deadlock victim, serialization failure,
-/// lock timeout): nothing of the job was kept, and running it again may work.
-pub fn is_lock_conflict(e: &Error) -> bool {
-    matches!(e, Error::Unavailable(src) if src.downcast_ref::<sqlx::Error>().is_some_and(|e| {
-        e.as_database_error().and_then(|d| d.code()).is_some_and(|c| matches!(&*c, "40P01" | "40001" | "55P03"))
-    }))
+/// PostgreSQL's deadlock victim (40P01), serialization failure (40001) and lock timeout (55P03).
+const LOCK_CONFLICTS: [&str; 3] = ["40P01", "40001", "55P03"];
+
+/// SQLite's busy and locked, with their extended codes (5, 6, 261, 517).
+const SQLITE_BUSY: [&str; 4] = ["5", "6", "261", "517"];
+
+/// The error code the database gave, if any.
+fn code_of(e: &sqlx::Error) -> Option<std::borrow::Cow<'_, str>> {
+    e.as_database_error().and_then(|d| d.code())
 }
 
-/// Whether a database error is worth retrying: PostgreSQL's deadlock (40P01), serialization
-/// failure (40001) and lock timeout (55P03), SQLite's busy and locked (5, 6).
+/// Whether `e` is a job's loss of a lock conflict ([`LOCK_CONFLICTS`]): nothing of the job
+/// was kept, and running it again may work.
+pub fn is_lock_conflict(e: &Error) -> bool {
+    matches!(e, Error::Unavailable(src) if src
+        .downcast_ref::<sqlx::Error>()
+        .and_then(code_of)
+        .is_some_and(|c| LOCK_CONFLICTS.contains(&&*c)))
+}
+
+/// Whether a database error is worth retrying: a lock conflict on PostgreSQL, or SQLite busy.
 fn is_transient(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .is_some_and(|c| matches!(&*c, "40P01" | "40001" | "55P03" | "5" | "6" | "261" | "517"))
+    code_of(e).is_some_and(|c| LOCK_CONFLICTS.contains(&&*c) || SQLITE_BUSY.contains(&&*c))
 }
 
 /// Whether `e` is a unique-constraint violation (on either database).
