@@ -386,9 +386,9 @@ impl Conn<'_> {
 /// The error of sqlx code handed a thread's own SQLite connection (see [`Conn::Local`]): a bug
 /// that the tests on SQLite find, answered as an internal error rather than a panic.
 #[doc(hidden)]
-pub fn sqlx_on_writer(at: &'static str) -> Error {
-    tracing::error!(at, "sqlx code ran on the SQLite writer's connection; use backroom_db::sql there");
-    Error::internal(format!("{at}: sqlx code on the writer's connection (use backroom_db::sql)"))
+pub fn sqlx_on_local(at: &'static str) -> Error {
+    tracing::error!(at, "sqlx code ran on a thread's own SQLite connection (Conn::Local); use backroom_db::sql there");
+    Error::internal(format!("{at}: sqlx code on a Conn::Local (use backroom_db::sql)"))
 }
 
 /// A reader connection taken from the pool (on SQLite, from the read-only pool, or one of
@@ -478,7 +478,7 @@ macro_rules! on_conn {
                 let $c: &mut ::sqlx::PgConnection = &mut **inner;
                 $body
             }
-            $crate::Conn::Local(_) => return Err($crate::sqlx_on_writer(concat!(file!(), ":", line!())).into()),
+            $crate::Conn::Local(_) => return Err($crate::sqlx_on_local(concat!(file!(), ":", line!())).into()),
         }
     };
     ($conn:expr, $c:ident, $db:ident => $body:expr) => {
@@ -495,7 +495,7 @@ macro_rules! on_conn {
                 let $c: &mut ::sqlx::PgConnection = &mut **inner;
                 $body
             }
-            $crate::Conn::Local(_) => return Err($crate::sqlx_on_writer(concat!(file!(), ":", line!())).into()),
+            $crate::Conn::Local(_) => return Err($crate::sqlx_on_local(concat!(file!(), ":", line!())).into()),
         }
     };
 }
