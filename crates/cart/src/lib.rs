@@ -118,7 +118,6 @@ pub struct SetQuantity {
     pub quantity: i64,
 }
 
-#[derive(sqlx::FromRow)]
 struct CartRow {
     id: String,
     currency: String,
@@ -129,7 +128,6 @@ struct CartRow {
 
 backroom_db::from_row!(CartRow { id, currency, status, created_at, updated_at });
 
-#[derive(sqlx::FromRow)]
 struct ItemRow {
     id: String,
     variant_id: String,

@@ -585,7 +585,6 @@ pub async fn load_variants(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Va
     Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
 }
 
-#[derive(sqlx::FromRow)]
 struct SellableRow {
     id: String,
     product_id: String,

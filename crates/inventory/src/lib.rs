@@ -57,7 +57,7 @@ pub struct StockLocation {
 }
 
 /// One line of the adjustments ledger.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Adjustment {
     pub id: String,
     pub variant_id: String,
@@ -107,7 +107,6 @@ pub struct NewLocation {
     pub name: String,
 }
 
-#[derive(sqlx::FromRow)]
 pub(crate) struct LevelRow {
     variant_id: String,
     location_id: String,
@@ -131,7 +130,6 @@ impl From<LevelRow> for StockLevel {
     }
 }
 
-#[derive(sqlx::FromRow)]
 struct LocationRow {
     id: String,
     name: String,

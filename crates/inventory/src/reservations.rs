@@ -50,7 +50,7 @@ pub fn insufficient_stock(items: &[Shortage]) -> Error {
     )
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Candidate {
     location_id: String,
     available: i64,
@@ -58,7 +58,6 @@ struct Candidate {
 
 backroom_db::from_row!(Candidate { location_id, available });
 
-#[derive(sqlx::FromRow)]
 struct ReservationRow {
     variant_id: String,
     location_id: String,

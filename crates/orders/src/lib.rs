@@ -103,7 +103,7 @@ pub struct PaymentSummary {
 }
 
 /// One state change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub status: String,
     pub note: String,
@@ -151,7 +151,6 @@ pub struct NewOrder {
     pub shipping_address: Address,
 }
 
-#[derive(sqlx::FromRow)]
 struct OrderRow {
     id: String,
     number: i64,
@@ -184,7 +183,6 @@ backroom_db::from_row!(OrderRow {
     updated_at
 });
 
-#[derive(sqlx::FromRow)]
 struct LineRow {
     order_id: String,
     variant_id: String,

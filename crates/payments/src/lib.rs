@@ -209,7 +209,7 @@ impl AttemptStatus {
 }
 
 /// A payment attempt as stored.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     pub id: AttemptId,
     pub order_id: OrderId,
