@@ -417,7 +417,10 @@ impl Consumer for Follow {
                         deleted_category |= c.action == Action::Deleted;
                         categories.insert(c.category_id.clone());
                     }
-                    Event::OrderPlaced(_) | Event::OrderPaymentFailed(_) => {}
+                    Event::OrderPlaced(_)
+                    | Event::OrderPaymentFailed(_)
+                    | Event::CustomerCreated(_)
+                    | Event::CustomerErased(_) => {}
                 }
             }
             if !categories.is_empty() {

@@ -29,8 +29,8 @@ use serde::Serialize;
 pub use broadcast::Broadcast;
 pub use delivery::Delivery;
 pub use event::{
-    Action, CategoryChanged, DecodeError, Event, OrderOutcome, OrderState, ProductChanged, StockChanged, TOPICS,
-    version_of,
+    Action, CategoryChanged, CustomerCreated, CustomerErased, DecodeError, Event, OrderOutcome, OrderState,
+    ProductChanged, StockChanged, TOPICS, version_of,
 };
 
 use crate::{Conn, Db, Dialect, on_conn, storage};

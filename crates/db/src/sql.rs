@@ -77,6 +77,7 @@ bind_as!(Text, Text,
     String => |v| Cow::Owned(v),
     &'q backroom_kernel::id::OrderId => |v| Cow::Borrowed(v.as_str()),
     &'q backroom_kernel::id::AttemptId => |v| Cow::Borrowed(v.as_str()),
+    &'q backroom_kernel::id::CustomerId => |v| Cow::Borrowed(v.as_str()),
 );
 
 impl<'q, T: Bind<'q>> Bind<'q> for Option<T> {
@@ -404,6 +405,7 @@ col!(
     DateTime<Utc> => |v| lite_time(lite_text(v)?),
     backroom_kernel::id::OrderId => |v| lite_text(v).map(|s| backroom_kernel::id::OrderId::from_stored(s.to_owned())),
     backroom_kernel::id::AttemptId => |v| lite_text(v).map(|s| backroom_kernel::id::AttemptId::from_stored(s.to_owned())),
+    backroom_kernel::id::CustomerId => |v| lite_text(v).map(|s| backroom_kernel::id::CustomerId::from_stored(s.to_owned())),
 );
 
 /// A row decoded into a value: tuples of [`Col`]s, or structs through [`from_row!`](crate::from_row).

@@ -98,6 +98,11 @@ typed_id!(
     AttemptId,
     "pay"
 );
+typed_id!(
+    /// A customer's account (`cus_…`).
+    CustomerId,
+    "cus"
+);
 
 #[cfg(test)]
 mod tests {

@@ -42,7 +42,10 @@ pub fn changes(events: &[Envelope]) -> Changes {
             Event::CategoryChanged(cat) => {
                 c.categories.insert(cat.category_id.clone());
             }
-            Event::OrderPlaced(_) | Event::OrderPaymentFailed(_) => {}
+            Event::OrderPlaced(_)
+            | Event::OrderPaymentFailed(_)
+            | Event::CustomerCreated(_)
+            | Event::CustomerErased(_) => {}
         }
     }
     c

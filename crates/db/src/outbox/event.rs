@@ -13,17 +13,27 @@
 //! field with a default is not a new version.
 
 use backroom_kernel::Money;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Every topic with the schema version this build writes (and the newest it reads).
-pub const TOPICS: [(&str, u32); 5] =
-    [(PRODUCT_CHANGED, 1), (CATEGORY_CHANGED, 1), (STOCK_CHANGED, 1), (ORDER_PLACED, 1), (ORDER_PAYMENT_FAILED, 1)];
+pub const TOPICS: [(&str, u32); 7] = [
+    (PRODUCT_CHANGED, 1),
+    (CATEGORY_CHANGED, 1),
+    (STOCK_CHANGED, 1),
+    (ORDER_PLACED, 1),
+    (ORDER_PAYMENT_FAILED, 1),
+    (CUSTOMER_CREATED, 1),
+    (CUSTOMER_ERASED, 1),
+];
 
 const PRODUCT_CHANGED: &str = "product.changed";
 const CATEGORY_CHANGED: &str = "category.changed";
 const STOCK_CHANGED: &str = "stock.changed";
 const ORDER_PLACED: &str = "order.placed";
 const ORDER_PAYMENT_FAILED: &str = "order.payment_failed";
+const CUSTOMER_CREATED: &str = "customer.created";
+const CUSTOMER_ERASED: &str = "customer.erased";
 
 /// Something that happened in one module that others (search, caches, webhooks,
 /// connectors) must learn about. Written with [`crate::outbox::enqueue`] in the transaction
@@ -41,6 +51,10 @@ pub enum Event {
     OrderPlaced(OrderOutcome),
     /// `order.payment_failed`: an order's payment was declined, refunded or voided.
     OrderPaymentFailed(OrderOutcome),
+    /// `customer.created`: a shopper registered an account.
+    CustomerCreated(CustomerCreated),
+    /// `customer.erased`: a customer's personal data was erased (their key destroyed).
+    CustomerErased(CustomerErased),
 }
 
 /// What happened to the thing an event names.
@@ -86,6 +100,21 @@ pub struct OrderOutcome {
     pub cart_id: String,
 }
 
+/// The payload of `customer.created`: ids and times only, never personal data (an event
+/// outlives the erasure of the customer it names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerCreated {
+    pub customer_id: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The payload of `customer.erased`: ids and times only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerErased {
+    pub customer_id: String,
+    pub erased_at: DateTime<Utc>,
+}
+
 /// An order's status as events tell it (the orders module's statuses, as a contract of
 /// their own: a new status is a new event version).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +152,8 @@ impl Event {
             Event::StockChanged(_) => STOCK_CHANGED,
             Event::OrderPlaced(_) => ORDER_PLACED,
             Event::OrderPaymentFailed(_) => ORDER_PAYMENT_FAILED,
+            Event::CustomerCreated(_) => CUSTOMER_CREATED,
+            Event::CustomerErased(_) => CUSTOMER_ERASED,
         }
     }
 
@@ -149,6 +180,8 @@ impl Event {
             Event::CategoryChanged(p) => to_json(v, p),
             Event::StockChanged(p) => to_json(v, p),
             Event::OrderPlaced(p) | Event::OrderPaymentFailed(p) => to_json(v, p),
+            Event::CustomerCreated(p) => to_json(v, p),
+            Event::CustomerErased(p) => to_json(v, p),
         }
     }
 
@@ -177,6 +210,8 @@ impl Event {
             STOCK_CHANGED => Event::StockChanged(body(value).map_err(malformed)?),
             ORDER_PLACED => Event::OrderPlaced(body(value).map_err(malformed)?),
             ORDER_PAYMENT_FAILED => Event::OrderPaymentFailed(body(value).map_err(malformed)?),
+            CUSTOMER_CREATED => Event::CustomerCreated(body(value).map_err(malformed)?),
+            CUSTOMER_ERASED => Event::CustomerErased(body(value).map_err(malformed)?),
             _ => return Err(DecodeError::UnknownTopic(topic.to_owned())),
         })
     }
@@ -221,6 +256,14 @@ mod tests {
                 .prop_map(|(variant_ids, order_id)| Event::StockChanged(StockChanged { variant_ids, order_id })),
             order().prop_map(Event::OrderPlaced),
             order().prop_map(Event::OrderPaymentFailed),
+            (id("cus"), 0i64..4_000_000_000_000_000).prop_map(|(customer_id, micros)| {
+                let created_at = DateTime::from_timestamp_micros(micros).unwrap();
+                Event::CustomerCreated(CustomerCreated { customer_id, created_at })
+            }),
+            (id("cus"), 0i64..4_000_000_000_000_000).prop_map(|(customer_id, micros)| {
+                let erased_at = DateTime::from_timestamp_micros(micros).unwrap();
+                Event::CustomerErased(CustomerErased { customer_id, erased_at })
+            }),
         ]
     }
 
