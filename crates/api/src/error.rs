@@ -18,6 +18,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     PayloadTooLarge,
     Unauthenticated,
+    /// A customer's route without a live customer token (none, malformed, unknown, signed
+    /// out, expired, or of an erased customer).
+    CustomerUnauthenticated,
     Forbidden,
     RouteNotFound,
     MethodNotAllowed,
@@ -95,6 +98,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType => (Code::UnsupportedMediaType, "send the body as application/json".into()),
             ApiError::PayloadTooLarge => (Code::PayloadTooLarge, "the body is over 1 MiB".into()),
             ApiError::Unauthenticated => (Code::Unauthenticated, "send Authorization: Bearer <api key>".into()),
+            ApiError::CustomerUnauthenticated => (
+                Code::Unauthenticated,
+                "send Authorization: Bearer <customer token> with a live token from POST /store/auth/token".into(),
+            ),
             ApiError::Forbidden => (Code::Forbidden, "this key's role does not allow that".into()),
             ApiError::RouteNotFound => (Code::NotFound, "no such route".into()),
             ApiError::MethodNotAllowed => (Code::MethodNotAllowed, "this route does not take that method".into()),

@@ -4,9 +4,11 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::{StatusCode, header, request::Parts};
 use backroom_auth::Principal;
+use backroom_kernel::id::CustomerId;
 use backroom_kernel::{Error, FieldError};
 use serde::de::DeserializeOwned;
 
+use crate::AppState;
 use crate::access::ProductData;
 use crate::error::ApiError;
 
@@ -173,6 +175,77 @@ impl<S: Send + Sync> FromRequestParts<S> for Staff {
             }
         }
     }
+}
+
+/// The bearer token of a request: `Ok(None)` without an `Authorization` header, `Err` for
+/// one that is not `Bearer <token>`.
+fn bearer_token(parts: &Parts) -> Result<Option<&str>, ApiError> {
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    let value = value.to_str().map_err(|_| ApiError::CustomerUnauthenticated)?;
+    let (scheme, token) = value.split_once(' ').ok_or(ApiError::CustomerUnauthenticated)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(ApiError::CustomerUnauthenticated);
+    }
+    Ok(Some(token))
+}
+
+/// The customer a request was authenticated as, kept in its extensions so that a second
+/// extractor of the same request does not look the token up again.
+#[derive(Debug, Clone)]
+struct Authenticated(Option<CustomerId>);
+
+/// Who is shopping, on the store routes that serve anonymous shoppers and customers alike
+/// (carts, checkout): `None` without an `Authorization` header; the customer of a live
+/// customer token (`Authorization: Bearer <token>` from `POST /store/auth/token`). A header
+/// that is not such a token (malformed, unknown, signed out, expired, or of an erased
+/// customer) is `401 unauthenticated` with `WWW-Authenticate: Bearer`: a shopper who meant to
+/// be signed in is never served as anonymous.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shopper(pub Option<CustomerId>);
+
+impl FromRequestParts<AppState> for Shopper {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(Authenticated(id)) = parts.extensions.get::<Authenticated>() {
+            return Ok(Shopper(id.clone()));
+        }
+        let id = match bearer_token(parts)? {
+            None => None,
+            Some(token) => Some(state.customers.authenticate(token).await?.ok_or(ApiError::CustomerUnauthenticated)?),
+        };
+        parts.extensions.insert(Authenticated(id.clone()));
+        Ok(Shopper(id))
+    }
+}
+
+/// The signed-in customer, on the routes of a customer's own resources: without a live
+/// customer token `401 unauthenticated` (see [`Shopper`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Customer(pub CustomerId);
+
+impl std::ops::Deref for Customer {
+    type Target = CustomerId;
+    fn deref(&self) -> &CustomerId {
+        &self.0
+    }
+}
+
+impl FromRequestParts<AppState> for Customer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match Shopper::from_request_parts(parts, state).await? {
+            Shopper(Some(id)) => Ok(Customer(id)),
+            Shopper(None) => Err(ApiError::CustomerUnauthenticated),
+        }
+    }
+}
+
+/// The customer token a request carries, as sent (for signing out).
+pub(crate) fn customer_token(parts: &Parts) -> Option<&str> {
+    bearer_token(parts).ok().flatten()
 }
 
 #[cfg(test)]

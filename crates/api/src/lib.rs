@@ -64,6 +64,10 @@ pub struct Services {
     pub carts: Carts,
     pub checkout: Checkout,
     pub orders: Orders,
+    /// The keys that seal personal data.
+    pub vault: backroom_vault::Vault,
+    /// Customers' accounts, sessions, address books and groups.
+    pub customers: backroom_customers::Customers,
     /// This process's search index; `None` runs listings from the database only.
     pub search: Option<std::sync::Arc<backroom_search::SearchIndex>>,
     /// Cached public catalog answers; see [`cache`].
@@ -82,13 +86,14 @@ pub struct Services {
 
 impl AppState {
     /// The state over `db`; `admin_token` is `BACKROOM_ADMIN_TOKEN`, when set; `checkout`
-    /// carries the enabled payment providers. No CORS origin, the default request deadline,
-    /// `/metrics` served here.
+    /// carries the enabled payment providers; `vault` seals personal data. No CORS origin,
+    /// the default request deadline and customer settings, `/metrics` served here.
     pub fn new(
         db: Db,
         admin_token: Option<&str>,
         checkout: Checkout,
         search: Option<std::sync::Arc<backroom_search::SearchIndex>>,
+        vault: backroom_vault::Vault,
     ) -> Self {
         AppState(std::sync::Arc::new(Services {
             catalog: Catalog::new(db.clone()),
@@ -97,6 +102,12 @@ impl AppState {
             carts: Carts::new(db.clone()),
             checkout,
             orders: Orders::new(db.clone()),
+            customers: backroom_customers::Customers::new(
+                db.clone(),
+                vault.clone(),
+                backroom_customers::Settings::default(),
+            ),
+            vault,
             search,
             cache: Default::default(),
             views: Default::default(),
@@ -122,6 +133,13 @@ impl AppState {
     /// Answers `503` to a request not done within `timeout`.
     pub fn with_request_timeout(self, timeout: Duration) -> Self {
         self.with(|s| s.request_timeout = timeout)
+    }
+
+    /// Runs the customers module with `settings` (session lifetime, password pool).
+    pub fn with_customer_settings(self, settings: backroom_customers::Settings) -> Self {
+        self.with(|s| {
+            s.customers = backroom_customers::Customers::new(s.db.clone(), s.vault.clone(), settings);
+        })
     }
 
     /// Whether `/metrics` is served by this router (`false` when it has a listener of its own).

@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi};
         (name = "storefront", description = "Anyone: the published catalog as shoppers see it, with prices and units available, full-text search and facets."),
         (name = "carts", description = "Anyone holding the cart's id: carts in one currency, their lines, and checkout into an order with a payment provider."),
         (name = "orders", description = "Staff: orders with their payments and history, and the outbox of the events they raise."),
+        (name = "customers", description = "Shoppers: register, sign in for a customer token (`Authorization: Bearer <token>`), and keep their profile and address book. Staff: find, export and erase customers, and group them. Personal fields are stored encrypted, each customer under their own key."),
         (name = "ops", description = "Probes, metrics, this document and its readable reference (`/docs`)."),
     )
 )]

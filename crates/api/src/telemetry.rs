@@ -78,6 +78,15 @@ pub static METRICS: &[Metric] = &[
     ),
     metric!(Gauge "recovery_unreachable_attempts", "Payment attempts recovery could not settle because the provider did not answer"),
     metric!(Gauge "recovery_expired_attempts", "Payment attempts past their reservation's time, waiting for recovery"),
+    // Customers
+    metric!(
+        Counter "customer_logins_total",
+        "Customer sign-ins by result (success, invalid_credentials, rate_limited)",
+        &[&[("result", "success")], &[("result", "invalid_credentials")], &[("result", "rate_limited")]]
+    ),
+    metric!(Histogram "password_hash_seconds", "Time a password hash or check took on the password pool, waiting excluded", &[]),
+    metric!(Counter "password_hashes_shed_total", "Registrations and sign-ins shed with 503 because the password pool's queue was full"),
+    metric!(Counter "customers_erased_total", "Customers whose personal data was erased"),
     // The write path
     metric!(Gauge "db_writer_queued_jobs", "Write jobs waiting for the writer"),
     metric!(Counter "db_writer_retries_total", "Write jobs run again after losing a lock conflict (a deadlock victim, a serialization failure)"),

@@ -176,7 +176,7 @@ async fn app(dir: &std::path::Path) -> axum::Router {
     let providers = backroom_payments::Providers::enabled(&db, &["test".to_owned()], Duration::from_secs(5))
         .expect("the test provider");
     let checkout = backroom_checkout::Checkout::new(db.clone(), providers, Default::default());
-    let state = backroom_api::AppState::new(db, Some(OWNER_TOKEN), checkout, None);
+    let state = backroom_api::AppState::new(db, Some(OWNER_TOKEN), checkout, None, backroom_vault::Vault::default());
     backroom_api::router(state)
 }
 

@@ -86,7 +86,9 @@ impl Application {
             .map(|o| axum::http::HeaderValue::from_str(o))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!("invalid CORS origin: {e}"))?;
-        let state = AppState::new(db.clone(), settings.admin_token.as_deref(), checkout, Some(search))
+        let vault = backroom_vault::Vault::default();
+        let state = AppState::new(db.clone(), settings.admin_token.as_deref(), checkout, Some(search), vault)
+            .with_customer_settings(settings.customers)
             .with_cors_origins(cors)
             .with_request_timeout(settings.request_timeout)
             .with_metrics_here(settings.metrics_listen.is_none());

@@ -67,6 +67,9 @@ pub struct Flags {
     /// How long a checkout's stock reservation is held [env: BACKROOM_RESERVATION_TTL] [default: 15m]
     #[arg(long, global = true)]
     pub reservation_ttl: Option<String>,
+    /// How long a customer's sign-in token works [env: BACKROOM_CUSTOMER_SESSION_TTL] [default: 30d]
+    #[arg(long, global = true)]
+    pub customer_session_ttl: Option<String>,
 }
 
 /// What `--help` says of the settings that are never flags.
@@ -97,6 +100,7 @@ struct FileSettings {
     metrics_listen: Option<String>,
     max_connections: Option<i64>,
     max_in_flight: Option<i64>,
+    customer_session_ttl: Option<String>,
 }
 
 /// Checked settings.
@@ -137,6 +141,9 @@ pub struct Settings {
     pub max_connections: usize,
     /// Most requests in flight at once (`BACKROOM_MAX_IN_FLIGHT`); past it `503 overloaded`.
     pub max_in_flight: usize,
+    /// The customers module: how long a customer's session lasts
+    /// (`BACKROOM_CUSTOMER_SESSION_TTL`), and its password-hashing pool.
+    pub customers: backroom_customers::Settings,
     /// How often this process's search index reads new outbox events. Not an operator
     /// setting: tests shorten it.
     pub search_follow_interval: Duration,
@@ -171,6 +178,7 @@ impl Default for Settings {
             metrics_listen: None,
             max_connections: MAX_CONNECTIONS,
             max_in_flight: crate::server::default_max_in_flight(),
+            customers: backroom_customers::Settings::default(),
             search_follow_interval: SEARCH_FOLLOW_INTERVAL,
         }
     }
@@ -192,6 +200,7 @@ impl std::fmt::Debug for Settings {
             .field("metrics_listen", &self.metrics_listen)
             .field("max_connections", &self.max_connections)
             .field("max_in_flight", &self.max_in_flight)
+            .field("customers", &self.customers)
             .finish()
     }
 }
@@ -367,6 +376,16 @@ impl Settings {
             REQUEST_TIMEOUT,
             second,
         )?;
+        let customers = backroom_customers::Settings {
+            session_ttl: duration(
+                &flags.customer_session_ttl,
+                "BACKROOM_CUSTOMER_SESSION_TTL",
+                &file.customer_session_ttl,
+                backroom_customers::SESSION_TTL,
+                Duration::from_secs(1),
+            )?,
+            ..backroom_customers::Settings::default()
+        };
         let payment_providers =
             match pick(&flags.payment_providers, "BACKROOM_PAYMENT_PROVIDERS", &file.payment_providers, None) {
                 None => Vec::new(),
@@ -408,6 +427,7 @@ impl Settings {
             metrics_listen,
             max_connections,
             max_in_flight,
+            customers,
             search_follow_interval: SEARCH_FOLLOW_INTERVAL,
         })
     }

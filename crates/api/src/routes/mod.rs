@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod checkout;
+pub mod customers;
 pub mod ops;
 pub mod store;
 
@@ -37,6 +38,7 @@ pub fn all() -> Routes {
     admin::routes(&mut r);
     store::routes(&mut r);
     checkout::routes(&mut r);
+    customers::routes(&mut r);
     r
 }
 

@@ -7,6 +7,7 @@ mod auth;
 mod carts;
 mod catalog;
 mod checkout;
+mod customers;
 mod edge;
 mod errors;
 mod images;
