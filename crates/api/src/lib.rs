@@ -64,6 +64,8 @@ pub struct Services {
     pub carts: Carts,
     pub checkout: Checkout,
     pub orders: Orders,
+    /// The crypto of personal data (master key, data keys, e-mail index).
+    pub vault: backroom_vault::Vault,
     /// This process's search index; `None` runs listings from the database only.
     pub search: Option<std::sync::Arc<backroom_search::SearchIndex>>,
     /// Cached public catalog answers; see [`cache`].
@@ -90,13 +92,15 @@ impl AppState {
         checkout: Checkout,
         search: Option<std::sync::Arc<backroom_search::SearchIndex>>,
     ) -> Self {
+        let vault = checkout.vault().clone();
         AppState(std::sync::Arc::new(Services {
             catalog: Catalog::new(db.clone()),
             inventory: Inventory::new(db.clone()),
             auth: Auth::new(db.clone(), admin_token),
             carts: Carts::new(db.clone()),
             checkout,
-            orders: Orders::new(db.clone()),
+            orders: Orders::new(db.clone(), vault.clone()),
+            vault,
             search,
             cache: Default::default(),
             views: Default::default(),

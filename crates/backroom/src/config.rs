@@ -72,6 +72,8 @@ pub struct Flags {
 /// What `--help` says of the settings that are never flags.
 pub const ENV_ONLY_HELP: &str = "Environment only:\n  \
     BACKROOM_ADMIN_TOKEN  A bootstrap key with the owner role (16-200 characters); a secret, so never a flag\n  \
+    BACKROOM_MASTER_KEY   32 bytes in base64 that wrap the keys of personal data; without it, a key file is\n  \
+                          created in the data directory on first start (back it up: docs/api.md#the-master-key)\n  \
     BACKROOM_LOG          Log filter, such as info or backroom=debug,sqlx=warn [default: info]\n\n\
     Every flag above can also be set in backroom.toml (its long name with _ for -) or as BACKROOM_<NAME>;\n\
     flags win over the environment, which wins over the file. See docs/api.md#settings.";
@@ -107,6 +109,9 @@ pub struct Settings {
     pub database_url: String,
     /// `BACKROOM_ADMIN_TOKEN`: works as an owner API key. Never printed.
     pub admin_token: Option<String>,
+    /// `BACKROOM_MASTER_KEY` (base64 of 32 bytes): wraps the data keys of personal data. When
+    /// unset, a key file in the data directory is used (created on first start). Never printed.
+    pub master_key: Option<String>,
     /// Recovery interval, grace period and reservation TTL.
     pub checkout: backroom_checkout::Settings,
     /// Most write jobs the group-commit writer puts in one transaction
@@ -159,6 +164,7 @@ impl Default for Settings {
             database_url: backroom_db::sqlite_url_in(&data_dir),
             data_dir,
             admin_token: None,
+            master_key: None,
             checkout: backroom_checkout::Settings::default(),
             writer_max_batch: backroom_db::writer::MAX_BATCH,
             writer_queue: backroom_db::writer::QUEUE,
@@ -183,6 +189,7 @@ impl std::fmt::Debug for Settings {
             .field("data_dir", &self.data_dir)
             .field("database_url", &redact(&self.database_url))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("master_key", &self.master_key.as_ref().map(|_| "<set>"))
             .field("checkout", &self.checkout)
             .field("payment_providers", &self.payment_providers)
             .field("provider_timeout", &self.provider_timeout)
@@ -261,6 +268,15 @@ impl Settings {
             && (t.len() < 16 || t.len() > 200 || t.chars().any(|c| c.is_whitespace() || c.is_control()))
         {
             return Err("invalid BACKROOM_ADMIN_TOKEN: must be 16–200 characters without spaces".into());
+        }
+        let master_key = std::env::var("BACKROOM_MASTER_KEY").ok().filter(|t| !t.trim().is_empty());
+        if let Some(k) = &master_key
+            && backroom_vault::MasterKey::from_base64(k).is_err()
+        {
+            return Err(
+                "invalid BACKROOM_MASTER_KEY: must be 32 bytes in base64 (make one with `openssl rand -base64 32`)"
+                    .into(),
+            );
         }
         let defaults = backroom_checkout::Settings::default();
         let duration = |flag: &Option<String>, env: &str, file: &Option<String>, default: Duration, min: Duration| {
@@ -396,6 +412,7 @@ impl Settings {
             data_dir,
             database_url,
             admin_token,
+            master_key,
             checkout,
             writer_max_batch,
             writer_queue,

@@ -59,7 +59,7 @@ pub async fn create_cart(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<NewCart>,
 ) -> ApiResult<(StatusCode, Json<Cart>)> {
-    Ok((StatusCode::CREATED, Json(s.carts.create(&body).await?)))
+    Ok((StatusCode::CREATED, Json(s.carts.create(&body, None).await?)))
 }
 
 /// Get a cart
@@ -68,7 +68,7 @@ pub async fn create_cart(
 #[utoipa::path(get, path = "/store/carts/{id}", tag = "carts", params(("id" = String, Path)),
     responses((status = 200, description = "The cart", body = Cart, example = json!(crate::openapi::examples::cart())), (status = 404, description = "`not_found`: no such cart", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::examples::cart_not_found()))))]
 pub async fn get_cart(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Cart>> {
-    Ok(Json(s.carts.get(&id).await?))
+    Ok(Json(s.carts.get(&id, None).await?))
 }
 
 /// Add to a cart
@@ -88,7 +88,7 @@ pub async fn add_item(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AddItem>,
 ) -> ApiResult<Json<Cart>> {
-    Ok(Json(s.carts.add_item(&id, &body).await?))
+    Ok(Json(s.carts.add_item(&id, None, &body).await?))
 }
 
 /// Change a line's quantity
@@ -103,7 +103,7 @@ pub async fn set_quantity(
     Path((id, item_id)): Path<(String, String)>,
     ApiJson(body): ApiJson<SetQuantity>,
 ) -> ApiResult<Json<Cart>> {
-    Ok(Json(s.carts.set_quantity(&id, &item_id, body.quantity).await?))
+    Ok(Json(s.carts.set_quantity(&id, None, &item_id, body.quantity).await?))
 }
 
 /// Remove a line
@@ -117,7 +117,7 @@ pub async fn remove_item(
     State(s): State<AppState>,
     Path((id, item_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Cart>> {
-    Ok(Json(s.carts.remove_item(&id, &item_id).await?))
+    Ok(Json(s.carts.remove_item(&id, None, &item_id).await?))
 }
 
 /// The HTTP answer of a checkout outcome. Deterministic, so a replay is byte-identical.
