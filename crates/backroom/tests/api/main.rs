@@ -14,6 +14,7 @@ mod locations;
 mod ops;
 mod order_search;
 mod overload;
+mod personal_data;
 mod providers;
 mod search;
 mod stock;
