@@ -152,11 +152,14 @@ async fn purchases(
     Phase { purchase, checkout }
 }
 
+/// Latencies of `401`s, and the count of every other answer.
+type Answers = (Vec<Duration>, BTreeMap<String, usize>);
+
 /// Wrong-password logins, `flooders` in flight, until `stop`: for the registered e-mail and for
 /// unknown ones, from [`FLOOD_ADDRESSES`] addresses. Every answer counts (`401` is "ok" here).
 async fn run_flood(client: reqwest::Client, url: String, stop: Arc<AtomicBool>, flooders: usize, victim: &str) -> Run {
     let started = Instant::now();
-    let results: Arc<std::sync::Mutex<(Vec<Duration>, BTreeMap<String, usize>)>> = Arc::default();
+    let results: Arc<std::sync::Mutex<Answers>> = Arc::default();
     let tasks: Vec<_> = (0..flooders)
         .map(|w| {
             let (client, url, stop, results, victim) =
@@ -165,7 +168,7 @@ async fn run_flood(client: reqwest::Client, url: String, stop: Arc<AtomicBool>, 
                 let mut n: u64 = 0;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
-                    let email = if n % 2 == 0 { victim.clone() } else { format!("nobody-{w}-{n}@example.com") };
+                    let email = if n.is_multiple_of(2) { victim.clone() } else { format!("nobody-{w}-{n}@example.com") };
                     let from = format!("203.0.113.{}", (w + n as usize) % FLOOD_ADDRESSES + 1);
                     let t0 = Instant::now();
                     let answer: Result<(u16, Value), String> = async {
