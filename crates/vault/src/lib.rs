@@ -169,7 +169,8 @@ impl MasterKey {
         if master != self.id() {
             return Err(Error::internal(format!(
                 "data key {key_id} was wrapped by master key {master}, but this process has master key {}: \
-                 is BACKROOM_MASTER_KEY (or the data directory's {KEY_FILE}) the right one?",
+                 is BACKROOM_MASTER_KEY (or the data directory's {KEY_FILE}) the right one? Several processes on \
+                 one database need the same key: set BACKROOM_MASTER_KEY for all of them",
                 self.id()
             )));
         }
