@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod cache;
+pub mod client;
 pub mod edge;
 pub mod error;
 pub mod extract;
@@ -74,6 +75,9 @@ pub struct Services {
     pub metrics: PrometheusHandle,
     /// Browser origins allowed by CORS (`BACKROOM_CORS_ORIGINS`); none by default.
     pub cors_origins: std::sync::Arc<Vec<axum::http::HeaderValue>>,
+    /// Proxies whose `X-Forwarded-For` names the client (`BACKROOM_TRUSTED_PROXIES`); none by
+    /// default. See [`client`].
+    pub trusted_proxies: std::sync::Arc<client::TrustedProxies>,
     /// A request not answered within this is `503` (`BACKROOM_REQUEST_TIMEOUT`).
     pub request_timeout: Duration,
     /// Whether this router serves `/metrics` (not when it has a listener of its own).
@@ -102,6 +106,7 @@ impl AppState {
             views: Default::default(),
             metrics: metrics_handle(),
             cors_origins: Default::default(),
+            trusted_proxies: Default::default(),
             request_timeout: Duration::from_secs(30),
             metrics_here: true,
             db,
@@ -117,6 +122,11 @@ impl AppState {
     /// Allows these exact browser origins (CORS).
     pub fn with_cors_origins(self, origins: Vec<axum::http::HeaderValue>) -> Self {
         self.with(|s| s.cors_origins = std::sync::Arc::new(origins))
+    }
+
+    /// Believes `X-Forwarded-For` from these proxies (see [`client`]).
+    pub fn with_trusted_proxies(self, proxies: client::TrustedProxies) -> Self {
+        self.with(|s| s.trusted_proxies = std::sync::Arc::new(proxies))
     }
 
     /// Answers `503` to a request not done within `timeout`.
@@ -198,6 +208,8 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(edge::limits))
         .layer(middleware::from_fn_with_state(edge::Cors::new(state.cors_origins.clone()), edge::cors))
         .layer(middleware::from_fn(edge::secure_headers))
+        // Outermost: every layer inside may ask who the client is.
+        .layer(middleware::from_fn_with_state(state.trusted_proxies.clone(), client::layer))
         .with_state(state)
 }
 
