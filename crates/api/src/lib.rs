@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod pci;
+pub mod redact;
 pub mod routes;
 pub mod telemetry;
 pub mod views;

@@ -61,7 +61,7 @@ fn inventory(r: &mut Routes) {
     r.admin(InventoryWrite, ProductData, routes!(create_location));
 }
 
-/// API keys (owners only).
+/// API keys (owners, and admins for every role but `owner`).
 fn keys(r: &mut Routes) {
     use crate::access::Content::Scanned;
     use backroom_auth::Permission::KeysManage;
@@ -275,7 +275,7 @@ pub async fn set_stock(
     ApiJson(body): ApiJson<SetStock>,
 ) -> ApiResult<(Extension<Touched>, Json<StockLevel>)> {
     let variant = s.catalog.variant(&id).await?;
-    let level = s.inventory.set_on_hand(&variant.id, &body, variant.allow_backorder, &staff.key_id).await?;
+    let level = s.inventory.set_on_hand(&variant.id, &body, variant.allow_backorder, staff.actor.id()).await?;
     Ok((Extension(Touched::product(variant.product_id)), Json(level)))
 }
 
@@ -450,18 +450,21 @@ pub async fn list_keys(State(s): State<AppState>, _staff: Staff) -> ApiResult<Js
 ///
 /// Creates a key with a role and answers its secret `token` this once: only a hash of it is
 /// stored. Send it as `Authorization: Bearer <token>`. Roles: `owner` may do everything, `admin`
-/// everything but keys, `editor` the catalog and stock, `viewer` read the catalog, stock and
-/// orders.
+/// everything but `owner` keys, `editor` the catalog, stock, prices, promotions, regions, taxes
+/// and shipping options, `orders` orders after the sale (and reads customers), `support` reads
+/// customers and orders and exports a customer's data, `viewer` reads everything but customers
+/// and keys. No key creates a key of a role that may do something its own may not: `403
+/// forbidden`.
 #[utoipa::path(post, path = "/admin/api-keys", tag = "auth", request_body = NewApiKey,
     responses((status = 201, description = "Created: the key with its secret", body = CreatedApiKey, links(
-            ("revoke_key" = (operation_id = "revoke_key", parameters(("id" = "$response.body#/id")))))), (status = 422, body = Problem, content_type = "application/problem+json")),
+            ("revoke_key" = (operation_id = "revoke_key", parameters(("id" = "$response.body#/id")))))), (status = 403, description = "`forbidden`: the role lacks the permission, or the new key's role may do something the caller's may not", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn create_key(
     State(s): State<AppState>,
-    _staff: Staff,
+    staff: Staff,
     ApiJson(body): ApiJson<NewApiKey>,
 ) -> ApiResult<(StatusCode, Extension<Touched>, Json<CreatedApiKey>)> {
-    let (key, token) = s.auth.create_key(&body.name, body.role).await?;
+    let (key, token) = s.auth.create_key_as(&staff, &body.name, body.role).await?;
     Ok((StatusCode::CREATED, Extension(Touched::nothing()), Json(CreatedApiKey { key, token })))
 }
 
@@ -469,12 +472,12 @@ pub async fn create_key(
 ///
 /// The key stops working at once; it stays listed, with `revoked_at`.
 #[utoipa::path(delete, path = "/admin/api-keys/{id}", tag = "auth", params(("id" = String, Path)),
-    responses((status = 204, description = "Revoked"), (status = 404, description = "`not_found`: no such key", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+    responses((status = 204, description = "Revoked"), (status = 403, description = "`forbidden`: the role lacks the permission, or the key's role may do something the caller's may not", body = Problem, content_type = "application/problem+json"), (status = 404, description = "`not_found`: no such key", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn revoke_key(
     State(s): State<AppState>,
-    _staff: Staff,
+    staff: Staff,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Extension<Touched>)> {
-    s.auth.revoke_key(&id).await?;
+    s.auth.revoke_key(&staff, &id).await?;
     Ok((StatusCode::NO_CONTENT, Extension(Touched::nothing())))
 }

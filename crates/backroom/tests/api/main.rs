@@ -15,5 +15,6 @@ mod ops;
 mod order_search;
 mod overload;
 mod providers;
+mod roles;
 mod search;
 mod stock;
