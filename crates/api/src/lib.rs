@@ -3,6 +3,7 @@
 //! crate turns their results and errors into responses.
 
 pub mod access;
+pub mod audit;
 pub mod cache;
 pub mod client;
 pub mod edge;
@@ -63,6 +64,8 @@ pub struct Services {
     pub catalog: Catalog,
     pub inventory: Inventory,
     pub auth: Auth,
+    /// The audit log of staff writes; see [`audit`].
+    pub audit: backroom_auth::audit::AuditLog,
     pub carts: Carts,
     pub checkout: Checkout,
     pub orders: Orders,
@@ -99,6 +102,7 @@ impl AppState {
             catalog: Catalog::new(db.clone()),
             inventory: Inventory::new(db.clone()),
             auth: Auth::new(db.clone(), admin_token),
+            audit: backroom_auth::audit::AuditLog::new(db.clone()),
             carts: Carts::new(db.clone()),
             checkout,
             orders: Orders::new(db.clone()),
@@ -187,6 +191,8 @@ pub fn router(state: AppState) -> Router {
     routes
         .router
         .fallback(|| async { ApiError::RouteNotFound })
+        // Inside the guard, which hands it the caller and the route's action.
+        .layer(middleware::from_fn_with_state(state.clone(), audit::layer))
         .layer(middleware::from_fn_with_state(access::Guard::new(state.clone(), routes.access), access::guard))
         .layer(middleware::from_fn(nul_in_path))
         .layer(middleware::from_fn_with_state(state.clone(), cache::layer))

@@ -4,8 +4,10 @@
 //! stored, so a leaked database does not leak keys. (A fast hash is right here: the key has
 //! 256 bits of entropy, so there is nothing to brute-force, unlike a password.)
 //!
-//! What each role may do is decided in one place, [`Role::allows`]; full RBAC with custom
-//! roles and scopes grows from there.
+//! What each role may do is decided in one place, [`Role::grants`]; full RBAC with custom
+//! roles and scopes grows from there. Owns `audit_log` too ([`audit`]).
+
+pub mod audit;
 
 use std::fmt;
 

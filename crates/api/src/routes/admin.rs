@@ -1,4 +1,4 @@
-//! `/admin/*`: catalog, stock and API keys. The permission each route needs is in the table
+//! `/admin/*`: catalog, stock, API keys and the audit log. The permission each route needs is in the table
 //! of [`crate::access`], checked before the handler runs; every handler takes [`Staff`], which
 //! only a route of that table can hand it.
 
@@ -26,6 +26,7 @@ pub fn routes(r: &mut Routes) {
     catalog(r);
     inventory(r);
     keys(r);
+    audit(r);
 }
 
 /// Catalog: products, variants with their prices, categories.
@@ -68,7 +69,15 @@ fn keys(r: &mut Routes) {
     use utoipa_axum::routes;
     r.admin(KeysManage, Scanned, routes!(list_keys));
     r.admin(KeysManage, Scanned, routes!(create_key));
-    r.admin(KeysManage, Scanned, routes!(revoke_key));
+    r.admin(KeysManage, Scanned, routes!(revoke_key)).action("api_key.revoke");
+}
+
+/// The audit log of staff writes.
+fn audit(r: &mut Routes) {
+    use crate::access::Content::Scanned;
+    use backroom_auth::Permission::AuditRead;
+    use utoipa_axum::routes;
+    r.admin(AuditRead, Scanned, routes!(audit_log));
 }
 
 /// `limit` and `cursor` of a list.
@@ -480,4 +489,42 @@ pub async fn revoke_key(
 ) -> ApiResult<(StatusCode, Extension<Touched>)> {
     s.auth.revoke_key(&staff, &id).await?;
     Ok((StatusCode::NO_CONTENT, Extension(Touched::nothing())))
+}
+
+// ---- the audit log --------------------------------------------------------------------------
+
+/// Filters of `GET /admin/audit-log`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+    /// Only the entries of this actor: an API key's id (`bootstrap` for the bootstrap token).
+    #[param(example = "key_01jd8z5c3k4m7q9r2t6v8w0x1y", max_length = 100)]
+    pub actor: Option<String>,
+    /// Only the entries about this resource (a product's, variant's, key's id, …).
+    #[param(example = "prod_01jd8z5c3k4m7q9r2t6v8w0x1y", max_length = 100)]
+    pub resource_id: Option<String>,
+}
+
+/// Read the audit log
+///
+/// Every successful staff write (any `POST`, `PUT`, `PATCH` or `DELETE` under `/admin` answered
+/// `2xx`), newest first, a page at a time: who (`actor`), what (`action`, `<resource>.<verb>` such
+/// as `product.update` or `api_key.revoke`), on what (`resource_id`: the id in the path, or the
+/// id of what a `201` created), when, and from which client address. Request bodies are never
+/// recorded. Entries cannot be changed or deleted, by any route or in the database.
+#[utoipa::path(get, path = "/admin/audit-log", tag = "auth", params(AuditQuery),
+    responses((status = 200, description = "A page of entries", body = Page<backroom_auth::audit::AuditEntry>)),
+    security(("api_key" = [])))]
+pub async fn audit_log(
+    State(s): State<AppState>,
+    _staff: Staff,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<Page<backroom_auth::audit::AuditEntry>>> {
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    let filter = backroom_auth::audit::AuditFilter::parse(q.actor, q.resource_id)?;
+    Ok(Json(s.audit.list(&filter, &page).await?))
 }
