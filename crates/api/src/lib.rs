@@ -3,12 +3,15 @@
 //! crate turns their results and errors into responses.
 
 pub mod access;
+pub mod audit;
 pub mod cache;
+pub mod client;
 pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod pci;
+pub mod redact;
 pub mod routes;
 pub mod telemetry;
 pub mod views;
@@ -61,6 +64,8 @@ pub struct Services {
     pub catalog: Catalog,
     pub inventory: Inventory,
     pub auth: Auth,
+    /// The audit log of staff writes; see [`audit`].
+    pub audit: backroom_auth::audit::AuditLog,
     pub carts: Carts,
     pub checkout: Checkout,
     pub orders: Orders,
@@ -76,6 +81,9 @@ pub struct Services {
     pub metrics: PrometheusHandle,
     /// Browser origins allowed by CORS (`BACKROOM_CORS_ORIGINS`); none by default.
     pub cors_origins: std::sync::Arc<Vec<axum::http::HeaderValue>>,
+    /// Proxies whose `X-Forwarded-For` names the client (`BACKROOM_TRUSTED_PROXIES`); none by
+    /// default. See [`client`].
+    pub trusted_proxies: std::sync::Arc<client::TrustedProxies>,
     /// A request not answered within this is `503` (`BACKROOM_REQUEST_TIMEOUT`).
     pub request_timeout: Duration,
     /// Whether this router serves `/metrics` (not when it has a listener of its own).
@@ -97,6 +105,7 @@ impl AppState {
             catalog: Catalog::new(db.clone()),
             inventory: Inventory::new(db.clone()),
             auth: Auth::new(db.clone(), admin_token),
+            audit: backroom_auth::audit::AuditLog::new(db.clone()),
             carts: Carts::new(db.clone()),
             checkout,
             orders: Orders::new(db.clone(), vault.clone()),
@@ -106,6 +115,7 @@ impl AppState {
             views: Default::default(),
             metrics: metrics_handle(),
             cors_origins: Default::default(),
+            trusted_proxies: Default::default(),
             request_timeout: Duration::from_secs(30),
             metrics_here: true,
             db,
@@ -121,6 +131,11 @@ impl AppState {
     /// Allows these exact browser origins (CORS).
     pub fn with_cors_origins(self, origins: Vec<axum::http::HeaderValue>) -> Self {
         self.with(|s| s.cors_origins = std::sync::Arc::new(origins))
+    }
+
+    /// Believes `X-Forwarded-For` from these proxies (see [`client`]).
+    pub fn with_trusted_proxies(self, proxies: client::TrustedProxies) -> Self {
+        self.with(|s| s.trusted_proxies = std::sync::Arc::new(proxies))
     }
 
     /// Answers `503` to a request not done within `timeout`.
@@ -180,6 +195,8 @@ pub fn router(state: AppState) -> Router {
     routes
         .router
         .fallback(|| async { ApiError::RouteNotFound })
+        // Inside the guard, which hands it the caller and the route's action.
+        .layer(middleware::from_fn_with_state(state.clone(), audit::layer))
         .layer(middleware::from_fn_with_state(access::Guard::new(state.clone(), routes.access), access::guard))
         .layer(middleware::from_fn(nul_in_path))
         .layer(middleware::from_fn_with_state(state.clone(), cache::layer))
@@ -202,6 +219,8 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(edge::limits))
         .layer(middleware::from_fn_with_state(edge::Cors::new(state.cors_origins.clone()), edge::cors))
         .layer(middleware::from_fn(edge::secure_headers))
+        // Outermost: every layer inside may ask who the client is.
+        .layer(middleware::from_fn_with_state(state.trusted_proxies.clone(), client::layer))
         .with_state(state)
 }
 

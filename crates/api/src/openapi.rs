@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "catalog", description = "Staff: products, their variants (one SKU each) with prices in any currency, and the category tree. Products start as `draft`; only `published` ones reach the storefront."),
         (name = "inventory", description = "Staff: stock per variant and location, the locations, and the ledger of every stock change. A variant with no stock set is not tracked and sells without limit."),
-        (name = "auth", description = "Owners: the API keys staff send as `Authorization: Bearer <key>`, each with a role (`owner`, `admin`, `editor`, `viewer`)."),
+        (name = "auth", description = "Owners and admins: the API keys staff send as `Authorization: Bearer <key>`, each with a role (`owner`, `admin`, `editor`, `orders`, `support`, `viewer`), and the audit log of every staff write."),
         (name = "storefront", description = "Anyone: the published catalog as shoppers see it, with prices and units available, full-text search and facets."),
         (name = "carts", description = "Anyone holding the cart's id: carts in one currency, their lines, and checkout into an order with a payment provider."),
         (name = "orders", description = "Staff: orders with their payments and history, and the outbox of the events they raise."),
@@ -144,6 +144,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::routes::all().into_parts().openapi);
     CommonErrors.modify(&mut doc);
+    crate::redact::nullable_in_schema(&mut doc);
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
 }

@@ -32,6 +32,9 @@ pub struct Flags {
     /// Browser origins allowed to call the API, a comma list of scheme://host[:port] [env: BACKROOM_CORS_ORIGINS] [default: none]
     #[arg(long, global = true)]
     pub cors_origins: Option<String>,
+    /// Proxies whose X-Forwarded-For names the client, a comma list of IP addresses and CIDR ranges [env: BACKROOM_TRUSTED_PROXIES] [default: none]
+    #[arg(long, global = true)]
+    pub trusted_proxies: Option<String>,
     /// Deadline of every payment provider call [env: BACKROOM_PROVIDER_TIMEOUT] [default: 10s]
     #[arg(long, global = true)]
     pub provider_timeout: Option<String>,
@@ -96,6 +99,7 @@ struct FileSettings {
     header_timeout: Option<String>,
     request_timeout: Option<String>,
     cors_origins: Option<String>,
+    trusted_proxies: Option<String>,
     metrics_listen: Option<String>,
     max_connections: Option<i64>,
     max_in_flight: Option<i64>,
@@ -135,6 +139,9 @@ pub struct Settings {
     /// Browser origins allowed to call the API (`BACKROOM_CORS_ORIGINS`), exact
     /// `scheme://host[:port]` strings.
     pub cors_origins: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` names the client (`BACKROOM_TRUSTED_PROXIES`); none by
+    /// default, so every client is its socket's peer.
+    pub trusted_proxies: backroom_api::client::TrustedProxies,
     /// Where `/metrics` is served instead of the main address (`BACKROOM_METRICS_LISTEN`).
     pub metrics_listen: Option<SocketAddr>,
     /// Most open client connections (`BACKROOM_MAX_CONNECTIONS`); also capped below the
@@ -174,6 +181,7 @@ impl Default for Settings {
             header_timeout: HEADER_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
             cors_origins: Vec::new(),
+            trusted_proxies: backroom_api::client::TrustedProxies::none(),
             metrics_listen: None,
             max_connections: MAX_CONNECTIONS,
             max_in_flight: crate::server::default_max_in_flight(),
@@ -196,6 +204,7 @@ impl std::fmt::Debug for Settings {
             .field("header_timeout", &self.header_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("cors_origins", &self.cors_origins)
+            .field("trusted_proxies", &self.trusted_proxies.nets())
             .field("metrics_listen", &self.metrics_listen)
             .field("max_connections", &self.max_connections)
             .field("max_in_flight", &self.max_in_flight)
@@ -396,6 +405,12 @@ impl Settings {
                 parse_origins(&raw).map_err(|e| format!("invalid CORS origins `{raw}` (from {src}): {e}"))?
             }
         };
+        let trusted_proxies =
+            match pick(&flags.trusted_proxies, "BACKROOM_TRUSTED_PROXIES", &file.trusted_proxies, None) {
+                None => backroom_api::client::TrustedProxies::none(),
+                Some((raw, src)) => backroom_api::client::TrustedProxies::parse(&raw)
+                    .map_err(|e| format!("invalid trusted proxies `{raw}` (from {src}): {e}"))?,
+            };
         let metrics_listen = match pick(&flags.metrics_listen, "BACKROOM_METRICS_LISTEN", &file.metrics_listen, None) {
             None => None,
             Some((raw, src)) => Some(raw.trim().parse::<SocketAddr>().map_err(|_| {
@@ -422,6 +437,7 @@ impl Settings {
             header_timeout,
             request_timeout,
             cors_origins,
+            trusted_proxies,
             metrics_listen,
             max_connections,
             max_in_flight,

@@ -58,7 +58,7 @@ enum Command {
 enum AdminCommand {
     /// Create an API key and print it once (only its hash is stored).
     CreateKey {
-        /// owner, admin, editor or viewer.
+        /// owner, admin, editor, orders, support or viewer.
         #[arg(long, value_parser = parse_role)]
         role: Role,
         /// A label to recognise the key by.
@@ -82,7 +82,7 @@ enum MasterKeyCommand {
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
-    Role::parse(s).ok_or_else(|| "expected one of owner, admin, editor, viewer".into())
+    Role::parse(s).ok_or_else(|| format!("expected one of {}", Role::ALL.map(Role::as_str).join(", ")))
 }
 
 fn main() -> ExitCode {

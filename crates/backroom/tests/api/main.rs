@@ -3,6 +3,7 @@
 
 mod support;
 
+mod audit;
 mod auth;
 mod carts;
 mod catalog;
@@ -16,5 +17,6 @@ mod order_search;
 mod overload;
 mod personal_data;
 mod providers;
+mod roles;
 mod search;
 mod stock;
