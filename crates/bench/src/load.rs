@@ -306,6 +306,8 @@ impl Server {
             // The scenarios buy with the test provider, which a server only offers when told.
             .env("BACKROOM_PAYMENT_PROVIDERS", "test")
             .env("BACKROOM_LOG", "warn")
+            // Every simulated shopper comes from this one address.
+            .env("BACKROOM_RATE_LIMITS", "off")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)

@@ -16,6 +16,7 @@ mod ops;
 mod order_search;
 mod overload;
 mod providers;
+mod rate_limits;
 mod roles;
 mod search;
 mod stock;
