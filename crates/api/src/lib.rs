@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod pci;
+pub mod ratelimit;
 pub mod redact;
 pub mod routes;
 pub mod telemetry;
@@ -84,6 +85,8 @@ pub struct Services {
     /// Proxies whose `X-Forwarded-For` names the client (`BACKROOM_TRUSTED_PROXIES`); none by
     /// default. See [`client`].
     pub trusted_proxies: std::sync::Arc<client::TrustedProxies>,
+    /// The store's rate limits per client address (`BACKROOM_RATE_LIMITS`); see [`ratelimit`].
+    pub rate_limits: std::sync::Arc<ratelimit::Limiters>,
     /// A request not answered within this is `503` (`BACKROOM_REQUEST_TIMEOUT`).
     pub request_timeout: Duration,
     /// Whether this router serves `/metrics` (not when it has a listener of its own).
@@ -116,6 +119,7 @@ impl AppState {
             metrics: metrics_handle(),
             cors_origins: Default::default(),
             trusted_proxies: Default::default(),
+            rate_limits: std::sync::Arc::new(ratelimit::Limiters::new(ratelimit::RateLimits::default())),
             request_timeout: Duration::from_secs(30),
             metrics_here: true,
             db,
@@ -136,6 +140,11 @@ impl AppState {
     /// Believes `X-Forwarded-For` from these proxies (see [`client`]).
     pub fn with_trusted_proxies(self, proxies: client::TrustedProxies) -> Self {
         self.with(|s| s.trusted_proxies = std::sync::Arc::new(proxies))
+    }
+
+    /// Limits store requests per client address (see [`ratelimit`]).
+    pub fn with_rate_limits(self, limits: ratelimit::RateLimits) -> Self {
+        self.with(|s| s.rate_limits = std::sync::Arc::new(ratelimit::Limiters::new(limits)))
     }
 
     /// Answers `503` to a request not done within `timeout`.
@@ -212,6 +221,8 @@ pub fn router(state: AppState) -> Router {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
+        // Before anything costs work, but inside the request id: a 429 carries it too.
+        .layer(middleware::from_fn_with_state(state.rate_limits.clone(), ratelimit::layer))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         // Outside everything that logs or echoes a header: see `pci` and `edge`.

@@ -33,7 +33,8 @@ pub enum Role {
     Orders,
     /// Reads customers and orders, exports a customer's data; reads the catalog and stock.
     Support,
-    /// Reads everything but customers and keys; orders without their personal fields.
+    /// Reads everything but customers, keys and the outbox; orders without their personal
+    /// fields.
     Viewer,
 }
 
@@ -70,7 +71,8 @@ pub enum Permission {
     PersonalDataRead,
     /// The audit log of staff writes.
     AuditRead,
-    /// The outbox and other operational views.
+    /// The outbox and other operational views. Event payloads may hold personal data, so
+    /// only roles that may see everything have it.
     OpsRead,
     /// API keys of every role but `owner`: list, create, revoke.
     KeysManage,
@@ -133,7 +135,7 @@ impl Permission {
             CustomersExport => "export a customer's personal data",
             PersonalDataRead => "see names, e-mails, phones and addresses (on orders too; `null` otherwise)",
             AuditRead => "read the audit log",
-            OpsRead => "read the outbox",
+            OpsRead => "read the outbox (its event payloads may hold personal data)",
             KeysManage => "list, create and revoke API keys (no higher role than one's own)",
             OwnerKeys => "create and revoke `owner` keys",
         }
@@ -211,7 +213,6 @@ impl Role {
                 ShippingRead,
                 OrdersRead,
                 AuditRead,
-                OpsRead,
             ]),
         }
     }

@@ -90,6 +90,7 @@ impl Application {
         let state = AppState::new(db.clone(), settings.admin_token.as_deref(), checkout, Some(search))
             .with_cors_origins(cors)
             .with_trusted_proxies(settings.trusted_proxies.clone())
+            .with_rate_limits(settings.rate_limits)
             .with_request_timeout(settings.request_timeout)
             .with_metrics_here(settings.metrics_listen.is_none());
         let sealed = state.orders.seal_legacy().await?;

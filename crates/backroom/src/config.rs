@@ -35,6 +35,9 @@ pub struct Flags {
     /// Proxies whose X-Forwarded-For names the client, a comma list of IP addresses and CIDR ranges [env: BACKROOM_TRUSTED_PROXIES] [default: none]
     #[arg(long, global = true)]
     pub trusted_proxies: Option<String>,
+    /// Per-client rate limits on /store routes: on or off (off for load tests and benchmarks) [env: BACKROOM_RATE_LIMITS] [default: on]
+    #[arg(long, global = true)]
+    pub rate_limits: Option<String>,
     /// Deadline of every payment provider call [env: BACKROOM_PROVIDER_TIMEOUT] [default: 10s]
     #[arg(long, global = true)]
     pub provider_timeout: Option<String>,
@@ -100,6 +103,7 @@ struct FileSettings {
     request_timeout: Option<String>,
     cors_origins: Option<String>,
     trusted_proxies: Option<String>,
+    rate_limits: Option<String>,
     metrics_listen: Option<String>,
     max_connections: Option<i64>,
     max_in_flight: Option<i64>,
@@ -142,6 +146,9 @@ pub struct Settings {
     /// Proxies whose `X-Forwarded-For` names the client (`BACKROOM_TRUSTED_PROXIES`); none by
     /// default, so every client is its socket's peer.
     pub trusted_proxies: backroom_api::client::TrustedProxies,
+    /// Per-client rate limits on `/store` (`BACKROOM_RATE_LIMITS`, `on` or `off`); the
+    /// limits themselves are not operator settings (tests shrink them).
+    pub rate_limits: backroom_api::ratelimit::RateLimits,
     /// Where `/metrics` is served instead of the main address (`BACKROOM_METRICS_LISTEN`).
     pub metrics_listen: Option<SocketAddr>,
     /// Most open client connections (`BACKROOM_MAX_CONNECTIONS`); also capped below the
@@ -182,6 +189,7 @@ impl Default for Settings {
             request_timeout: REQUEST_TIMEOUT,
             cors_origins: Vec::new(),
             trusted_proxies: backroom_api::client::TrustedProxies::none(),
+            rate_limits: backroom_api::ratelimit::RateLimits::default(),
             metrics_listen: None,
             max_connections: MAX_CONNECTIONS,
             max_in_flight: crate::server::default_max_in_flight(),
@@ -205,6 +213,7 @@ impl std::fmt::Debug for Settings {
             .field("request_timeout", &self.request_timeout)
             .field("cors_origins", &self.cors_origins)
             .field("trusted_proxies", &self.trusted_proxies.nets())
+            .field("rate_limits", &self.rate_limits)
             .field("metrics_listen", &self.metrics_listen)
             .field("max_connections", &self.max_connections)
             .field("max_in_flight", &self.max_in_flight)
@@ -411,6 +420,14 @@ impl Settings {
                 Some((raw, src)) => backroom_api::client::TrustedProxies::parse(&raw)
                     .map_err(|e| format!("invalid trusted proxies `{raw}` (from {src}): {e}"))?,
             };
+        let rate_limits = match pick(&flags.rate_limits, "BACKROOM_RATE_LIMITS", &file.rate_limits, None) {
+            None => backroom_api::ratelimit::RateLimits::default(),
+            Some((raw, src)) => match raw.trim() {
+                "on" => backroom_api::ratelimit::RateLimits::default(),
+                "off" => backroom_api::ratelimit::RateLimits::off(),
+                _ => return Err(format!("invalid rate limits `{raw}` (from {src}): expected on or off")),
+            },
+        };
         let metrics_listen = match pick(&flags.metrics_listen, "BACKROOM_METRICS_LISTEN", &file.metrics_listen, None) {
             None => None,
             Some((raw, src)) => Some(raw.trim().parse::<SocketAddr>().map_err(|_| {
@@ -438,6 +455,7 @@ impl Settings {
             request_timeout,
             cors_origins,
             trusted_proxies,
+            rate_limits,
             metrics_listen,
             max_connections,
             max_in_flight,

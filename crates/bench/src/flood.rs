@@ -26,7 +26,6 @@ fn shopper_address(i: u64) -> String {
 /// Runs the scenario: `flooders` login requests in flight during the second phase.
 pub async fn login_flood(opts: &LoadOptions, flooders: usize) -> anyhow::Result<Report> {
     let mut env = opts.server_env();
-    env.retain(|(k, _)| *k != "BACKROOM_RATE_LIMITS");
     env.push(("BACKROOM_RATE_LIMITS", "on".into()));
     env.push(("BACKROOM_TRUSTED_PROXIES", "127.0.0.1".into()));
     let server = Server::start_with_env(opts, &env, |_| async { Ok(()) }).await?;
@@ -168,7 +167,8 @@ async fn run_flood(client: reqwest::Client, url: String, stop: Arc<AtomicBool>, 
                 let mut n: u64 = 0;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
-                    let email = if n.is_multiple_of(2) { victim.clone() } else { format!("nobody-{w}-{n}@example.com") };
+                    let email =
+                        if n.is_multiple_of(2) { victim.clone() } else { format!("nobody-{w}-{n}@example.com") };
                     let from = format!("203.0.113.{}", (w + n as usize) % FLOOD_ADDRESSES + 1);
                     let t0 = Instant::now();
                     let answer: Result<(u16, Value), String> = async {

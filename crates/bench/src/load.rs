@@ -77,10 +77,7 @@ impl LoadOptions {
     /// The settings a started server gets from these options, as environment variables.
     pub fn server_env(&self) -> Vec<(&'static str, String)> {
         let batch = self.writer_max_batch.unwrap_or(backroom_db::writer::MAX_BATCH);
-        // Per-client rate limits would measure the limiter, not the store: off, except where a
-        // scenario is about them (`login-flood`).
-        let mut env =
-            vec![("BACKROOM_WRITER_MAX_BATCH", batch.to_string()), ("BACKROOM_RATE_LIMITS", "off".to_owned())];
+        let mut env = vec![("BACKROOM_WRITER_MAX_BATCH", batch.to_string())];
         env.extend(self.writer_queue.map(|q| ("BACKROOM_WRITER_QUEUE", q.to_string())));
         env
     }
@@ -322,6 +319,9 @@ impl Server {
             // The scenarios buy with the test provider, which a server only offers when told.
             .env("BACKROOM_PAYMENT_PROVIDERS", "test")
             .env("BACKROOM_LOG", "warn")
+            // Every simulated shopper comes from this one address: limits off, unless the
+            // scenario's own settings (`env`, below) turn them on (`login-flood`).
+            .env("BACKROOM_RATE_LIMITS", "off")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)

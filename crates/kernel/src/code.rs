@@ -109,6 +109,8 @@ codes! {
         "a cart total beyond what one order may hold"),
     PaymentProviderUnavailable = (422, "payment_provider_unavailable", "Payment provider unavailable",
         "checkout names a payment provider that is not enabled (`BACKROOM_PAYMENT_PROVIDERS`); nothing is reserved or stored, the key stays unused"),
+    RateLimited = (429, "rate_limited", "Too many requests",
+        "a client sent more store requests than its rate limit allows (see \"Rate limits\"), or too many failed logins; retry after `Retry-After` seconds"),
     RequestHeaderFieldsTooLarge = (431, "request_header_fields_too_large", "Request header fields too large",
         "headers over 16 KiB together, one header line over 8 KiB, or more than 100 header lines"),
     Internal = (500, "internal", "Internal error",

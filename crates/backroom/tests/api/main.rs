@@ -17,6 +17,7 @@ mod order_search;
 mod overload;
 mod personal_data;
 mod providers;
+mod rate_limits;
 mod roles;
 mod search;
 mod stock;

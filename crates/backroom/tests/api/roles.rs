@@ -42,7 +42,7 @@ both!(each_role_may_call_what_the_table_says, |app: TestApp| async move {
             &["owner", "admin", "editor"],
         ),
         (Method::GET, "/admin/orders".into(), None, &ROLES),
-        (Method::GET, "/admin/outbox".into(), None, &["owner", "admin", "viewer"]),
+        (Method::GET, "/admin/outbox".into(), None, &["owner", "admin"]),
         (Method::GET, "/admin/api-keys".into(), None, &["owner", "admin"]),
         (Method::GET, "/admin/audit-log".into(), None, &["owner", "admin", "viewer"]),
     ];
