@@ -8,8 +8,8 @@
 //!    with `WWW-Authenticate: Bearer`;
 //! 2. a role without the route's permission: `403 forbidden`, whatever the body holds;
 //! 3. the [`backroom_auth::Principal`] goes into the request's extensions for the [`crate::extract::Staff`]
-//!    extractor, and the route's [`Content`] decides whether its JSON body is scanned for card
-//!    numbers.
+//!    extractor, the route's [`Content`] decides whether its JSON body is scanned for card
+//!    numbers, and a write's audit action goes along for [`crate::audit::layer`].
 //!
 //! It fails closed: an `/admin` route that reaches the guard without an entry (added to the
 //! router some other way) is `403` for every key, and a method the table does not list for a
@@ -50,6 +50,9 @@ pub struct AdminRoute {
     pub path: String,
     pub permission: Permission,
     pub content: Content,
+    /// What the audit log calls a successful call (`product.update`); `None` for reads,
+    /// which are not audited.
+    pub action: Option<String>,
 }
 
 /// Every admin route: built from the registrations ([`crate::routes::all`]), so a route is
@@ -65,6 +68,11 @@ impl AccessTable {
     /// The entries, in registration order.
     pub fn routes(&self) -> &[AdminRoute] {
         &self.0
+    }
+
+    /// The audit action of a route, when it is a write.
+    pub fn action(&self, method: &Method, matched: &str) -> Option<&str> {
+        self.0.iter().find(|r| r.method == method && r.path == matched).and_then(|r| r.action.as_deref())
     }
 
     /// Looks `method` and the router's matched path up in the table (`HEAD` as `GET`).
@@ -157,6 +165,11 @@ pub async fn guard(State(Guard { state: s, table }): State<Guard>, mut req: Requ
         Decision::Route { permission, content } => {
             if principal.require(permission).is_err() {
                 return ApiError::Forbidden.into_response();
+            }
+            let action =
+                matched.as_deref().and_then(|m| table.action(req.method(), m)).map(std::sync::Arc::<str>::from);
+            if let Some(action) = action {
+                req.extensions_mut().insert(crate::audit::Audited { action });
             }
             req.extensions_mut().insert(principal);
             if content == Content::ProductData {

@@ -31,6 +31,11 @@ pub enum ApiError {
     HeaderFieldsTooLarge,
     /// The request's URI is over [`crate::edge::MAX_URI_BYTES`].
     UriTooLong,
+    /// The client is over a rate limit: `429 rate_limited` with `Retry-After` (whole seconds,
+    /// at least 1). See [`crate::ratelimit::rate_limited`].
+    RateLimited {
+        retry_after: std::time::Duration,
+    },
     /// A problem built by a handler (checkout outcomes, timeouts): its code, detail and extra
     /// members (an object or `null`). See [`ApiError::custom`].
     Custom {
@@ -125,6 +130,13 @@ impl ApiError {
             ApiError::UriTooLong => {
                 (Code::UriTooLong, format!("the request's URI is over {} bytes", crate::edge::MAX_URI_BYTES))
             }
+            ApiError::RateLimited { retry_after } => (
+                Code::RateLimited,
+                format!(
+                    "too many requests from this client; retry after {} seconds",
+                    crate::ratelimit::retry_after_value(*retry_after).to_str().unwrap_or("1")
+                ),
+            ),
             ApiError::Custom { code, detail, .. } => (*code, detail.clone()),
         }
     }
@@ -180,6 +192,9 @@ impl IntoResponse for ApiError {
         if res.status() == StatusCode::UNAUTHORIZED {
             // RFC 9110 §11.6.1: a 401 names the scheme that would work.
             res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ApiError::RateLimited { retry_after } = &self {
+            res.headers_mut().insert(header::RETRY_AFTER, crate::ratelimit::retry_after_value(*retry_after));
         }
         if res.status() == StatusCode::SERVICE_UNAVAILABLE {
             // Every 503 is worth retrying: say when.

@@ -3,12 +3,16 @@
 //! crate turns their results and errors into responses.
 
 pub mod access;
+pub mod audit;
 pub mod cache;
+pub mod client;
 pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod pci;
+pub mod ratelimit;
+pub mod redact;
 pub mod routes;
 pub mod telemetry;
 pub mod views;
@@ -61,10 +65,12 @@ pub struct Services {
     pub catalog: Catalog,
     pub inventory: Inventory,
     pub auth: Auth,
+    /// The audit log of staff writes; see [`audit`].
+    pub audit: backroom_auth::audit::AuditLog,
     pub carts: Carts,
     pub checkout: Checkout,
     pub orders: Orders,
-    /// The keys that seal personal data.
+    /// The crypto of personal data (master key, data keys, e-mail index).
     pub vault: backroom_vault::Vault,
     /// Customers' accounts, sessions, address books and groups.
     pub customers: backroom_customers::Customers,
@@ -78,6 +84,11 @@ pub struct Services {
     pub metrics: PrometheusHandle,
     /// Browser origins allowed by CORS (`BACKROOM_CORS_ORIGINS`); none by default.
     pub cors_origins: std::sync::Arc<Vec<axum::http::HeaderValue>>,
+    /// Proxies whose `X-Forwarded-For` names the client (`BACKROOM_TRUSTED_PROXIES`); none by
+    /// default. See [`client`].
+    pub trusted_proxies: std::sync::Arc<client::TrustedProxies>,
+    /// The store's rate limits per client address (`BACKROOM_RATE_LIMITS`); see [`ratelimit`].
+    pub rate_limits: std::sync::Arc<ratelimit::Limiters>,
     /// A request not answered within this is `503` (`BACKROOM_REQUEST_TIMEOUT`).
     pub request_timeout: Duration,
     /// Whether this router serves `/metrics` (not when it has a listener of its own).
@@ -86,22 +97,23 @@ pub struct Services {
 
 impl AppState {
     /// The state over `db`; `admin_token` is `BACKROOM_ADMIN_TOKEN`, when set; `checkout`
-    /// carries the enabled payment providers; `vault` seals personal data. No CORS origin,
-    /// the default request deadline and customer settings, `/metrics` served here.
+    /// carries the enabled payment providers and the vault. No CORS origin, the default
+    /// request deadline and customer settings, `/metrics` served here.
     pub fn new(
         db: Db,
         admin_token: Option<&str>,
         checkout: Checkout,
         search: Option<std::sync::Arc<backroom_search::SearchIndex>>,
-        vault: backroom_vault::Vault,
     ) -> Self {
+        let vault = checkout.vault().clone();
         AppState(std::sync::Arc::new(Services {
             catalog: Catalog::new(db.clone()),
             inventory: Inventory::new(db.clone()),
             auth: Auth::new(db.clone(), admin_token),
+            audit: backroom_auth::audit::AuditLog::new(db.clone()),
             carts: Carts::new(db.clone()),
             checkout,
-            orders: Orders::new(db.clone()),
+            orders: Orders::new(db.clone(), vault.clone()),
             customers: backroom_customers::Customers::new(
                 db.clone(),
                 vault.clone(),
@@ -113,6 +125,8 @@ impl AppState {
             views: Default::default(),
             metrics: metrics_handle(),
             cors_origins: Default::default(),
+            trusted_proxies: Default::default(),
+            rate_limits: std::sync::Arc::new(ratelimit::Limiters::new(ratelimit::RateLimits::default())),
             request_timeout: Duration::from_secs(30),
             metrics_here: true,
             db,
@@ -128,6 +142,16 @@ impl AppState {
     /// Allows these exact browser origins (CORS).
     pub fn with_cors_origins(self, origins: Vec<axum::http::HeaderValue>) -> Self {
         self.with(|s| s.cors_origins = std::sync::Arc::new(origins))
+    }
+
+    /// Believes `X-Forwarded-For` from these proxies (see [`client`]).
+    pub fn with_trusted_proxies(self, proxies: client::TrustedProxies) -> Self {
+        self.with(|s| s.trusted_proxies = std::sync::Arc::new(proxies))
+    }
+
+    /// Limits store requests per client address (see [`ratelimit`]).
+    pub fn with_rate_limits(self, limits: ratelimit::RateLimits) -> Self {
+        self.with(|s| s.rate_limits = std::sync::Arc::new(ratelimit::Limiters::new(limits)))
     }
 
     /// Answers `503` to a request not done within `timeout`.
@@ -194,6 +218,8 @@ pub fn router(state: AppState) -> Router {
     routes
         .router
         .fallback(|| async { ApiError::RouteNotFound })
+        // Inside the guard, which hands it the caller and the route's action.
+        .layer(middleware::from_fn_with_state(state.clone(), audit::layer))
         .layer(middleware::from_fn_with_state(access::Guard::new(state.clone(), routes.access), access::guard))
         .layer(middleware::from_fn(nul_in_path))
         .layer(middleware::from_fn_with_state(state.clone(), cache::layer))
@@ -209,6 +235,8 @@ pub fn router(state: AppState) -> Router {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
+        // Before anything costs work, but inside the request id: a 429 carries it too.
+        .layer(middleware::from_fn_with_state(state.rate_limits.clone(), ratelimit::layer))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         // Outside everything that logs or echoes a header: see `pci` and `edge`.
@@ -216,6 +244,8 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(edge::limits))
         .layer(middleware::from_fn_with_state(edge::Cors::new(state.cors_origins.clone()), edge::cors))
         .layer(middleware::from_fn(edge::secure_headers))
+        // Outermost: every layer inside may ask who the client is.
+        .layer(middleware::from_fn_with_state(state.trusted_proxies.clone(), client::layer))
         .with_state(state)
 }
 

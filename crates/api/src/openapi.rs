@@ -13,12 +13,12 @@ use utoipa::{Modify, OpenApi};
 /// The document's title, description, tags and security scheme; its paths come from the routes.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Backroom", description = "Headless commerce backend: catalog, stock, carts, checkout, orders. A readable reference of this document is served at `/docs`; the repository's `docs/api.md` describes what it leaves open (conventions, every error code, limits, overload, settings).\n\nThe main flow: staff create a product with its variants and prices (`POST /admin/products`) and set each variant's stock (`PUT /admin/variants/{variant_id}/stock`); a shopper's storefront creates a cart (`POST /store/carts`), adds lines (`POST /store/carts/{id}/items`) and checks out (`POST /store/carts/{id}/checkout`), which answers the order. Staff calls need `Authorization: Bearer <api key>`; storefront calls need no key. Errors are problem documents (`application/problem+json`) with a stable `code`.\n\nEvery answer carries `X-Content-Type-Options: nosniff`; answers under `/admin`, `/store/carts`, `/store/orders`, `/store/customers` and `/store/auth` carry `Cache-Control: no-store`. Every `503` carries `Retry-After`; `503 overloaded` means the request was shed before any of it was done. A request whose headers total over 16 KiB, with one header line over 8 KiB, or with more than 100 header lines, is `431 request_header_fields_too_large`; a URI over 8 KiB is `414 uri_too_long`. An `Idempotency-Key` or `X-Request-Id` shaped like a card number is `422 card_data_refused` on any route, and is neither logged, stored nor echoed. Browser origins listed in `BACKROOM_CORS_ORIGINS` may call the API (CORS preflight `204`)."),
+    info(title = "Backroom", description = "Headless commerce backend: catalog, stock, carts, checkout, orders. A readable reference of this document is served at `/docs`; the repository's `docs/api.md` describes what it leaves open (conventions, every error code, limits, overload, settings).\n\nThe main flow: staff create a product with its variants and prices (`POST /admin/products`) and set each variant's stock (`PUT /admin/variants/{variant_id}/stock`); a shopper's storefront creates a cart (`POST /store/carts`), adds lines (`POST /store/carts/{id}/items`) and checks out (`POST /store/carts/{id}/checkout`), which answers the order. Staff calls need `Authorization: Bearer <api key>`; storefront calls need no key. Errors are problem documents (`application/problem+json`) with a stable `code`.\n\nEvery answer carries `X-Content-Type-Options: nosniff`; answers under `/admin`, `/store/carts`, `/store/orders`, `/store/customers` and `/store/auth` carry `Cache-Control: no-store`. Every `503` carries `Retry-After`; `503 overloaded` means the request was shed before any of it was done. A request whose headers total over 16 KiB, with one header line over 8 KiB, or with more than 100 header lines, is `431 request_header_fields_too_large`; a URI over 8 KiB is `414 uri_too_long`. An `Idempotency-Key` or `X-Request-Id` shaped like a card number is `422 card_data_refused` on any route, and is neither logged, stored nor echoed. Browser origins listed in `BACKROOM_CORS_ORIGINS` may call the API (CORS preflight `204`). Store routes are rate-limited per client address in three classes (`login`, `checkout`, `browse`): every store answer carries `RateLimit-Policy` (such as `\"browse\";q=1200;w=60`) and `RateLimit` (such as `\"browse\";r=1187;t=0`), and a client past its limit gets `429 rate_limited` with `Retry-After`."),
     modifiers(&BearerAuth),
     tags(
         (name = "catalog", description = "Staff: products, their variants (one SKU each) with prices in any currency, and the category tree. Products start as `draft`; only `published` ones reach the storefront."),
         (name = "inventory", description = "Staff: stock per variant and location, the locations, and the ledger of every stock change. A variant with no stock set is not tracked and sells without limit."),
-        (name = "auth", description = "Owners: the API keys staff send as `Authorization: Bearer <key>`, each with a role (`owner`, `admin`, `editor`, `viewer`)."),
+        (name = "auth", description = "Owners and admins: the API keys staff send as `Authorization: Bearer <key>`, each with a role (`owner`, `admin`, `editor`, `orders`, `support`, `viewer`), and the audit log of every staff write."),
         (name = "storefront", description = "Anyone: the published catalog as shoppers see it, with prices and units available, full-text search and facets."),
         (name = "carts", description = "Anyone holding the cart's id: carts in one currency, their lines, and checkout into an order with a payment provider."),
         (name = "orders", description = "Staff: orders with their payments and history, and the outbox of the events they raise."),
@@ -45,8 +45,8 @@ impl Modify for BearerAuth {
 /// without a description gets the common one):
 /// `401` (with its `WWW-Authenticate` header) and `403` where a key is needed,
 /// `400`/`413`/`415`/`422` where a JSON body is read, `422` where query parameters are parsed,
-/// and on every operation `414`, `431` and `422` (a card-shaped `Idempotency-Key` or
-/// `X-Request-Id`). Without them the document would not list statuses the server really sends.
+/// `429` (with `Retry-After`) under `/store`, and on every operation `414`, `431` and `422`
+/// (a card-shaped `Idempotency-Key` or `X-Request-Id`). Without them the document would not list statuses the server really sends.
 struct CommonErrors;
 
 impl Modify for CommonErrors {
@@ -91,6 +91,14 @@ impl Modify for CommonErrors {
                     "422",
                     "`card_data_refused`: an `Idempotency-Key` or `X-Request-Id` header shaped like a card number",
                 );
+                if path.starts_with("/store") {
+                    add(
+                        "429",
+                        "`rate_limited`: this client sent more requests of this kind (login, checkout, or the rest) \
+                         than its rate limit allows; retry after `Retry-After` seconds. Every store answer carries \
+                         `RateLimit-Policy` and `RateLimit`",
+                    );
+                }
                 if !probe {
                     add(
                         "503",
@@ -102,8 +110,10 @@ impl Modify for CommonErrors {
                 if let Some(utoipa::openapi::RefOr::T(res)) = op.responses.responses.get_mut("401") {
                     res.headers.insert("WWW-Authenticate".to_owned(), www_authenticate());
                 }
-                if let Some(utoipa::openapi::RefOr::T(res)) = op.responses.responses.get_mut("503") {
-                    res.headers.insert("Retry-After".to_owned(), retry_after());
+                for status in ["429", "503"] {
+                    if let Some(utoipa::openapi::RefOr::T(res)) = op.responses.responses.get_mut(status) {
+                        res.headers.insert("Retry-After".to_owned(), retry_after());
+                    }
                 }
             }
         }
@@ -145,6 +155,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::routes::all().into_parts().openapi);
     CommonErrors.modify(&mut doc);
+    crate::redact::nullable_in_schema(&mut doc);
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
 }

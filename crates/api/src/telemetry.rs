@@ -55,6 +55,13 @@ pub static METRICS: &[Metric] = &[
     ),
     metric!(Gauge "product_views", "Published products whose storefront view this process holds (search pages are made of them)"),
     metric!(Counter "product_views_db_loads_total", "Searches that had to load storefront views from the database (products without a current view)"),
+    metric!(
+        Counter "http_rate_limited_total",
+        "Store requests answered 429 rate_limited, by rate-limit class (login, checkout, browse)",
+        &[&[("class", "login")], &[("class", "checkout")], &[("class", "browse")]]
+    ),
+    // Staff
+    metric!(Counter "audit_log_failures_total", "Successful staff writes that could not be recorded in the audit log (logged as errors)"),
     // Checkout and payments
     metric!(
         Counter "checkout_outcomes_total",

@@ -175,8 +175,9 @@ async fn app(dir: &std::path::Path) -> axum::Router {
     db.migrate().await.expect("migrate");
     let providers = backroom_payments::Providers::enabled(&db, &["test".to_owned()], Duration::from_secs(5))
         .expect("the test provider");
-    let checkout = backroom_checkout::Checkout::new(db.clone(), providers, Default::default());
-    let state = backroom_api::AppState::new(db, Some(OWNER_TOKEN), checkout, None, backroom_vault::Vault::default());
+    let vault = backroom_vault::Vault::open(&db, backroom_vault::MasterKey::generate()).await.expect("the vault");
+    let checkout = backroom_checkout::Checkout::new(db.clone(), providers, Default::default(), vault);
+    let state = backroom_api::AppState::new(db, Some(OWNER_TOKEN), checkout, None);
     backroom_api::router(state)
 }
 

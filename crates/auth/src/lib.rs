@@ -4,8 +4,10 @@
 //! stored, so a leaked database does not leak keys. (A fast hash is right here: the key has
 //! 256 bits of entropy, so there is nothing to brute-force, unlike a password.)
 //!
-//! What each role may do is decided in one place, [`Role::allows`]; full RBAC with custom
-//! roles and scopes grows from there.
+//! What each role may do is decided in one place, [`Role::grants`]; full RBAC with custom
+//! roles and scopes grows from there. Owns `audit_log` too ([`audit`]).
+
+pub mod audit;
 
 use std::fmt;
 
@@ -16,52 +18,223 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// A staff role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// A staff role. What each may do is [`Role::grants`], the one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Everything, including managing API keys.
+    /// Everything, owner keys included.
     Owner,
-    /// Everything but managing API keys.
+    /// Everything but owner keys.
     Admin,
-    /// Catalog and stock: read and write.
+    /// The catalog, stock, prices, promotions, regions, taxes and shipping options; reads
+    /// orders without their personal fields.
     Editor,
-    /// Read only (catalog, stock, orders).
+    /// Orders, fulfilment, refunds and returns; reads customers, the catalog and stock.
+    Orders,
+    /// Reads customers and orders, exports a customer's data; reads the catalog and stock.
+    Support,
+    /// Reads everything but customers, keys and the outbox; orders without their personal
+    /// fields.
     Viewer,
 }
 
-/// Something a staff member may be allowed to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Something a staff member may be allowed to do. Each `/admin` route names the one it needs
+/// on its registration line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Permission {
     CatalogRead,
     CatalogWrite,
     InventoryRead,
     InventoryWrite,
+    PricesRead,
+    PricesWrite,
+    PromotionsRead,
+    PromotionsWrite,
+    RegionsRead,
+    RegionsWrite,
+    TaxesRead,
+    TaxesWrite,
+    ShippingRead,
+    ShippingWrite,
     OrdersRead,
-    /// The outbox and other operational views.
+    /// Orders after the sale: cancel, fulfil, refund, returns.
+    OrdersWrite,
+    /// Customers and their groups, without anything a customer wrote about themselves being
+    /// hidden: see [`Permission::PersonalDataRead`].
+    CustomersRead,
+    /// Customer groups and their members, erasing a customer.
+    CustomersWrite,
+    /// `GET /admin/customers/{id}/export`: every personal field of a customer.
+    CustomersExport,
+    /// Names, e-mails, phones and addresses (of customers, and on orders). A role without it
+    /// reads orders with those fields `null`.
+    PersonalDataRead,
+    /// The audit log of staff writes.
+    AuditRead,
+    /// The outbox and other operational views. Event payloads may hold personal data, so
+    /// only roles that may see everything have it.
     OpsRead,
+    /// API keys of every role but `owner`: list, create, revoke.
     KeysManage,
+    /// API keys with the `owner` role. Only owners hold it, so only an owner mints or
+    /// revokes another owner ([`Principal::may_grant`]).
+    OwnerKeys,
+}
+
+impl Permission {
+    /// Every permission, in the order of the documented table.
+    pub const ALL: &'static [Permission] = &[
+        Permission::CatalogRead,
+        Permission::CatalogWrite,
+        Permission::InventoryRead,
+        Permission::InventoryWrite,
+        Permission::PricesRead,
+        Permission::PricesWrite,
+        Permission::PromotionsRead,
+        Permission::PromotionsWrite,
+        Permission::RegionsRead,
+        Permission::RegionsWrite,
+        Permission::TaxesRead,
+        Permission::TaxesWrite,
+        Permission::ShippingRead,
+        Permission::ShippingWrite,
+        Permission::OrdersRead,
+        Permission::OrdersWrite,
+        Permission::CustomersRead,
+        Permission::CustomersWrite,
+        Permission::CustomersExport,
+        Permission::PersonalDataRead,
+        Permission::AuditRead,
+        Permission::OpsRead,
+        Permission::KeysManage,
+        Permission::OwnerKeys,
+    ];
+
+    /// What the permission lets a staff member do, one line for the documentation.
+    pub const fn describe(self) -> &'static str {
+        use Permission::*;
+        match self {
+            CatalogRead => "read products, variants and categories",
+            CatalogWrite => "create, change and delete products, variants and categories",
+            InventoryRead => "read stock, its ledger and stock locations",
+            InventoryWrite => "set stock, create stock locations",
+            PricesRead => "read price lists",
+            PricesWrite => "change price lists",
+            PromotionsRead => "read promotions",
+            PromotionsWrite => "change promotions",
+            RegionsRead => "read regions",
+            RegionsWrite => "change regions",
+            TaxesRead => "read tax rates",
+            TaxesWrite => "change tax rates",
+            ShippingRead => "read shipping options",
+            ShippingWrite => "change shipping options",
+            OrdersRead => "read orders",
+            OrdersWrite => "cancel, fulfil, refund orders, handle returns",
+            CustomersRead => "read customers and customer groups",
+            CustomersWrite => "change customer groups, erase a customer",
+            CustomersExport => "export a customer's personal data",
+            PersonalDataRead => "see names, e-mails, phones and addresses (on orders too; `null` otherwise)",
+            AuditRead => "read the audit log",
+            OpsRead => "read the outbox (its event payloads may hold personal data)",
+            KeysManage => "list, create and revoke API keys (no higher role than one's own)",
+            OwnerKeys => "create and revoke `owner` keys",
+        }
+    }
+}
+
+/// What a role is granted: the rows of [`Role::grants`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// Every permission.
+    All,
+    /// Every permission but these.
+    AllBut(&'static [Permission]),
+    /// These permissions only.
+    Only(&'static [Permission]),
+}
+
+impl Grant {
+    const fn allows(self, p: Permission) -> bool {
+        let (list, listed_means) = match self {
+            Grant::All => return true,
+            Grant::AllBut(list) => (list, false),
+            Grant::Only(list) => (list, true),
+        };
+        let mut i = 0;
+        while i < list.len() {
+            if list[i] as u8 == p as u8 {
+                return listed_means;
+            }
+            i += 1;
+        }
+        !listed_means
+    }
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Owner, Role::Admin, Role::Editor, Role::Viewer];
+    pub const ALL: [Role; 6] = [Role::Owner, Role::Admin, Role::Editor, Role::Orders, Role::Support, Role::Viewer];
 
-    /// The one place that decides what a role may do.
-    pub fn allows(self, p: Permission) -> bool {
+    /// The one table of what each role may do.
+    pub const fn grants(self) -> Grant {
         use Permission::*;
         match self {
-            Role::Owner => true,
-            Role::Admin => !matches!(p, KeysManage),
-            Role::Editor => matches!(p, CatalogRead | CatalogWrite | InventoryRead | InventoryWrite),
-            Role::Viewer => matches!(p, CatalogRead | InventoryRead | OrdersRead),
+            Role::Owner => Grant::All,
+            Role::Admin => Grant::AllBut(&[OwnerKeys]),
+            Role::Editor => Grant::Only(&[
+                CatalogRead,
+                CatalogWrite,
+                InventoryRead,
+                InventoryWrite,
+                PricesRead,
+                PricesWrite,
+                PromotionsRead,
+                PromotionsWrite,
+                RegionsRead,
+                RegionsWrite,
+                TaxesRead,
+                TaxesWrite,
+                ShippingRead,
+                ShippingWrite,
+                OrdersRead,
+            ]),
+            Role::Orders => {
+                Grant::Only(&[OrdersRead, OrdersWrite, CustomersRead, PersonalDataRead, CatalogRead, InventoryRead])
+            }
+            Role::Support => {
+                Grant::Only(&[OrdersRead, CustomersRead, CustomersExport, PersonalDataRead, CatalogRead, InventoryRead])
+            }
+            Role::Viewer => Grant::Only(&[
+                CatalogRead,
+                InventoryRead,
+                PricesRead,
+                PromotionsRead,
+                RegionsRead,
+                TaxesRead,
+                ShippingRead,
+                OrdersRead,
+                AuditRead,
+            ]),
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    /// Whether the role may do `p`: [`Role::grants`].
+    pub const fn allows(self, p: Permission) -> bool {
+        self.grants().allows(p)
+    }
+
+    /// Whether this role may do everything `other` may: a key of this role may create and
+    /// revoke keys of `other` (with [`Permission::KeysManage`]).
+    pub fn covers(self, other: Role) -> bool {
+        Permission::ALL.iter().all(|&p| !other.allows(p) || self.allows(p))
+    }
+
+    pub const fn as_str(self) -> &'static str {
         match self {
             Role::Owner => "owner",
             Role::Admin => "admin",
             Role::Editor => "editor",
+            Role::Orders => "orders",
+            Role::Support => "support",
             Role::Viewer => "viewer",
         }
     }
@@ -77,23 +250,73 @@ impl fmt::Display for Role {
     }
 }
 
-/// Who is calling: the key's id (`bootstrap` for `BACKROOM_ADMIN_TOKEN`) and its role.
+/// Who did something as staff. Today always an API key; staff users who sign in with a
+/// password will be another kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// An API key, by id (`bootstrap` for `BACKROOM_ADMIN_TOKEN`).
+    ApiKey(String),
+}
+
+impl Actor {
+    /// The kind, as the audit log writes it (`api_key`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Actor::ApiKey(_) => "api_key",
+        }
+    }
+
+    /// The id of the key (or, later, the staff user).
+    pub fn id(&self) -> &str {
+        match self {
+            Actor::ApiKey(id) => id,
+        }
+    }
+}
+
+/// Who is calling, and with which role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub key_id: String,
+    pub actor: Actor,
     pub role: Role,
 }
 
 impl Principal {
+    /// The bootstrap key (`BACKROOM_ADMIN_TOKEN`): an owner.
+    pub fn bootstrap() -> Self {
+        Principal { actor: Actor::ApiKey("bootstrap".into()), role: Role::Owner }
+    }
+
+    /// Whether the role allows `p`.
+    pub fn may(&self, p: Permission) -> bool {
+        self.role.allows(p)
+    }
+
     /// `Err(Forbidden)` unless the role allows `p`.
     pub fn require(&self, p: Permission) -> std::result::Result<(), Forbidden> {
-        if self.role.allows(p) { Ok(()) } else { Err(Forbidden) }
+        if self.may(p) { Ok(()) } else { Err(Forbidden) }
+    }
+
+    /// Whether this caller may create or revoke a key of `role`: it manages keys, and `role`
+    /// may do nothing it may not (so an `admin` never mints an `owner`).
+    pub fn may_grant(&self, role: Role) -> bool {
+        self.may(Permission::KeysManage) && self.role.covers(role)
     }
 }
 
 /// The caller's role lacks a permission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Forbidden;
+
+impl From<Forbidden> for Error {
+    fn from(_: Forbidden) -> Self {
+        Error::Refused {
+            code: backroom_kernel::Code::Forbidden,
+            message: "the key's role lacks the permission".into(),
+            details: serde_json::Value::Null,
+        }
+    }
+}
 
 /// A stored API key, without its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
@@ -141,7 +364,17 @@ impl Auth {
         Self { db, bootstrap_hash: bootstrap_token.filter(|t| !t.is_empty()).map(hash) }
     }
 
-    /// Creates a key with `role`; returns it and the secret, which is never shown again.
+    /// [`Auth::create_key`] for a caller: `403 forbidden` when `role` may do something the
+    /// caller's role may not ([`Principal::may_grant`]).
+    pub async fn create_key_as(&self, caller: &Principal, name: &str, role: Role) -> Result<(ApiKey, String)> {
+        if !caller.may_grant(role) {
+            return Err(Forbidden.into());
+        }
+        self.create_key(name, role).await
+    }
+
+    /// Creates a key with `role`; returns it and the secret, which is never shown again. No
+    /// ceiling: for the command line, which holds the database already.
     #[tracing::instrument(skip(self))]
     pub async fn create_key(&self, name: &str, role: Role) -> Result<(ApiKey, String)> {
         let name = name.trim();
@@ -185,7 +418,7 @@ impl Auth {
         if let Some(b) = &self.bootstrap_hash
             && constant_time_eq(b.as_bytes(), h.as_bytes())
         {
-            return Ok(Some(Principal { key_id: "bootstrap".into(), role: Role::Owner }));
+            return Ok(Some(Principal::bootstrap()));
         }
         let mut r = self.db.read().await?;
         let row: Option<(String, String)> = on_conn!(&mut r.conn(), c => sqlx::query_as(
@@ -195,7 +428,7 @@ impl Auth {
         .fetch_optional(&mut *c)
         .await
         .map_err(storage))?;
-        Ok(row.and_then(|(key_id, role)| Role::parse(&role).map(|role| Principal { key_id, role })))
+        Ok(row.and_then(|(id, role)| Role::parse(&role).map(|role| Principal { actor: Actor::ApiKey(id), role })))
     }
 
     /// All keys, newest first, without secrets.
@@ -209,10 +442,24 @@ impl Auth {
         .map_err(storage))
     }
 
-    /// Revokes a key; it stops working at once.
+    /// Revokes a key; it stops working at once. `403 forbidden` when the key's role may do
+    /// something the caller's role may not ([`Principal::may_grant`]).
     #[tracing::instrument(skip(self))]
-    pub async fn revoke_key(&self, id: &str) -> Result<()> {
+    pub async fn revoke_key(&self, caller: &Principal, id: &str) -> Result<()> {
         let mut tx = self.db.begin().await?;
+        let role: Option<String> = on_conn!(&mut tx.conn(), c => sqlx::query_scalar(
+            "SELECT role FROM api_keys WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(storage))?;
+        let Some(role) = role else {
+            return Err(Error::not_found("api key"));
+        };
+        if !Role::parse(&role).is_some_and(|r| caller.may_grant(r)) {
+            return Err(Forbidden.into());
+        }
         let n = on_conn!(&mut tx.conn(), c => sqlx::query(
             "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
         )
@@ -236,14 +483,44 @@ mod tests {
     #[test]
     fn roles_allow_what_they_should() {
         use Permission::*;
-        assert!(Role::Owner.allows(KeysManage));
-        assert!(!Role::Admin.allows(KeysManage));
-        assert!(Role::Editor.allows(InventoryWrite));
-        assert!(Role::Viewer.allows(CatalogRead));
-        assert!(!Role::Viewer.allows(CatalogWrite));
+        assert!(Permission::ALL.iter().all(|&p| Role::Owner.allows(p)));
+        assert!(Role::Admin.allows(KeysManage) && !Role::Admin.allows(OwnerKeys));
+        assert!(Role::Editor.allows(InventoryWrite) && Role::Editor.allows(ShippingWrite));
+        assert!(Role::Editor.allows(OrdersRead) && !Role::Editor.allows(PersonalDataRead));
+        assert!(!Role::Editor.allows(CustomersRead) && !Role::Editor.allows(KeysManage));
+        assert!(Role::Orders.allows(OrdersWrite) && Role::Orders.allows(CustomersRead));
+        assert!(Role::Orders.allows(CatalogRead) && !Role::Orders.allows(CatalogWrite));
+        assert!(!Role::Orders.allows(CustomersExport) && !Role::Orders.allows(CustomersWrite));
+        assert!(Role::Support.allows(CustomersExport) && !Role::Support.allows(OrdersWrite));
+        assert!(Role::Viewer.allows(CatalogRead) && Role::Viewer.allows(AuditRead));
+        assert!(!Role::Viewer.allows(CatalogWrite) && !Role::Viewer.allows(CustomersRead));
+        assert!(!Role::Viewer.allows(PersonalDataRead) && !Role::Viewer.allows(KeysManage));
+        for r in [Role::Editor, Role::Orders, Role::Support, Role::Viewer] {
+            assert!(!r.allows(AuditRead) || r == Role::Viewer, "{r}");
+            for p in Permission::ALL {
+                let write = format!("{p:?}").ends_with("Write") || matches!(p, KeysManage | OwnerKeys);
+                if r == Role::Viewer {
+                    assert!(!write || !r.allows(*p), "a viewer may {p:?}");
+                }
+            }
+        }
         for r in Role::ALL {
             assert_eq!(Role::parse(r.as_str()), Some(r));
         }
+    }
+
+    #[test]
+    fn no_key_mints_a_higher_role() {
+        let as_role = |role| Principal { actor: Actor::ApiKey("key_x".into()), role };
+        for r in Role::ALL {
+            assert!(as_role(Role::Owner).may_grant(r), "owner -> {r}");
+            assert_eq!(as_role(Role::Admin).may_grant(r), r != Role::Owner, "admin -> {r}");
+            for weak in [Role::Editor, Role::Orders, Role::Support, Role::Viewer] {
+                assert!(!as_role(weak).may_grant(r), "{weak} -> {r}");
+            }
+        }
+        assert!(Role::Admin.covers(Role::Editor) && !Role::Editor.covers(Role::Orders));
+        assert!(Role::Orders.covers(Role::Orders) && !Role::Orders.covers(Role::Support));
     }
 
     #[test]

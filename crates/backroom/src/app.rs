@@ -79,19 +79,25 @@ impl Application {
         let providers =
             backroom_payments::Providers::enabled(&db, &settings.payment_providers, settings.provider_timeout)
                 .map_err(anyhow::Error::msg)?;
-        let checkout = backroom_checkout::Checkout::new(db.clone(), providers, settings.checkout);
+        let vault = open_vault(&settings, &db).await?;
+        let checkout = backroom_checkout::Checkout::new(db.clone(), providers, settings.checkout, vault);
         let cors = settings
             .cors_origins
             .iter()
             .map(|o| axum::http::HeaderValue::from_str(o))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!("invalid CORS origin: {e}"))?;
-        let vault = backroom_vault::Vault::default();
-        let state = AppState::new(db.clone(), settings.admin_token.as_deref(), checkout, Some(search), vault)
+        let state = AppState::new(db.clone(), settings.admin_token.as_deref(), checkout, Some(search))
             .with_customer_settings(settings.customers)
             .with_cors_origins(cors)
+            .with_trusted_proxies(settings.trusted_proxies.clone())
+            .with_rate_limits(settings.rate_limits)
             .with_request_timeout(settings.request_timeout)
             .with_metrics_here(settings.metrics_listen.is_none());
+        let sealed = state.orders.seal_legacy().await?;
+        if sealed > 0 {
+            tracing::info!(orders = sealed, "sealed the personal data of orders stored in clear by an older release");
+        }
         let router = backroom_api::router(state.clone());
         Ok(Application { settings, db, state, router })
     }
@@ -152,6 +158,38 @@ impl Application {
             let _ = t.await;
         }
         db.close().await;
+    }
+}
+
+/// The master key (`BACKROOM_MASTER_KEY`, or the data directory's key file, created on the
+/// first start) and the vault over it; a new key file is announced loudly, since losing it
+/// loses every customer's personal data.
+async fn open_vault(settings: &Settings, db: &Db) -> anyhow::Result<backroom_vault::Vault> {
+    use backroom_vault::{KeySource, MasterKey, Vault};
+    let (master, source) = MasterKey::load_or_create(settings.master_key.as_deref(), &settings.data_dir)
+        .map_err(|e| anyhow::anyhow!("{}", detail(&e)))?;
+    match &source {
+        KeySource::Created(path) => {
+            tracing::warn!(path = %path.display(), key_id = master.id(), "created a master key file: back it up, it cannot be recovered");
+            eprintln!(
+                "NOTE: created the master key file {} (key {}); it protects every customer's personal data: back it up                  (or set BACKROOM_MASTER_KEY), see docs/api.md#the-master-key",
+                path.display(),
+                master.id()
+            );
+        }
+        KeySource::File(path) => {
+            tracing::info!(path = %path.display(), key_id = master.id(), "master key from the key file")
+        }
+        KeySource::Environment => tracing::info!(key_id = master.id(), "master key from BACKROOM_MASTER_KEY"),
+    }
+    Vault::open(db, master).await.map_err(|e| anyhow::anyhow!("{}", detail(&e)))
+}
+
+/// An error's message with its cause (the vault's internal errors say what is wrong there).
+fn detail(e: &backroom_kernel::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => cause.to_string(),
+        None => e.to_string(),
     }
 }
 

@@ -32,6 +32,12 @@ pub struct Flags {
     /// Browser origins allowed to call the API, a comma list of scheme://host[:port] [env: BACKROOM_CORS_ORIGINS] [default: none]
     #[arg(long, global = true)]
     pub cors_origins: Option<String>,
+    /// Proxies whose X-Forwarded-For names the client, a comma list of IP addresses and CIDR ranges [env: BACKROOM_TRUSTED_PROXIES] [default: none]
+    #[arg(long, global = true)]
+    pub trusted_proxies: Option<String>,
+    /// Per-client rate limits on /store routes: on or off (off for load tests and benchmarks) [env: BACKROOM_RATE_LIMITS] [default: on]
+    #[arg(long, global = true)]
+    pub rate_limits: Option<String>,
     /// Deadline of every payment provider call [env: BACKROOM_PROVIDER_TIMEOUT] [default: 10s]
     #[arg(long, global = true)]
     pub provider_timeout: Option<String>,
@@ -75,6 +81,8 @@ pub struct Flags {
 /// What `--help` says of the settings that are never flags.
 pub const ENV_ONLY_HELP: &str = "Environment only:\n  \
     BACKROOM_ADMIN_TOKEN  A bootstrap key with the owner role (16-200 characters); a secret, so never a flag\n  \
+    BACKROOM_MASTER_KEY   32 bytes in base64 that wrap the keys of personal data; without it, a key file is\n  \
+                          created in the data directory on first start (back it up: docs/api.md#the-master-key)\n  \
     BACKROOM_LOG          Log filter, such as info or backroom=debug,sqlx=warn [default: info]\n\n\
     Every flag above can also be set in backroom.toml (its long name with _ for -) or as BACKROOM_<NAME>;\n\
     flags win over the environment, which wins over the file. See docs/api.md#settings.";
@@ -97,6 +105,8 @@ struct FileSettings {
     header_timeout: Option<String>,
     request_timeout: Option<String>,
     cors_origins: Option<String>,
+    trusted_proxies: Option<String>,
+    rate_limits: Option<String>,
     metrics_listen: Option<String>,
     max_connections: Option<i64>,
     max_in_flight: Option<i64>,
@@ -111,6 +121,9 @@ pub struct Settings {
     pub database_url: String,
     /// `BACKROOM_ADMIN_TOKEN`: works as an owner API key. Never printed.
     pub admin_token: Option<String>,
+    /// `BACKROOM_MASTER_KEY` (base64 of 32 bytes): wraps the data keys of personal data. When
+    /// unset, a key file in the data directory is used (created on first start). Never printed.
+    pub master_key: Option<String>,
     /// Recovery interval, grace period and reservation TTL.
     pub checkout: backroom_checkout::Settings,
     /// Most write jobs the group-commit writer puts in one transaction
@@ -134,6 +147,12 @@ pub struct Settings {
     /// Browser origins allowed to call the API (`BACKROOM_CORS_ORIGINS`), exact
     /// `scheme://host[:port]` strings.
     pub cors_origins: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` names the client (`BACKROOM_TRUSTED_PROXIES`); none by
+    /// default, so every client is its socket's peer.
+    pub trusted_proxies: backroom_api::client::TrustedProxies,
+    /// Per-client rate limits on `/store` (`BACKROOM_RATE_LIMITS`, `on` or `off`); the
+    /// limits themselves are not operator settings (tests shrink them).
+    pub rate_limits: backroom_api::ratelimit::RateLimits,
     /// Where `/metrics` is served instead of the main address (`BACKROOM_METRICS_LISTEN`).
     pub metrics_listen: Option<SocketAddr>,
     /// Most open client connections (`BACKROOM_MAX_CONNECTIONS`); also capped below the
@@ -166,6 +185,7 @@ impl Default for Settings {
             database_url: backroom_db::sqlite_url_in(&data_dir),
             data_dir,
             admin_token: None,
+            master_key: None,
             checkout: backroom_checkout::Settings::default(),
             writer_max_batch: backroom_db::writer::MAX_BATCH,
             writer_queue: backroom_db::writer::QUEUE,
@@ -175,6 +195,8 @@ impl Default for Settings {
             header_timeout: HEADER_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
             cors_origins: Vec::new(),
+            trusted_proxies: backroom_api::client::TrustedProxies::none(),
+            rate_limits: backroom_api::ratelimit::RateLimits::default(),
             metrics_listen: None,
             max_connections: MAX_CONNECTIONS,
             max_in_flight: crate::server::default_max_in_flight(),
@@ -191,12 +213,15 @@ impl std::fmt::Debug for Settings {
             .field("data_dir", &self.data_dir)
             .field("database_url", &redact(&self.database_url))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("master_key", &self.master_key.as_ref().map(|_| "<set>"))
             .field("checkout", &self.checkout)
             .field("payment_providers", &self.payment_providers)
             .field("provider_timeout", &self.provider_timeout)
             .field("header_timeout", &self.header_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("cors_origins", &self.cors_origins)
+            .field("trusted_proxies", &self.trusted_proxies.nets())
+            .field("rate_limits", &self.rate_limits)
             .field("metrics_listen", &self.metrics_listen)
             .field("max_connections", &self.max_connections)
             .field("max_in_flight", &self.max_in_flight)
@@ -270,6 +295,15 @@ impl Settings {
             && (t.len() < 16 || t.len() > 200 || t.chars().any(|c| c.is_whitespace() || c.is_control()))
         {
             return Err("invalid BACKROOM_ADMIN_TOKEN: must be 16–200 characters without spaces".into());
+        }
+        let master_key = std::env::var("BACKROOM_MASTER_KEY").ok().filter(|t| !t.trim().is_empty());
+        if let Some(k) = &master_key
+            && backroom_vault::MasterKey::from_base64(k).is_err()
+        {
+            return Err(
+                "invalid BACKROOM_MASTER_KEY: must be 32 bytes in base64 (make one with `openssl rand -base64 32`)"
+                    .into(),
+            );
         }
         let defaults = backroom_checkout::Settings::default();
         let duration = |flag: &Option<String>, env: &str, file: &Option<String>, default: Duration, min: Duration| {
@@ -399,6 +433,20 @@ impl Settings {
                 parse_origins(&raw).map_err(|e| format!("invalid CORS origins `{raw}` (from {src}): {e}"))?
             }
         };
+        let trusted_proxies =
+            match pick(&flags.trusted_proxies, "BACKROOM_TRUSTED_PROXIES", &file.trusted_proxies, None) {
+                None => backroom_api::client::TrustedProxies::none(),
+                Some((raw, src)) => backroom_api::client::TrustedProxies::parse(&raw)
+                    .map_err(|e| format!("invalid trusted proxies `{raw}` (from {src}): {e}"))?,
+            };
+        let rate_limits = match pick(&flags.rate_limits, "BACKROOM_RATE_LIMITS", &file.rate_limits, None) {
+            None => backroom_api::ratelimit::RateLimits::default(),
+            Some((raw, src)) => match raw.trim() {
+                "on" => backroom_api::ratelimit::RateLimits::default(),
+                "off" => backroom_api::ratelimit::RateLimits::off(),
+                _ => return Err(format!("invalid rate limits `{raw}` (from {src}): expected on or off")),
+            },
+        };
         let metrics_listen = match pick(&flags.metrics_listen, "BACKROOM_METRICS_LISTEN", &file.metrics_listen, None) {
             None => None,
             Some((raw, src)) => Some(raw.trim().parse::<SocketAddr>().map_err(|_| {
@@ -415,6 +463,7 @@ impl Settings {
             data_dir,
             database_url,
             admin_token,
+            master_key,
             checkout,
             writer_max_batch,
             writer_queue,
@@ -424,6 +473,8 @@ impl Settings {
             header_timeout,
             request_timeout,
             cors_origins,
+            trusted_proxies,
+            rate_limits,
             metrics_listen,
             max_connections,
             max_in_flight,

@@ -42,6 +42,11 @@ enum Command {
     Openapi,
     /// Rebuild this process's search index from the database.
     Reindex,
+    /// The master key that protects personal data (see docs/api.md#the-master-key).
+    MasterKey {
+        #[command(subcommand)]
+        command: MasterKeyCommand,
+    },
     /// Benchmarks that print figures (see docs/benchmarks.md).
     Bench {
         #[command(subcommand)]
@@ -53,7 +58,7 @@ enum Command {
 enum AdminCommand {
     /// Create an API key and print it once (only its hash is stored).
     CreateKey {
-        /// owner, admin, editor or viewer.
+        /// owner, admin, editor, orders, support or viewer.
         #[arg(long, value_parser = parse_role)]
         role: Role,
         /// A label to recognise the key by.
@@ -62,8 +67,22 @@ enum AdminCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum MasterKeyCommand {
+    /// Print a new random master key (base64), for BACKROOM_MASTER_KEY or a key file.
+    Generate,
+    /// Rewrap every data key under a new master key; run with the store stopped. The current
+    /// key is BACKROOM_MASTER_KEY or the data directory's key file; with the key file, the new
+    /// key replaces it (the old one is kept beside it as master.key.<id>.old).
+    Rotate {
+        /// A file holding the new key in base64 (make one with `backroom master-key generate`).
+        #[arg(long)]
+        new_key_file: std::path::PathBuf,
+    },
+}
+
 fn parse_role(s: &str) -> Result<Role, String> {
-    Role::parse(s).ok_or_else(|| "expected one of owner, admin, editor, viewer".into())
+    Role::parse(s).ok_or_else(|| format!("expected one of {}", Role::ALL.map(Role::as_str).join(", ")))
 }
 
 fn main() -> ExitCode {
@@ -81,6 +100,10 @@ fn main() -> ExitCode {
     };
     init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
+    if let Command::MasterKey { command: MasterKeyCommand::Generate } = cli.command {
+        println!("{}", backroom_vault::MasterKey::generate().to_base64());
+        return ExitCode::SUCCESS;
+    }
     if let Command::Bench { command } = cli.command {
         return match rt.block_on(backroom_bench::run(command)) {
             Ok(()) => ExitCode::SUCCESS,
@@ -107,6 +130,63 @@ fn init_logging() {
     // Colour only for a person at a terminal: a log file or journal gets plain text.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(std::io::stderr).init();
+}
+
+/// `backroom master-key rotate`: rewraps every data key, then puts the new key where the old
+/// one was read from (the key file), or says to change BACKROOM_MASTER_KEY.
+async fn rotate_master_key(
+    settings: &Settings,
+    db: &backroom_db::Db,
+    new_key_file: &std::path::Path,
+) -> anyhow::Result<()> {
+    use backroom_vault::{KEY_FILE, KeySource, MasterKey, Vault};
+    let text = std::fs::read_to_string(new_key_file)
+        .map_err(|e| anyhow::anyhow!("reading the new key from {}: {e}", new_key_file.display()))?;
+    let new = MasterKey::from_base64(&text)
+        .map_err(|_| anyhow::anyhow!("{}: not a master key (32 bytes in base64)", new_key_file.display()))?;
+    let key_file = settings.data_dir.join(KEY_FILE);
+    let (old, source) = match &settings.master_key {
+        Some(k) => (
+            MasterKey::from_base64(k).map_err(|_| anyhow::anyhow!("invalid BACKROOM_MASTER_KEY"))?,
+            KeySource::Environment,
+        ),
+        None => {
+            let text = std::fs::read_to_string(&key_file).map_err(|e| {
+                anyhow::anyhow!("no BACKROOM_MASTER_KEY and no key file {} to rotate: {e}", key_file.display())
+            })?;
+            let old = MasterKey::from_base64(&text)
+                .map_err(|_| anyhow::anyhow!("{}: not a master key", key_file.display()))?;
+            (old, KeySource::File(key_file.clone()))
+        }
+    };
+    if old.id() == new.id() {
+        anyhow::bail!("the new key is the current key ({})", old.id());
+    }
+    let n = Vault::rotate(db, &old, &new).await.map_err(|e| match std::error::Error::source(&e) {
+        Some(cause) => anyhow::anyhow!("{cause}"),
+        None => anyhow::anyhow!("{e}"),
+    })?;
+    eprintln!("rewrapped {n} data keys from master key {} to {}", old.id(), new.id());
+    match source {
+        KeySource::Environment => {
+            eprintln!(
+                "now set BACKROOM_MASTER_KEY to the new key before starting the store; keep the old key until then"
+            )
+        }
+        _ => {
+            let kept = settings.data_dir.join(format!("{KEY_FILE}.{}.old", old.id()));
+            std::fs::rename(&key_file, &kept)?;
+            std::fs::copy(new_key_file, &key_file)?;
+            #[cfg(unix)]
+            std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            eprintln!(
+                "{} now holds the new key; the old one is in {} (delete it once backups hold the new key)",
+                key_file.display(),
+                kept.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
@@ -140,7 +220,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("{token}");
             eprintln!("created API key {} ({}); the key above is shown only this once", key.id, role);
         }
-        Command::Openapi | Command::Bench { .. } => unreachable!("handled before start-up"),
+        Command::Openapi | Command::Bench { .. } | Command::MasterKey { command: MasterKeyCommand::Generate } => {
+            unreachable!("handled before start-up")
+        }
+        Command::MasterKey { command: MasterKeyCommand::Rotate { new_key_file } } => {
+            rotate_master_key(&settings, &db, &new_key_file).await?;
+        }
         Command::Reindex => {
             let index = backroom::open_search(&settings.data_dir)?;
             let position = backroom_db::outbox::broadcast::head(&db).await?;

@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -165,8 +166,8 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
             r = listener.accept() => r,
             _ = &mut shutdown => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of descriptors or a connection reset before accept: wait a moment
                 // instead of spinning.
@@ -185,7 +186,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
         metrics::gauge!("http_open_connections").set(registry.len() as f64);
         let (app, registry, stop, in_flight) = (app.clone(), registry.clone(), stop_rx.clone(), in_flight.clone());
         tokio::spawn(async move {
-            connection(stream, app, &state, in_flight, limits, stop).await;
+            connection(stream, peer, app, &state, in_flight, limits, stop).await;
             registry.remove(id);
             metrics::gauge!("http_open_connections").set(registry.len() as f64);
         });
@@ -197,9 +198,11 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
     }
 }
 
-/// Serves one connection until it closes, is evicted, or the server stops.
+/// Serves one connection until it closes, is evicted, or the server stops. Every request
+/// carries the socket's `peer` as [`axum::extract::ConnectInfo`] (see `backroom_api::client`).
 async fn connection(
     stream: TcpStream,
+    peer: SocketAddr,
     app: Router,
     state: &Arc<ConnState>,
     in_flight: Arc<Semaphore>,
@@ -219,7 +222,9 @@ async fn connection(
             }
         };
         Either::Right(async move {
-            let res = app.oneshot(req.map(Body::new)).await.unwrap_or_else(|never: Infallible| match never {});
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            let res = app.oneshot(req).await.unwrap_or_else(|never: Infallible| match never {});
             // The request counts as in flight until its answer's body has been sent.
             Ok::<_, Infallible>(res.map(|body| {
                 Body::new(body.map_frame(move |frame| {

@@ -137,3 +137,143 @@ fn default_database_is_sqlite_in_the_data_dir() {
     assert_eq!(code, 0, "{err}");
     assert!(dir.path().join("elsewhere/backroom.db").exists());
 }
+
+/// Places one paid order through a fresh `serve` over `db_url`; answers its id.
+async fn place_order(dir: &std::path::Path, db_url: &str, owner: &str, email: &str) -> String {
+    let mut cmd = backroom(dir);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", db_url, "--payment-providers", "test"])
+        .stderr(Stdio::null());
+    let (mut child, base) = common::spawn_serve(&mut cmd);
+    let http = reqwest::Client::new();
+    let product: Value = http
+        .post(format!("{base}/admin/products"))
+        .bearer_auth(owner)
+        .json(&json!({"title": "Key tee", "handle": format!("key-tee-{}", email.len()), "status": "published",
+                      "variants": [{"sku": format!("KEY-{}", email.len()), "prices": [{"amount": 500, "currency": "EUR"}]}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let vid = product["variants"][0]["id"].as_str().expect("a variant").to_owned();
+    let cart: Value = http
+        .post(format!("{base}/store/carts"))
+        .json(&json!({"currency": "EUR"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cart_id = cart["id"].as_str().unwrap();
+    let added = http
+        .post(format!("{base}/store/carts/{cart_id}/items"))
+        .json(&json!({"variant_id": vid, "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 200);
+    let order: Value = http
+        .post(format!("{base}/store/carts/{cart_id}/checkout"))
+        .header("Idempotency-Key", "k1")
+        .json(&json!({"email": email, "payment": {"provider": "test", "token": "tok_visa"},
+                      "shipping_address": {"name": "Rota Key", "line1": "1 Rotation Rd", "city": "Porto",
+                                           "postal_code": "4000", "country": "PT"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(order["status"], "placed", "{order}");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap();
+    order["id"].as_str().unwrap().to_owned()
+}
+
+/// The e-mail of an order as a fresh `serve` with `env` reads it.
+async fn order_email(dir: &std::path::Path, db_url: &str, owner: &str, order_id: &str) -> Value {
+    let mut cmd = backroom(dir);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", db_url]).stderr(Stdio::null());
+    let (mut child, base) = common::spawn_serve(&mut cmd);
+    let order: Value = reqwest::Client::new()
+        .get(format!("{base}/admin/orders/{order_id}"))
+        .bearer_auth(owner)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap();
+    order["email"].clone()
+}
+
+/// `master-key rotate` rewraps the data keys: orders stay readable with the new key, the old
+/// key no longer opens the store (refused at start, naming both keys), and a wrong new key file
+/// changes nothing.
+async fn master_key_rotation(db_url: String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(backroom(dir.path()).args(["migrate", "--database-url", &db_url]));
+    assert_eq!(code, 0, "{err}");
+    let (_, owner, _) =
+        run(backroom(dir.path()).args(["admin", "create-key", "--role", "owner", "--database-url", &db_url]));
+    let owner = owner.trim().to_owned();
+    let order = place_order(dir.path(), &db_url, &owner, "rota@example.com").await;
+    let key_file = dir.path().join("backroom-data").join("master.key");
+    let old = std::fs::read_to_string(&key_file).expect("serve created the key file");
+
+    std::fs::write(dir.path().join("bad.key"), "not a key").unwrap();
+    let (code, _, err) = run(backroom(dir.path()).args([
+        "master-key",
+        "rotate",
+        "--new-key-file",
+        "bad.key",
+        "--database-url",
+        &db_url,
+    ]));
+    assert_ne!(code, 0);
+    assert!(err.contains("bad.key"), "{err}");
+
+    let (code, new, _) = run(backroom(dir.path()).args(["master-key", "generate"]));
+    assert_eq!(code, 0);
+    std::fs::write(dir.path().join("new.key"), &new).unwrap();
+    let (code, _, err) = run(backroom(dir.path()).args([
+        "master-key",
+        "rotate",
+        "--new-key-file",
+        "new.key",
+        "--database-url",
+        &db_url,
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("rewrapped"), "{err}");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap().trim(), new.trim(), "the key file holds the new key");
+    assert_eq!(order_email(dir.path(), &db_url, &owner, &order).await, "rota@example.com");
+
+    let (code, _, err) = run(backroom(dir.path()).env("BACKROOM_MASTER_KEY", old.trim()).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &db_url,
+    ]));
+    assert_ne!(code, 0, "the old key must not open the store");
+    assert!(err.contains("BACKROOM_MASTER_KEY"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_key_rotation_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    master_key_rotation(backroom_db::sqlite_url_in(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_key_rotation_on_postgres() {
+    if let Some(pg) = backroom_db::testing::fresh_postgres().await {
+        let url = pg.url().to_owned();
+        master_key_rotation(url).await;
+    }
+}

@@ -31,7 +31,15 @@ fn help_names_every_setting() {
     for name in names {
         assert!(help.contains(name), "--help does not name {name}:\n{help}");
     }
-    for flag in ["--writer-queue", "--request-timeout", "--cors-origins", "--reservation-ttl", "--max-in-flight"] {
+    for flag in [
+        "--writer-queue",
+        "--request-timeout",
+        "--cors-origins",
+        "--reservation-ttl",
+        "--max-in-flight",
+        "--trusted-proxies",
+        "--rate-limits",
+    ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
     // Flags work like their variables.

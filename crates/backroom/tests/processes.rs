@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "processes-test-admin-token-0123";
+/// Processes on one database share one master key (each has its own data directory).
+const MASTER_KEY: &str = "cHJvY2Vzc2VzLXRlc3QtbWFzdGVyLWtleS0wMTIzNDU=";
 
 fn serve(data_dir: &Path, db_url: &str) -> (Child, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_backroom"));
@@ -18,6 +20,7 @@ fn serve(data_dir: &Path, db_url: &str) -> (Child, String) {
         .arg("--data-dir")
         .arg(data_dir)
         .env("BACKROOM_ADMIN_TOKEN", TOKEN)
+        .env("BACKROOM_MASTER_KEY", MASTER_KEY)
         .env("BACKROOM_PAYMENT_PROVIDERS", "test")
         .env("BACKROOM_LOG", "error")
         .env_remove("BACKROOM_CONFIG")

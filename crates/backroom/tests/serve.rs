@@ -81,6 +81,8 @@ fn provider_and_edge_settings_are_checked_at_start() {
         ("BACKROOM_REQUEST_TIMEOUT", "-1s", "invalid duration"),
         ("BACKROOM_CORS_ORIGINS", "https://shop.example/path", "invalid CORS origins"),
         ("BACKROOM_METRICS_LISTEN", "nowhere", "invalid metrics listen address"),
+        ("BACKROOM_TRUSTED_PROXIES", "10.0.0.0/8, proxy.local", "invalid trusted proxies"),
+        ("BACKROOM_RATE_LIMITS", "maybe", "invalid rate limits"),
         ("BACKROOM_WRITER_QUEUE", "0", "must be a whole number"),
         ("BACKROOM_MAX_CONNECTIONS", "lots", "must be a whole number"),
         ("BACKROOM_MAX_IN_FLIGHT", "0", "must be a whole number"),

@@ -10,6 +10,7 @@
 //! also when the scenario fails or the bench is interrupted.
 
 pub mod catalog;
+pub mod flood;
 pub mod load;
 pub mod memory;
 pub mod scratch;
@@ -48,6 +49,16 @@ pub enum BenchCommand {
         #[command(flatten)]
         load: load::LoadOptions,
     },
+    /// Purchases alone, then the same purchases during a flood of wrong-password logins, on a
+    /// server with its rate limits on: checkout p99 with and without the flood, and how the
+    /// flood was answered (mostly `429 rate_limited`).
+    LoginFlood {
+        /// Wrong-password logins in flight during the flood.
+        #[arg(long, default_value_t = 64)]
+        flooders: usize,
+        #[command(flatten)]
+        load: load::LoadOptions,
+    },
     /// N buyers with carts ready race for K units of one variant over HTTP, all at once
     /// (closed loop over --concurrency connections) or at --rate checkouts a second. Fails
     /// (exit 1) unless orders placed == units allocated <= K, and == K when no checkout was
@@ -79,6 +90,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Browse { products, load } => (load, Scenario::Browse(products)),
         BenchCommand::Checkout { skus, load } => (load, Scenario::Checkout(skus)),
         BenchCommand::Storage { load } => (load, Scenario::Storage),
+        BenchCommand::LoginFlood { flooders, load } => (load, Scenario::LoginFlood(flooders)),
         BenchCommand::FlashSale { buyers, units, load } => {
             if units < 1 || (buyers as i64) < units {
                 bail!("a flash sale needs at least one unit and at least as many buyers as units");
@@ -133,6 +145,7 @@ enum Scenario {
     Browse(usize),
     Checkout(usize),
     Storage,
+    LoginFlood(usize),
     FlashSale { buyers: usize, units: i64 },
 }
 
@@ -142,6 +155,7 @@ impl Scenario {
             Scenario::Browse(products) => load::browse(opts, products).await,
             Scenario::Checkout(skus) => load::checkout(opts, skus).await,
             Scenario::Storage => load::storage(opts).await,
+            Scenario::LoginFlood(flooders) => flood::login_flood(opts, flooders).await,
             Scenario::FlashSale { buyers, units } => load::flash_sale(opts, buyers, units).await,
         }
     }

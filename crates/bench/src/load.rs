@@ -82,7 +82,7 @@ impl LoadOptions {
         env
     }
 
-    fn load(&self) -> Load {
+    pub fn load(&self) -> Load {
         match self.rate {
             Some(rate) => Load::Open { rate: rate.max(1) },
             None => Load::Closed { concurrency: self.concurrency.max(1) },
@@ -107,7 +107,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn new(name: &str, load: Load, mut lat: Vec<Duration>, errors: BTreeMap<String, usize>, took: Duration) -> Run {
+    pub fn new(name: &str, load: Load, mut lat: Vec<Duration>, errors: BTreeMap<String, usize>, took: Duration) -> Run {
         lat.sort();
         let pct = |p: f64| -> f64 {
             if lat.is_empty() {
@@ -258,6 +258,19 @@ impl Server {
         F: FnOnce(Db) -> Fut,
         Fut: Future<Output = anyhow::Result<()>>,
     {
+        Self::start_with_env(opts, &opts.server_env(), prepare).await
+    }
+
+    /// [`Server::start`] with these settings (environment variables) instead of the options'.
+    pub async fn start_with_env<F, Fut>(
+        opts: &LoadOptions,
+        env: &[(&str, String)],
+        prepare: F,
+    ) -> anyhow::Result<Server>
+    where
+        F: FnOnce(Db) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
         let client = client(opts.concurrency)?;
         if let Some(target) = &opts.target {
             let token = opts.token.clone().unwrap_or_default();
@@ -283,7 +296,7 @@ impl Server {
             db.close().await;
         }
         let dir = temp.path().to_owned();
-        Server::spawn(client, &dir, Some(temp), &url, &opts.server_env()).await
+        Server::spawn(client, &dir, Some(temp), &url, env).await
     }
 
     /// Starts `backroom serve` (this very binary) on the migrated database `url`, with `dir`
@@ -306,6 +319,9 @@ impl Server {
             // The scenarios buy with the test provider, which a server only offers when told.
             .env("BACKROOM_PAYMENT_PROVIDERS", "test")
             .env("BACKROOM_LOG", "warn")
+            // Every simulated shopper comes from this one address: limits off, unless the
+            // scenario's own settings (`env`, below) turn them on (`login-flood`).
+            .env("BACKROOM_RATE_LIMITS", "off")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
@@ -349,7 +365,7 @@ impl Server {
         self.child.as_ref().map(Child::id)
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -414,12 +430,12 @@ impl Server {
     }
 }
 
-fn progress_line(msg: &str) {
+pub fn progress_line(msg: &str) {
     eprintln!("\x1b[1m[bench]\x1b[0m {msg}");
 }
 
 /// The answer's status, or the error label: `409 insufficient_stock`, `transport`.
-async fn status_of(req: reqwest::RequestBuilder) -> Result<(u16, Value), String> {
+pub async fn status_of(req: reqwest::RequestBuilder) -> Result<(u16, Value), String> {
     let res = req.send().await.map_err(|_| "transport".to_owned())?;
     let status = res.status().as_u16();
     let bytes = res.bytes().await.map_err(|_| "transport".to_owned())?;
@@ -571,7 +587,7 @@ fn cpu_per_op(server: &Server, before: Option<f64>, ops: usize) -> Option<f64> {
     (ops > 0).then(|| (after - before) * 1000.0 / ops as f64)
 }
 
-fn database_name(server: &Server) -> String {
+pub fn database_name(server: &Server) -> String {
     match &server.database_url {
         Some(u) if u.starts_with("postgres") => "PostgreSQL".into(),
         Some(_) => "SQLite (synchronous=FULL)".into(),

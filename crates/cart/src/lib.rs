@@ -79,6 +79,9 @@ pub struct CartItem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Cart {
     pub id: String,
+    /// The customer whose token created the cart; only that token reaches it then. `null` for
+    /// an anonymous cart, which its id alone reaches.
+    pub customer_id: Option<String>,
     pub currency: Currency,
     pub items: Vec<CartItem>,
     pub subtotal: Money,
@@ -124,9 +127,10 @@ struct CartRow {
     status: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    customer_id: Option<String>,
 }
 
-backroom_db::from_row!(CartRow { id, currency, status, created_at, updated_at });
+backroom_db::from_row!(CartRow { id, currency, status, created_at, updated_at, customer_id });
 
 struct ItemRow {
     id: String,
@@ -146,12 +150,13 @@ fn too_large() -> Error {
 /// Loads a cart with its lines and totals, each line with its product as the catalog shows
 /// it now (one more query for all lines).
 pub async fn load(conn: &mut Conn<'_>, cart_id: &str) -> Result<Option<Cart>> {
-    let row: Option<CartRow> =
-        backroom_db::sql::query("SELECT id, currency, status, created_at, updated_at FROM carts WHERE id = $1")
-            .bind(cart_id)
-            .fetch_optional(conn)
-            .await
-            .map_err(storage)?;
+    let row: Option<CartRow> = backroom_db::sql::query(
+        "SELECT id, currency, status, created_at, updated_at, customer_id FROM carts WHERE id = $1",
+    )
+    .bind(cart_id)
+    .fetch_optional(conn)
+    .await
+    .map_err(storage)?;
     let Some(row) = row else { return Ok(None) };
     let items: Vec<ItemRow> = backroom_db::sql::query(
         "SELECT id, variant_id, sku, title, quantity, unit_price FROM cart_items WHERE cart_id = $1 ORDER BY created_at, id",
@@ -187,6 +192,7 @@ pub async fn load(conn: &mut Conn<'_>, cart_id: &str) -> Result<Option<Cart>> {
     let zero = Money::zero(currency);
     Ok(Some(Cart {
         id: row.id,
+        customer_id: row.customer_id,
         currency,
         items: lines,
         subtotal,
@@ -238,6 +244,11 @@ fn cart_not_open(status: CartStatus) -> Error {
     }
 }
 
+/// Whether a cart owned by `owner` is reachable by a request from `shopper`.
+fn reachable(owner: Option<&str>, shopper: Option<&str>) -> bool {
+    owner.is_none() || owner == shopper
+}
+
 /// The carts service.
 #[derive(Debug, Clone)]
 pub struct Carts {
@@ -251,19 +262,23 @@ impl Carts {
         Self { catalog: Catalog::new(db.clone()), inventory: Inventory::new(db.clone()), db }
     }
 
-    pub async fn create(&self, input: &NewCart) -> Result<Cart> {
+    /// A new open cart; `customer_id` makes it that customer's (see [`Cart::customer_id`]).
+    pub async fn create(&self, input: &NewCart, customer_id: Option<&str>) -> Result<Cart> {
         let currency = Currency::parse(&input.currency).map_err(|e| Error::field("currency", e.to_string()))?;
         let id = id::new("cart");
         let ts = now();
+        let customer_id = customer_id.map(str::to_owned);
         self.db
             .write(move |mut conn| {
                 Box::pin(async move {
                     backroom_db::sql::query(
-                        "INSERT INTO carts (id, currency, status, created_at, updated_at) VALUES ($1, $2, 'open', $3, $3)",
+                        "INSERT INTO carts (id, currency, status, created_at, updated_at, customer_id) \
+                         VALUES ($1, $2, 'open', $3, $3, $4)",
                     )
                     .bind(&id)
                     .bind(currency.code())
                     .bind(ts)
+                    .bind(customer_id.as_deref())
                     .execute(&mut conn)
                     .await
                     .map(|_| ())
@@ -271,6 +286,7 @@ impl Carts {
                     let zero = Money::zero(currency);
                     Ok(Done::Commit(Cart {
                         id,
+                        customer_id,
                         currency,
                         items: Vec::new(),
                         subtotal: zero,
@@ -286,9 +302,29 @@ impl Carts {
             .await
     }
 
-    pub async fn get(&self, id: &str) -> Result<Cart> {
+    /// The cart, when `shopper` (the customer of the request's token, if any) may reach it.
+    pub async fn get(&self, id: &str, shopper: Option<&str>) -> Result<Cart> {
         let mut r = self.db.read_fast().await?;
-        load(&mut r.conn(), id).await?.ok_or(Error::not_found("cart"))
+        load(&mut r.conn(), id)
+            .await?
+            .filter(|c| reachable(c.customer_id.as_deref(), shopper))
+            .ok_or(Error::not_found("cart"))
+    }
+
+    /// `not_found` unless the cart exists and `shopper` may reach it: a customer's cart only
+    /// with that customer's token, an anonymous one by its id alone. A cart's owner never
+    /// changes, so this check before a write cannot go stale.
+    pub async fn check_reachable(&self, id: &str, shopper: Option<&str>) -> Result<()> {
+        let mut r = self.db.read_fast().await?;
+        let owner: Option<(Option<String>,)> = backroom_db::sql::query("SELECT customer_id FROM carts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut r.conn())
+            .await
+            .map_err(storage)?;
+        match owner {
+            Some((owner,)) if reachable(owner.as_deref(), shopper) => Ok(()),
+            _ => Err(Error::not_found("cart")),
+        }
     }
 
     /// A published variant and its current price in `currency`, or the reason it can't be sold.
@@ -322,9 +358,9 @@ impl Carts {
 
     /// Adds a variant; one already in the cart has its quantity raised.
     #[tracing::instrument(skip(self, input))]
-    pub async fn add_item(&self, cart_id: &str, input: &AddItem) -> Result<Cart> {
+    pub async fn add_item(&self, cart_id: &str, shopper: Option<&str>, input: &AddItem) -> Result<Cart> {
         check_quantity(input.quantity)?;
-        let cart = self.get(cart_id).await?;
+        let cart = self.get(cart_id, shopper).await?;
         if cart.status != CartStatus::Open {
             return Err(cart_not_open(cart.status));
         }
@@ -386,14 +422,20 @@ impl Carts {
             })
             .await?;
         // Read back after the commit, by an in-thread reader: the writer's time goes to writes.
-        self.get(cart_id).await
+        self.get(cart_id, shopper).await
     }
 
     /// Sets a line's quantity.
     #[tracing::instrument(skip(self))]
-    pub async fn set_quantity(&self, cart_id: &str, item_id: &str, quantity: i64) -> Result<Cart> {
+    pub async fn set_quantity(
+        &self,
+        cart_id: &str,
+        shopper: Option<&str>,
+        item_id: &str,
+        quantity: i64,
+    ) -> Result<Cart> {
         check_quantity(quantity)?;
-        let cart = self.get(cart_id).await?;
+        let cart = self.get(cart_id, shopper).await?;
         if cart.status != CartStatus::Open {
             return Err(cart_not_open(cart.status));
         }
@@ -405,20 +447,26 @@ impl Carts {
             .pop()
             .ok_or(Error::not_found("variant"))?;
         self.check_available(&variant, quantity).await?;
-        self.change_item(cart_id, item_id, Some(quantity)).await
+        self.change_item(cart_id, shopper, item_id, Some(quantity)).await
     }
 
     /// Removes a line.
     #[tracing::instrument(skip(self))]
-    pub async fn remove_item(&self, cart_id: &str, item_id: &str) -> Result<Cart> {
-        let cart = self.get(cart_id).await?;
+    pub async fn remove_item(&self, cart_id: &str, shopper: Option<&str>, item_id: &str) -> Result<Cart> {
+        let cart = self.get(cart_id, shopper).await?;
         if cart.status != CartStatus::Open {
             return Err(cart_not_open(cart.status));
         }
-        self.change_item(cart_id, item_id, None).await
+        self.change_item(cart_id, shopper, item_id, None).await
     }
 
-    async fn change_item(&self, cart_id: &str, item_id: &str, quantity: Option<i64>) -> Result<Cart> {
+    async fn change_item(
+        &self,
+        cart_id: &str,
+        shopper: Option<&str>,
+        item_id: &str,
+        quantity: Option<i64>,
+    ) -> Result<Cart> {
         let (job_cart, item_id) = (cart_id.to_owned(), item_id.to_owned());
         self.db
             .write(move |mut conn| {
@@ -445,6 +493,6 @@ impl Carts {
                 })
             })
             .await?;
-        self.get(cart_id).await
+        self.get(cart_id, shopper).await
     }
 }

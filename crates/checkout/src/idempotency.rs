@@ -52,7 +52,7 @@ pub async fn claim(
     outcome: Option<&Outcome>,
 ) -> Result<Begin> {
     let ts = now();
-    let body = outcome.map(serde_json::to_string).transpose().map_err(Error::internal)?;
+    let body = outcome.map(|o| serde_json::to_string(&o.without_personal())).transpose().map_err(Error::internal)?;
     let state = if body.is_some() { "done" } else { "in_flight" };
     let inserted = backroom_db::sql::query(
         "INSERT INTO idempotency_keys (scope, key, request_hash, state, order_id, outcome, created_at, updated_at) \
@@ -91,7 +91,7 @@ pub async fn claim(
 /// Stores the answer of the request that owns the key, unless recovery has already stored
 /// a later one (it settled the order while this request was still answering `202`).
 pub async fn finish(conn: &mut Conn<'_>, scope: &str, key: &str, outcome: &Outcome) -> Result<()> {
-    let body = serde_json::to_string(outcome).map_err(Error::internal)?;
+    let body = serde_json::to_string(&outcome.without_personal()).map_err(Error::internal)?;
     backroom_db::sql::query(
         "UPDATE idempotency_keys SET state = 'done', outcome = $3, updated_at = $4 \
          WHERE scope = $1 AND key = $2 AND state = 'in_flight'",
@@ -108,7 +108,7 @@ pub async fn finish(conn: &mut Conn<'_>, scope: &str, key: &str, outcome: &Outco
 
 /// Stores the final outcome for every key linked to an order (recovery settled it).
 pub async fn finish_for_order(conn: &mut Conn<'_>, order_id: &str, outcome: &Outcome) -> Result<()> {
-    let body = serde_json::to_string(outcome).map_err(Error::internal)?;
+    let body = serde_json::to_string(&outcome.without_personal()).map_err(Error::internal)?;
     backroom_db::sql::query(
         "UPDATE idempotency_keys SET state = 'done', outcome = $2, updated_at = $3 WHERE order_id = $1",
     )

@@ -25,6 +25,7 @@ use backroom_kernel::id::{AttemptId, OrderId};
 use backroom_kernel::{Code, Error, FieldError, Money, Result, error::Problems, now};
 use backroom_orders::{Address, NewOrder, Order, OrderLine, OrderStatus};
 use backroom_payments::{AttemptStatus, ChargeRequest, ChargeStatus, PaymentProvider, Providers};
+use backroom_vault::Vault;
 use serde::{Deserialize, Serialize};
 
 /// The actor recorded in the stock ledger for checkout's changes.
@@ -136,6 +137,7 @@ pub struct Checkout {
     inventory: Inventory,
     providers: Providers,
     settings: Settings,
+    vault: Vault,
 }
 
 fn dur(d: Duration) -> chrono::TimeDelta {
@@ -143,8 +145,20 @@ fn dur(d: Duration) -> chrono::TimeDelta {
 }
 
 impl Checkout {
-    pub fn new(db: Db, providers: Providers, settings: Settings) -> Self {
-        Self { catalog: Catalog::new(db.clone()), inventory: Inventory::new(db.clone()), db, providers, settings }
+    pub fn new(db: Db, providers: Providers, settings: Settings, vault: Vault) -> Self {
+        Self {
+            catalog: Catalog::new(db.clone()),
+            inventory: Inventory::new(db.clone()),
+            db,
+            providers,
+            settings,
+            vault,
+        }
+    }
+
+    /// The vault that seals orders' personal data.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
     }
 
     pub fn settings(&self) -> Settings {
@@ -203,8 +217,30 @@ impl Checkout {
     /// one job locks the cart, reserves the stock, creates the order and the attempt and claims
     /// the key; the provider is called; one job settles. A checkout that ends without an
     /// order (sold out, price changed, …) is one small job that stores its outcome.
+    ///
+    /// Outcomes are stored under the key without personal data; a replay reads the order's
+    /// e-mail and address from the order itself (so an erased customer's replay shows `null`).
     #[tracing::instrument(skip(self, hash, req), fields(cart_id = %cart_id))]
     pub async fn run(&self, cart_id: &str, key: &str, hash: &str, req: &CheckoutRequest) -> Result<Answer> {
+        Ok(match self.run_keyed(cart_id, key, hash, req).await? {
+            Answer::Replay(mut outcome) => {
+                if let Some(order) = outcome.order_mut() {
+                    let mut r = self.db.read().await?;
+                    let stored =
+                        backroom_orders::load(&mut r.conn(), Some(&self.vault), std::slice::from_ref(&order.id), false)
+                            .await?;
+                    if let Some(stored) = stored.into_iter().next() {
+                        order.email = stored.email;
+                        order.shipping_address = stored.shipping_address;
+                    }
+                }
+                Answer::Replay(outcome)
+            }
+            other => other,
+        })
+    }
+
+    async fn run_keyed(&self, cart_id: &str, key: &str, hash: &str, req: &CheckoutRequest) -> Result<Answer> {
         let key = Key { scope: cart_id.to_owned(), key: key.to_owned(), hash: hash.to_owned() };
         let (cart, lines) = match self.prepare(cart_id).await? {
             Prepared::Ended(outcome) => return self.end_without_order(key, outcome).await,
@@ -215,6 +251,8 @@ impl Checkout {
         let provider = self.provider(&req.payment.provider)?;
         let order_id = OrderId::generate();
         let order = new_order(order_id.as_str(), &cart, req)?;
+        // Sealed here, so the writer does no crypto.
+        let personal = backroom_orders::seal(&self.vault, &order)?;
         let attempt_id = AttemptId::generate();
         let expires = now() + dur(self.settings.reservation_ttl);
         let (amount, provider_name) = (cart.total, provider.name());
@@ -223,7 +261,7 @@ impl Checkout {
             // A deadlock victim (processes racing for one hot SKU on PostgreSQL) runs again.
             .write_retrying(|| {
                 let (key, job_order, job_attempt) = (key.clone(), order_id.clone(), attempt_id.clone());
-                let (lines, order) = (lines.clone(), order.clone());
+                let (lines, order, personal) = (lines.clone(), order.clone(), personal.clone());
                 move |mut conn| {
                     Box::pin(async move {
                         if !backroom_cart::transition(&mut conn, &key.scope, CartStatus::Open, CartStatus::CheckingOut)
@@ -237,7 +275,7 @@ impl Checkout {
                         {
                             return Ok(Done::Rollback(Err(Outcome::InsufficientStock { items: short })));
                         }
-                        backroom_orders::create(&mut conn, &order).await?;
+                        backroom_orders::create(&mut conn, &order, &personal).await?;
                         backroom_payments::create_attempt(&mut conn, &job_attempt, &job_order, provider_name, amount)
                             .await?;
                         match idempotency::claim(&mut conn, &key.scope, &key.key, &key.hash, Some(&order.id), None)
@@ -296,6 +334,12 @@ impl Checkout {
                     .await?
             }
         };
+        // The writer read the order without its personal data; the request has it.
+        let mut outcome = outcome;
+        if let Some(o) = outcome.order_mut().filter(|o| o.id == order.id) {
+            o.email = Some(order.email);
+            o.shipping_address = Some(order.shipping_address);
+        }
         Ok(Answer::New(outcome))
     }
 
@@ -514,6 +558,24 @@ impl Outcome {
     pub fn name(&self) -> &'static str {
         outcome_name(self)
     }
+
+    /// The order this outcome answers with, if any.
+    pub fn order_mut(&mut self) -> Option<&mut Order> {
+        match self {
+            Outcome::Placed { order } | Outcome::PaymentPending { order } => Some(order),
+            _ => None,
+        }
+    }
+
+    /// This outcome with the order's personal fields left out: what is stored under the key.
+    pub fn without_personal(&self) -> Outcome {
+        let mut o = self.clone();
+        if let Some(order) = o.order_mut() {
+            order.email = None;
+            order.shipping_address = None;
+        }
+        o
+    }
 }
 
 fn new_order(order_id: &str, cart: &Cart, req: &CheckoutRequest) -> Result<NewOrder> {
@@ -522,6 +584,7 @@ fn new_order(order_id: &str, cart: &Cart, req: &CheckoutRequest) -> Result<NewOr
     Ok(NewOrder {
         id: order_id.to_owned(),
         cart_id: cart.id.clone(),
+        customer_id: cart.customer_id.clone(),
         email: req.email.trim().to_owned(),
         currency: cart.currency,
         items: cart
@@ -617,8 +680,9 @@ fn outcome_of(order: Order) -> Outcome {
     }
 }
 
+/// An order as a write job reads it: without its personal data (no crypto in the writer).
 async fn load_order(conn: &mut Conn<'_>, id: &str) -> Result<Order> {
-    backroom_orders::load(conn, &[id.to_owned()], false).await?.pop().ok_or(Error::not_found("order"))
+    backroom_orders::load(conn, None, &[id.to_owned()], false).await?.pop().ok_or(Error::not_found("order"))
 }
 
 /// Step 4 inside a write job: `placed` with allocations, or `payment_failed`/`cancelled` with

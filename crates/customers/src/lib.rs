@@ -13,8 +13,9 @@
 //! **Erasure** ([`Customers::erase`]) destroys the customer's data key (crypto-shredding:
 //! every copy of their sealed fields, backups included, becomes unreadable) and, in the same
 //! transaction, clears the e-mail index, the sealed fields and the password hash, deletes the
-//! address book, revokes every session and writes `customer.erased`. The row stays (orders
-//! name it), showing `erased: true`. Erasing again answers the first erasure.
+//! address book, destroys the keys of the orders of their account (which keep their lines,
+//! prices and totals), revokes every session and writes `customer.erased`. The row stays
+//! (orders name it), showing `erased: true`. Erasing again answers the first erasure.
 //!
 //! **Passwords** are argon2id hashes on a bounded pool ([`password`]); **sessions** are
 //! random tokens of which only a SHA-256 is stored ([`token`]), expiring after the session
@@ -228,6 +229,7 @@ fn check_address(p: &mut Problems, a: &NewCustomerAddress) -> AddressFields {
 pub struct Customers {
     db: Db,
     vault: Vault,
+    orders: backroom_orders::Orders,
     hasher: Arc<Hasher>,
     limiter: Arc<LoginLimiter>,
     settings: Settings,
@@ -243,6 +245,7 @@ impl Customers {
     /// The service over `db`, sealing with `vault`. Makes the password pool (one hash's time).
     pub fn new(db: Db, vault: Vault, settings: Settings) -> Self {
         Customers {
+            orders: backroom_orders::Orders::new(db.clone(), vault.clone()),
             db,
             vault,
             hasher: Arc::new(Hasher::new(settings.hash_permits, settings.hash_queue)),
@@ -746,33 +749,39 @@ impl Customers {
         Ok(self.groups_with(&mut r.conn(), id).await?.into_iter().map(|g| g.id).collect())
     }
 
-    /// Every personal field the store holds of a customer: profile, address book, groups.
-    pub async fn export(&self, id: &str) -> Result<CustomerExport> {
+    /// A customer's profile, address book and groups, for staff.
+    async fn staff_view(&self, id: &str) -> Result<(AdminCustomer, Vec<CustomerAddress>, Vec<GroupRef>)> {
         let mut r = self.db.read().await?;
         let mut conn = r.conn();
         let (row, key) = self.row_and_key(&mut conn, id).await?;
         let customer = admin_view(&row, key.as_ref())?;
         let addresses = self.addresses_with(&mut conn, &row.id, key.as_ref()).await?;
         let groups = self.groups_with(&mut conn, &row.id).await?;
-        Ok(CustomerExport { customer, addresses, groups })
+        Ok((customer, addresses, groups))
+    }
+
+    /// Every personal field the store holds of a customer: profile, address book, groups, and
+    /// the orders of their account (every page, newest first).
+    pub async fn export(&self, id: &str) -> Result<CustomerExport> {
+        let (customer, addresses, groups) = self.staff_view(id).await?;
+        let mut orders = Vec::new();
+        let mut page = PageRequest { limit: backroom_kernel::page::MAX_LIMIT, after: None };
+        loop {
+            let found = self.orders.list_for_customer(customer.id.as_str(), &page).await?;
+            orders.extend(found.items);
+            match found.next_cursor {
+                Some(next) => page.after = Some(backroom_kernel::Cursor::parse(&next)?),
+                None => break,
+            }
+        }
+        Ok(CustomerExport { customer, addresses, groups, orders })
     }
 
     /// One customer for staff, with addresses, groups and `order_count`.
     pub async fn detail(&self, id: &str) -> Result<CustomerDetail> {
-        let CustomerExport { customer, addresses, groups } = self.export(id).await?;
-        let order_count = self.order_count(&customer.id).await?;
+        let (customer, addresses, groups) = self.staff_view(id).await?;
+        let order_count = self.orders.count_for_customer(customer.id.as_str()).await?;
         Ok(CustomerDetail { customer, addresses, groups, order_count })
-    }
-
-    /// Orders placed while signed in as the customer. Reads the orders module's table: the
-    /// one count the customer view needs, not worth a call through that module.
-    async fn order_count(&self, id: &CustomerId) -> Result<i64> {
-        let mut r = self.db.read_fast().await?;
-        sql::query("SELECT COUNT(*) FROM orders WHERE customer_id = $1")
-            .bind(id)
-            .fetch_scalar(&mut r.conn())
-            .await
-            .map_err(storage)
     }
 
     /// Erases a customer's personal data (see the module documentation). Erasing an erased
@@ -796,6 +805,8 @@ impl Customers {
                         return Ok(Done::Commit((Erasure { id, erased: true, erased_at: at }, false)));
                     }
                     Vault::destroy(&mut conn, &key_id).await?;
+                    // Their orders keep lines, prices and totals; their personal fields go.
+                    backroom_orders::erase_customer(&mut conn, id.as_str()).await?;
                     sql::query(
                         "UPDATE customers SET email_index = NULL, email = NULL, first_name = NULL, \
                          last_name = NULL, phone = NULL, password_hash = NULL, erased_at = $2, updated_at = $2 \

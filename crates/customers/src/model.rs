@@ -245,13 +245,14 @@ pub struct GroupMembers {
     pub customer_ids: Vec<String>,
 }
 
-/// Every personal field the store holds of a customer (`GET /admin/customers/{id}/export`),
-/// without their orders (the HTTP layer adds them).
+/// Every personal field the store holds of a customer (`GET /admin/customers/{id}/export`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CustomerExport {
     pub customer: AdminCustomer,
     pub addresses: Vec<CustomerAddress>,
     pub groups: Vec<GroupRef>,
+    /// The orders of the customer's account, newest first, with their e-mail and address.
+    pub orders: Vec<backroom_orders::Order>,
 }
 
 /// The answer to an erasure.

@@ -137,7 +137,10 @@ impl Db {
                     } else {
                         SqliteSynchronous::Normal
                     })
-                    .pragma("temp_store", "memory");
+                    .pragma("temp_store", "memory")
+                    // Deleted content (a destroyed data key, an emptied row) is overwritten,
+                    // not left in free pages of the file.
+                    .pragma("secure_delete", "on");
                 let writer = SqlitePoolOptions::new()
                     .max_connections(1)
                     .min_connections(1)
@@ -544,7 +547,8 @@ fn open_writer(path: &Path, synchronous_full: bool) -> Result<rusqlite::Connecti
     )?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = {}; PRAGMA temp_store = MEMORY;",
+        "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = {}; PRAGMA temp_store = MEMORY; \
+         PRAGMA secure_delete = ON;",
         if synchronous_full { "FULL" } else { "NORMAL" }
     ))?;
     // Every statement of the write path stays prepared.

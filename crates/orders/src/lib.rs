@@ -5,12 +5,18 @@
 //! `cancelled` (recovery voided an attempt whose outcome was lost). Every transition is one
 //! conditional UPDATE from the expected state, so two actors (a request and the recovery
 //! worker) can never both apply one.
+//!
+//! Personal data (the e-mail and the shipping address) is sealed under the order's own data key
+//! (`backroom_vault`), one per order, guests' included; staff find orders by e-mail through its
+//! keyed hash. When the key is destroyed (the customer was erased) the order keeps its lines,
+//! prices and totals and shows its personal fields as `null`.
 
 use std::collections::HashMap;
 
 use backroom_db::{Conn, Db, Dialect, on_conn, storage};
 use backroom_kernel::id::OrderId;
 use backroom_kernel::{Currency, Error, Money, Page, PageRequest, Result, id, now};
+use backroom_vault::{DataKey, NewKey, Vault};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -120,14 +126,19 @@ pub struct Order {
     pub number: String,
     pub status: OrderStatus,
     pub cart_id: String,
-    pub email: String,
+    /// The customer whose account placed it; `null` for a guest's order.
+    #[schema(example = "cus_01JD3Q0F8Z6X7Y2M4N5P6R7S8T")]
+    pub customer_id: Option<String>,
+    /// `null` once the customer was erased, and for staff whose role does not read personal data.
+    pub email: Option<String>,
     pub currency: Currency,
     pub items: Vec<OrderLine>,
     pub subtotal: Money,
     pub tax_total: Money,
     pub shipping_total: Money,
     pub total: Money,
-    pub shipping_address: Address,
+    /// `null` once the customer was erased, and for staff whose role does not read personal data.
+    pub shipping_address: Option<Address>,
     pub payment: Option<PaymentSummary>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -141,6 +152,8 @@ pub struct Order {
 pub struct NewOrder {
     pub id: String,
     pub cart_id: String,
+    /// The owner of the cart, when a customer's.
+    pub customer_id: Option<String>,
     pub email: String,
     pub currency: Currency,
     pub items: Vec<OrderLine>,
@@ -156,13 +169,14 @@ struct OrderRow {
     number: i64,
     status: String,
     cart_id: String,
-    email: String,
+    customer_id: Option<String>,
+    key_id: Option<String>,
+    personal: Option<String>,
     currency: String,
     subtotal: i64,
     tax_total: i64,
     shipping_total: i64,
     total: i64,
-    shipping_address: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -172,16 +186,53 @@ backroom_db::from_row!(OrderRow {
     number,
     status,
     cart_id,
-    email,
+    customer_id,
+    key_id,
+    personal,
     currency,
     subtotal,
     tax_total,
     shipping_total,
     total,
-    shipping_address,
     created_at,
     updated_at
 });
+
+/// The personal part of an order, sealed as one value under the order's data key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Personal {
+    pub email: String,
+    pub shipping_address: Address,
+}
+
+impl Personal {
+    /// The associated data that binds a sealed value to its order.
+    fn context(order_id: &str) -> String {
+        format!("{order_id}/personal")
+    }
+
+    /// Seals these fields for `order_id` under `key`.
+    pub fn seal(&self, order_id: &str, key: &DataKey) -> Result<String> {
+        key.seal_json(&Self::context(order_id), self)
+    }
+}
+
+/// An order's personal data, sealed and ready to store: made by [`seal`] before the write, so
+/// the writer does no crypto.
+#[derive(Debug, Clone)]
+pub struct SealedPersonal {
+    key: NewKey,
+    email_index: String,
+    sealed: String,
+}
+
+/// Makes the order's data key and seals its e-mail and address under it.
+pub fn seal(vault: &Vault, o: &NewOrder) -> Result<SealedPersonal> {
+    let key = vault.new_key();
+    let personal = Personal { email: o.email.clone(), shipping_address: o.shipping_address.clone() };
+    let sealed = personal.seal(&o.id, &key.key)?;
+    Ok(SealedPersonal { email_index: vault.email_index(&o.email), sealed, key })
+}
 
 struct LineRow {
     order_id: String,
@@ -211,11 +262,14 @@ backroom_db::from_row!(LineRow {
     total
 });
 
-const ORDER_COLUMNS: &str = "id, number, status, cart_id, email, currency, subtotal, tax_total, shipping_total, total, \
-                             shipping_address, created_at, updated_at";
+const ORDER_COLUMNS: &str = "id, number, status, cart_id, customer_id, key_id, personal, currency, subtotal, tax_total, \
+                             shipping_total, total, created_at, updated_at";
 
-/// Creates an order in `pending_payment` inside the caller's transaction.
-pub async fn create(conn: &mut Conn<'_>, o: &NewOrder) -> Result<()> {
+/// Creates an order in `pending_payment` inside the caller's transaction, with its data key
+/// and its personal data as [`seal`] made them. The clear `email` and `shipping_address`
+/// columns of older releases are written empty.
+pub async fn create(conn: &mut Conn<'_>, o: &NewOrder, personal: &SealedPersonal) -> Result<()> {
+    personal.key.insert(conn).await?;
     let ts = now();
     // The next human number, in the INSERT itself (one statement): a sequence on PostgreSQL;
     // on SQLite the single writer makes MAX + 1 safe.
@@ -225,20 +279,22 @@ pub async fn create(conn: &mut Conn<'_>, o: &NewOrder) -> Result<()> {
     };
     let sql = format!(
         "INSERT INTO orders (id, number, status, cart_id, email, currency, subtotal, tax_total, shipping_total, total, \
-         shipping_address, created_at, updated_at) VALUES ($1, {number}, 'pending_payment', $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)"
+         shipping_address, created_at, updated_at, customer_id, key_id, email_index, personal) \
+         VALUES ($1, {number}, 'pending_payment', $2, '', $3, $4, $5, $6, $7, '', $8, $8, $9, $10, $11, $12)"
     );
-    let address = serde_json::to_string(&o.shipping_address).map_err(Error::internal)?;
     backroom_db::sql::query(sql.as_str())
         .bind(&o.id)
         .bind(&o.cart_id)
-        .bind(&o.email)
         .bind(o.currency.code())
         .bind(o.subtotal.amount())
         .bind(o.tax_total.amount())
         .bind(o.shipping_total.amount())
         .bind(o.total.amount())
-        .bind(&address)
         .bind(ts)
+        .bind(o.customer_id.as_deref())
+        .bind(&personal.key.id)
+        .bind(&personal.email_index)
+        .bind(&personal.sealed)
         .execute(conn)
         .await
         .map(|_| ())
@@ -318,9 +374,16 @@ pub async fn transition(
     Ok(n == 1)
 }
 
-/// Loads orders by id, in the order given, with lines and payment; `with_history` adds the
-/// state changes. A constant number of queries for any number of orders.
-pub async fn load(conn: &mut Conn<'_>, ids: &[String], with_history: bool) -> Result<Vec<Order>> {
+/// Loads orders by id, in the order given, with lines and payment, their personal data opened
+/// with `vault` (`null` where the key was destroyed, and everywhere without a vault: the
+/// writer's jobs read orders that way); `with_history` adds the state changes. A constant
+/// number of queries for any number of orders.
+pub async fn load(
+    conn: &mut Conn<'_>,
+    vault: Option<&Vault>,
+    ids: &[String],
+    with_history: bool,
+) -> Result<Vec<Order>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -349,6 +412,13 @@ pub async fn load(conn: &mut Conn<'_>, ids: &[String], with_history: bool) -> Re
         Vec::new()
     };
     let attempts = backroom_payments::attempts_for_orders(conn, ids).await?;
+    let keys = match vault {
+        Some(vault) => {
+            let key_ids: Vec<String> = rows.iter().filter_map(|r| r.key_id.clone()).collect();
+            vault.keys(conn, &key_ids).await?
+        }
+        None => HashMap::new(),
+    };
 
     let mut lines_by: HashMap<String, Vec<LineRow>> = HashMap::new();
     for l in lines {
@@ -395,6 +465,14 @@ pub async fn load(conn: &mut Conn<'_>, ids: &[String], with_history: bool) -> Re
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let personal = match (&r.key_id, &r.personal) {
+            (Some(key_id), Some(sealed)) => match keys.get(key_id) {
+                Some(key) => Some(key.open_json::<Personal>(&Personal::context(&r.id), sealed)?),
+                None => None,
+            },
+            _ => None,
+        };
+        let (email, shipping_address) = personal.map(|p| (p.email, p.shipping_address)).unzip();
         let order = Order {
             number: format!("#{}", r.number),
             status: OrderStatus::parse(&r.status)
@@ -404,12 +482,13 @@ pub async fn load(conn: &mut Conn<'_>, ids: &[String], with_history: bool) -> Re
             tax_total: m(r.tax_total)?,
             shipping_total: m(r.shipping_total)?,
             total: m(r.total)?,
-            shipping_address: serde_json::from_str(&r.shipping_address).map_err(Error::internal)?,
             payment: pay_by.remove(&r.id),
             history: if with_history { Some(hist_by.remove(&r.id).unwrap_or_default()) } else { None },
             currency,
             cart_id: r.cart_id,
-            email: r.email,
+            customer_id: r.customer_id,
+            email,
+            shipping_address,
             created_at: r.created_at,
             updated_at: r.updated_at,
             id: r.id.clone(),
@@ -425,6 +504,7 @@ pub struct OrderFilter {
     status: Option<OrderStatus>,
     email: Option<String>,
     number: Option<i64>,
+    customer_id: Option<String>,
 }
 
 impl OrderFilter {
@@ -459,7 +539,12 @@ impl OrderFilter {
             }
         });
         p.finish()?;
-        Ok(OrderFilter { status, email, number })
+        Ok(OrderFilter { status, email, number, customer_id: None })
+    }
+
+    /// Only the orders of this customer's account.
+    pub fn customer(customer_id: &str) -> Self {
+        OrderFilter { customer_id: Some(customer_id.to_owned()), ..Default::default() }
     }
 }
 
@@ -467,33 +552,51 @@ impl OrderFilter {
 #[derive(Debug, Clone)]
 pub struct Orders {
     db: Db,
+    vault: Vault,
 }
 
 impl Orders {
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(db: Db, vault: Vault) -> Self {
+        Self { db, vault }
     }
 
     /// One order with its history.
     pub async fn get(&self, id: &str) -> Result<Order> {
         let mut r = self.db.read().await?;
-        load(&mut r.conn(), &[id.to_owned()], true).await?.pop().ok_or(Error::not_found("order"))
+        load(&mut r.conn(), Some(&self.vault), &[id.to_owned()], true).await?.pop().ok_or(Error::not_found("order"))
+    }
+
+    /// One order of this customer's account (without its history); another's, or none, is
+    /// `not_found` alike.
+    pub async fn get_for_customer(&self, customer_id: &str, id: &str) -> Result<Order> {
+        let mut r = self.db.read().await?;
+        let order = load(&mut r.conn(), Some(&self.vault), &[id.to_owned()], false).await?.pop();
+        order.filter(|o| o.customer_id.as_deref() == Some(customer_id)).ok_or(Error::not_found("order"))
+    }
+
+    /// The orders of this customer's account, newest first.
+    pub async fn list_for_customer(&self, customer_id: &str, page: &PageRequest) -> Result<Page<Order>> {
+        self.list(&OrderFilter::customer(customer_id), page).await
     }
 
     /// Newest first, narrowed by `filter`.
     pub async fn list(&self, filter: &OrderFilter, page: &PageRequest) -> Result<Page<Order>> {
         let mut r = self.db.read().await?;
+        let email_index = filter.email.as_deref().map(|e| self.vault.email_index(e));
         let ids: Vec<String> = on_conn!(&mut r.conn(), c, DB => {
             let mut qb = sqlx::QueryBuilder::<DB>::new("SELECT id FROM orders WHERE 1 = 1");
             if let Some(status) = filter.status {
                 qb.push(" AND status = ");
                 qb.push_bind(status.as_str());
             }
-            if let Some(email) = &filter.email {
-                // The same fold on both sides, so the `orders_email` index serves it.
-                qb.push(" AND lower(email) = lower(");
-                qb.push_bind(email.as_str());
-                qb.push(")");
+            if let Some(index) = &email_index {
+                // The keyed hash of the trimmed, lower-cased address (`orders_email_index`).
+                qb.push(" AND email_index = ");
+                qb.push_bind(index.as_str());
+            }
+            if let Some(customer) = &filter.customer_id {
+                qb.push(" AND customer_id = ");
+                qb.push_bind(customer.as_str());
             }
             if let Some(number) = filter.number {
                 qb.push(" AND number = ");
@@ -507,8 +610,18 @@ impl Orders {
             qb.push_bind(i64::from(page.limit) + 1);
             qb.build_query_scalar().fetch_all(&mut *c).await.map_err(storage)?
         });
-        let orders = load(&mut r.conn(), &ids, false).await?;
+        let orders = load(&mut r.conn(), Some(&self.vault), &ids, false).await?;
         Ok(page.finish(orders, |o| o.id.clone()))
+    }
+
+    /// How many orders this customer's account has.
+    pub async fn count_for_customer(&self, customer_id: &str) -> Result<i64> {
+        let mut r = self.db.read().await?;
+        backroom_db::sql::query("SELECT COUNT(*) FROM orders WHERE customer_id = $1")
+            .bind(customer_id)
+            .fetch_scalar(&mut r.conn())
+            .await
+            .map_err(storage)
     }
 
     /// Counts by status (tests and monitoring).
@@ -520,6 +633,61 @@ impl Orders {
             .map_err(storage)?;
         Ok(rows.into_iter().collect())
     }
+
+    /// Seals the personal data of orders written by releases that kept it in clear, and empties
+    /// the clear columns; a batch per transaction. Run at start (the application builder).
+    pub async fn seal_legacy(&self) -> Result<u64> {
+        let mut sealed = 0;
+        loop {
+            let mut tx = self.db.begin().await?;
+            let rows: Vec<(String, String, String)> = backroom_db::sql::query(
+                "SELECT id, email, shipping_address FROM orders WHERE personal IS NULL AND email <> '' \
+                 ORDER BY id LIMIT 200",
+            )
+            .fetch_all(&mut tx.conn())
+            .await
+            .map_err(storage)?;
+            if rows.is_empty() {
+                return Ok(sealed);
+            }
+            for (id, email, address) in rows {
+                let shipping_address: Address = serde_json::from_str(&address).map_err(Error::internal)?;
+                let key = self.vault.new_key();
+                let personal = Personal { email, shipping_address };
+                key.insert(&mut tx.conn()).await?;
+                backroom_db::sql::query(
+                    "UPDATE orders SET key_id = $2, email_index = $3, personal = $4, email = '', shipping_address = '' \
+                     WHERE id = $1",
+                )
+                .bind(&id)
+                .bind(&key.id)
+                .bind(self.vault.email_index(&personal.email))
+                .bind(personal.seal(&id, &key.key)?)
+                .execute(&mut tx.conn())
+                .await
+                .map_err(storage)?;
+                sealed += 1;
+            }
+            tx.commit().await?;
+        }
+    }
+}
+
+/// Destroys the data keys of every order of this customer's account, in the caller's
+/// transaction (erasure): their personal fields read as `null` from then on; lines, prices and
+/// totals stay. Returns how many keys were destroyed.
+pub async fn erase_customer(conn: &mut Conn<'_>, customer_id: &str) -> Result<u64> {
+    let keys: Vec<(String,)> =
+        backroom_db::sql::query("SELECT key_id FROM orders WHERE customer_id = $1 AND key_id IS NOT NULL")
+            .bind(customer_id)
+            .fetch_all(conn)
+            .await
+            .map_err(storage)?;
+    let mut n = 0;
+    for (k,) in keys {
+        n += u64::from(Vault::destroy(conn, &k).await?);
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -562,6 +730,7 @@ mod tests {
             OrderFilter {
                 status: Some(OrderStatus::Placed),
                 email: Some("Ana@Example.com".into()),
+                customer_id: None,
                 number: Some(1001)
             }
         );

@@ -1,4 +1,4 @@
-//! `/admin/*`: catalog, stock and API keys. The permission each route needs is in the table
+//! `/admin/*`: catalog, stock, API keys and the audit log. The permission each route needs is in the table
 //! of [`crate::access`], checked before the handler runs; every handler takes [`Staff`], which
 //! only a route of that table can hand it.
 
@@ -26,6 +26,7 @@ pub fn routes(r: &mut Routes) {
     catalog(r);
     inventory(r);
     keys(r);
+    audit(r);
 }
 
 /// Catalog: products, variants with their prices, categories.
@@ -61,14 +62,22 @@ fn inventory(r: &mut Routes) {
     r.admin(InventoryWrite, ProductData, routes!(create_location));
 }
 
-/// API keys (owners only).
+/// API keys (owners, and admins for every role but `owner`).
 fn keys(r: &mut Routes) {
     use crate::access::Content::Scanned;
     use backroom_auth::Permission::KeysManage;
     use utoipa_axum::routes;
     r.admin(KeysManage, Scanned, routes!(list_keys));
     r.admin(KeysManage, Scanned, routes!(create_key));
-    r.admin(KeysManage, Scanned, routes!(revoke_key));
+    r.admin(KeysManage, Scanned, routes!(revoke_key)).action("api_key.revoke");
+}
+
+/// The audit log of staff writes.
+fn audit(r: &mut Routes) {
+    use crate::access::Content::Scanned;
+    use backroom_auth::Permission::AuditRead;
+    use utoipa_axum::routes;
+    r.admin(AuditRead, Scanned, routes!(audit_log));
 }
 
 /// `limit` and `cursor` of a list.
@@ -275,7 +284,7 @@ pub async fn set_stock(
     ApiJson(body): ApiJson<SetStock>,
 ) -> ApiResult<(Extension<Touched>, Json<StockLevel>)> {
     let variant = s.catalog.variant(&id).await?;
-    let level = s.inventory.set_on_hand(&variant.id, &body, variant.allow_backorder, &staff.key_id).await?;
+    let level = s.inventory.set_on_hand(&variant.id, &body, variant.allow_backorder, staff.actor.id()).await?;
     Ok((Extension(Touched::product(variant.product_id)), Json(level)))
 }
 
@@ -450,18 +459,21 @@ pub async fn list_keys(State(s): State<AppState>, _staff: Staff) -> ApiResult<Js
 ///
 /// Creates a key with a role and answers its secret `token` this once: only a hash of it is
 /// stored. Send it as `Authorization: Bearer <token>`. Roles: `owner` may do everything, `admin`
-/// everything but keys, `editor` the catalog and stock, `viewer` read the catalog, stock and
-/// orders.
+/// everything but `owner` keys, `editor` the catalog, stock, prices, promotions, regions, taxes
+/// and shipping options, `orders` orders after the sale (and reads customers), `support` reads
+/// customers and orders and exports a customer's data, `viewer` reads everything but customers
+/// and keys. No key creates a key of a role that may do something its own may not: `403
+/// forbidden`.
 #[utoipa::path(post, path = "/admin/api-keys", tag = "auth", request_body = NewApiKey,
     responses((status = 201, description = "Created: the key with its secret", body = CreatedApiKey, links(
-            ("revoke_key" = (operation_id = "revoke_key", parameters(("id" = "$response.body#/id")))))), (status = 422, body = Problem, content_type = "application/problem+json")),
+            ("revoke_key" = (operation_id = "revoke_key", parameters(("id" = "$response.body#/id")))))), (status = 403, description = "`forbidden`: the role lacks the permission, or the new key's role may do something the caller's may not", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn create_key(
     State(s): State<AppState>,
-    _staff: Staff,
+    staff: Staff,
     ApiJson(body): ApiJson<NewApiKey>,
 ) -> ApiResult<(StatusCode, Extension<Touched>, Json<CreatedApiKey>)> {
-    let (key, token) = s.auth.create_key(&body.name, body.role).await?;
+    let (key, token) = s.auth.create_key_as(&staff, &body.name, body.role).await?;
     Ok((StatusCode::CREATED, Extension(Touched::nothing()), Json(CreatedApiKey { key, token })))
 }
 
@@ -469,12 +481,50 @@ pub async fn create_key(
 ///
 /// The key stops working at once; it stays listed, with `revoked_at`.
 #[utoipa::path(delete, path = "/admin/api-keys/{id}", tag = "auth", params(("id" = String, Path)),
-    responses((status = 204, description = "Revoked"), (status = 404, description = "`not_found`: no such key", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
+    responses((status = 204, description = "Revoked"), (status = 403, description = "`forbidden`: the role lacks the permission, or the key's role may do something the caller's may not", body = Problem, content_type = "application/problem+json"), (status = 404, description = "`not_found`: no such key", body = Problem, content_type = "application/problem+json")), security(("api_key" = [])))]
 pub async fn revoke_key(
     State(s): State<AppState>,
-    _staff: Staff,
+    staff: Staff,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Extension<Touched>)> {
-    s.auth.revoke_key(&id).await?;
+    s.auth.revoke_key(&staff, &id).await?;
     Ok((StatusCode::NO_CONTENT, Extension(Touched::nothing())))
+}
+
+// ---- the audit log --------------------------------------------------------------------------
+
+/// Filters of `GET /admin/audit-log`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+    /// Only the entries of this actor: an API key's id (`bootstrap` for the bootstrap token).
+    #[param(example = "key_01jd8z5c3k4m7q9r2t6v8w0x1y", max_length = 100)]
+    pub actor: Option<String>,
+    /// Only the entries about this resource (a product's, variant's, key's id, …).
+    #[param(example = "prod_01jd8z5c3k4m7q9r2t6v8w0x1y", max_length = 100)]
+    pub resource_id: Option<String>,
+}
+
+/// Read the audit log
+///
+/// Every successful staff write (any `POST`, `PUT`, `PATCH` or `DELETE` under `/admin` answered
+/// `2xx`), newest first, a page at a time: who (`actor`), what (`action`, `<resource>.<verb>` such
+/// as `product.update` or `api_key.revoke`), on what (`resource_id`: the id in the path, or the
+/// id of what a `201` created), when, and from which client address. Request bodies are never
+/// recorded. Entries cannot be changed or deleted, by any route or in the database.
+#[utoipa::path(get, path = "/admin/audit-log", tag = "auth", params(AuditQuery),
+    responses((status = 200, description = "A page of entries", body = Page<backroom_auth::audit::AuditEntry>)),
+    security(("api_key" = [])))]
+pub async fn audit_log(
+    State(s): State<AppState>,
+    _staff: Staff,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<Page<backroom_auth::audit::AuditEntry>>> {
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    let filter = backroom_auth::audit::AuditFilter::parse(q.actor, q.resource_id)?;
+    Ok(Json(s.audit.list(&filter, &page).await?))
 }

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use backroom_auth::Permission;
 use backroom_cart::{AddItem, Cart, NewCart, SetQuantity};
 use backroom_checkout::idempotency;
 use backroom_checkout::{Answer, CheckoutRequest, Outcome};
@@ -59,7 +60,7 @@ pub async fn create_cart(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<NewCart>,
 ) -> ApiResult<(StatusCode, Json<Cart>)> {
-    Ok((StatusCode::CREATED, Json(s.carts.create(&body).await?)))
+    Ok((StatusCode::CREATED, Json(s.carts.create(&body, None).await?)))
 }
 
 /// Get a cart
@@ -68,7 +69,7 @@ pub async fn create_cart(
 #[utoipa::path(get, path = "/store/carts/{id}", tag = "carts", params(("id" = String, Path)),
     responses((status = 200, description = "The cart", body = Cart, example = json!(crate::openapi::examples::cart())), (status = 404, description = "`not_found`: no such cart", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::examples::cart_not_found()))))]
 pub async fn get_cart(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Cart>> {
-    Ok(Json(s.carts.get(&id).await?))
+    Ok(Json(s.carts.get(&id, None).await?))
 }
 
 /// Add to a cart
@@ -88,7 +89,7 @@ pub async fn add_item(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AddItem>,
 ) -> ApiResult<Json<Cart>> {
-    Ok(Json(s.carts.add_item(&id, &body).await?))
+    Ok(Json(s.carts.add_item(&id, None, &body).await?))
 }
 
 /// Change a line's quantity
@@ -103,7 +104,7 @@ pub async fn set_quantity(
     Path((id, item_id)): Path<(String, String)>,
     ApiJson(body): ApiJson<SetQuantity>,
 ) -> ApiResult<Json<Cart>> {
-    Ok(Json(s.carts.set_quantity(&id, &item_id, body.quantity).await?))
+    Ok(Json(s.carts.set_quantity(&id, None, &item_id, body.quantity).await?))
 }
 
 /// Remove a line
@@ -117,7 +118,7 @@ pub async fn remove_item(
     State(s): State<AppState>,
     Path((id, item_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Cart>> {
-    Ok(Json(s.carts.remove_item(&id, &item_id).await?))
+    Ok(Json(s.carts.remove_item(&id, None, &item_id).await?))
 }
 
 /// The HTTP answer of a checkout outcome. Deterministic, so a replay is byte-identical.
@@ -249,7 +250,8 @@ pub struct OrdersQuery {
     pub limit: Option<i64>,
     pub cursor: Option<String>,
     pub status: Option<OrderStatus>,
-    /// Orders placed with this e-mail address (the whole address, any letter case).
+    /// Orders placed with this e-mail address (the whole address, any letter case). Only for
+    /// roles that read personal data (`403 forbidden` otherwise).
     #[param(example = "ana@example.com", max_length = 254)]
     pub email: Option<String>,
     /// The order with this number, with or without its `#`: `1001`, or `#1001` written `%231001`.
@@ -266,12 +268,17 @@ pub struct OrdersQuery {
     security(("api_key" = [])))]
 pub async fn list_orders(
     State(s): State<AppState>,
-    _staff: Staff,
+    staff: Staff,
     ApiQuery(q): ApiQuery<OrdersQuery>,
-) -> ApiResult<Json<Page<Order>>> {
+) -> ApiResult<Json<serde_json::Value>> {
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    // Finding a shopper's orders by e-mail is reading personal data.
+    if q.email.is_some() && !staff.may(Permission::PersonalDataRead) {
+        return Err(ApiError::Forbidden);
+    }
     let filter = OrderFilter::parse(q.status, q.email.as_deref(), q.number.as_deref())?;
-    Ok(Json(s.orders.list(&filter, &page).await?))
+    let orders: Page<Order> = s.orders.list(&filter, &page).await?;
+    Ok(Json(crate::redact::order_page(&staff, &orders)?))
 }
 
 /// Get an order
@@ -281,8 +288,13 @@ pub async fn list_orders(
 #[utoipa::path(get, path = "/admin/orders/{id}", tag = "orders", params(("id" = String, Path)),
     responses((status = 200, description = "The order", body = Order, example = json!(crate::openapi::examples::admin_order())), (status = 404, description = "`not_found`: no such order", body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
-pub async fn get_order(State(s): State<AppState>, _staff: Staff, Path(id): Path<String>) -> ApiResult<Json<Order>> {
-    Ok(Json(s.orders.get(&id).await?))
+pub async fn get_order(
+    State(s): State<AppState>,
+    staff: Staff,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let order: Order = s.orders.get(&id).await?;
+    Ok(Json(crate::redact::order(&staff, &order)?))
 }
 
 /// The outbox: how many events wait, how old the oldest is, and the dead-letter list.

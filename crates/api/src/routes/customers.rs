@@ -6,8 +6,8 @@
 //! does not exist.
 
 use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use backroom_customers::{
@@ -16,9 +16,11 @@ use backroom_customers::{
     Session,
 };
 use backroom_kernel::{Code, Page, PageRequest};
+use backroom_orders::Order;
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::client::ClientAddr;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery, Customer, Staff};
 use crate::routes::Routes;
@@ -39,46 +41,22 @@ fn store(r: &mut Routes) {
     r.public(routes!(get_me, update_me));
     r.public(routes!(list_addresses, add_address));
     r.public(routes!(update_address, delete_address));
+    r.public(routes!(list_my_orders));
+    r.public(routes!(get_my_order));
 }
 
 /// Customers and groups for staff.
 fn admin(r: &mut Routes) {
     use crate::access::Content::Scanned;
-    use backroom_auth::Permission::{KeysManage, OrdersRead};
+    use backroom_auth::Permission::{CustomersExport, CustomersRead, CustomersWrite};
     use utoipa_axum::routes;
-    r.admin(OrdersRead, Scanned, routes!(list_customers)); // PERMISSION: CustomersRead
-    r.admin(OrdersRead, Scanned, routes!(get_customer)); // PERMISSION: CustomersRead
-    r.admin(OrdersRead, Scanned, routes!(export_customer)); // PERMISSION: CustomersExport
-    r.admin(KeysManage, Scanned, routes!(erase_customer)); // PERMISSION: CustomersWrite
-    r.admin(OrdersRead, Scanned, routes!(list_groups)); // PERMISSION: CustomersRead
-    r.admin(KeysManage, Scanned, routes!(create_group)); // PERMISSION: CustomersWrite
-    r.admin(KeysManage, Scanned, routes!(add_to_group)); // PERMISSION: CustomersWrite
-}
-
-/// The answer to a sign-in refused by the login-failure limit: `429 rate_limited` with
-/// `Retry-After` in seconds.
-fn rate_limited(retry_after: std::time::Duration) -> Response {
-    let secs = retry_after.as_secs().max(1);
-    let mut res = ApiError::custom(
-        Code::RateLimited,
-        format!("too many failed sign-ins for this e-mail or from this address; retry in {secs} s"),
-        serde_json::Value::Null,
-    )
-    .into_response();
-    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    res
-}
-
-/// The client's address, as the server loop saw it (the login-failure limit counts by it).
-pub struct ClientIp(Option<std::net::IpAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-        Ok(ClientIp(peer))
-    }
+    r.admin(CustomersRead, Scanned, routes!(list_customers));
+    r.admin(CustomersRead, Scanned, routes!(get_customer));
+    r.admin(CustomersExport, Scanned, routes!(export_customer));
+    r.admin(CustomersWrite, Scanned, routes!(erase_customer));
+    r.admin(CustomersRead, Scanned, routes!(list_groups));
+    r.admin(CustomersWrite, Scanned, routes!(create_group));
+    r.admin(CustomersWrite, Scanned, routes!(add_to_group)).action("customer_group.add_customers");
 }
 
 // ---- store: accounts and sessions -------------------------------------------------------------
@@ -118,10 +96,10 @@ pub async fn register(
         (status = 503, description = "`overloaded`: too many sign-ins at once; retry after `Retry-After`", body = Problem, content_type = "application/problem+json")))]
 pub async fn sign_in(
     State(s): State<AppState>,
-    ClientIp(ip): ClientIp,
+    ClientAddr(ip): ClientAddr,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<Session>, Response> {
-    match s.customers.login(&body, ip).await {
+    match s.customers.login(&body, Some(ip)).await {
         Ok(session) => Ok(Json(session)),
         Err(LoginError::InvalidCredentials) => Err(ApiError::custom(
             Code::InvalidCredentials,
@@ -129,7 +107,7 @@ pub async fn sign_in(
             serde_json::Value::Null,
         )
         .into_response()),
-        Err(LoginError::RateLimited { retry_after }) => Err(rate_limited(retry_after)),
+        Err(LoginError::RateLimited { retry_after }) => Err(crate::ratelimit::rate_limited(retry_after)),
         Err(LoginError::Other(e)) => Err(ApiError::from(e).into_response()),
     }
 }
@@ -252,6 +230,37 @@ pub async fn delete_address(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// List my orders
+///
+/// The orders the signed-in customer placed while signed in, newest first, a page at a time.
+#[utoipa::path(get, path = "/store/customers/me/orders", operation_id = "list_my_orders", tag = "customers", params(PageQuery),
+    responses((status = 200, description = "A page of orders", body = Page<Order>),
+        (status = 401, description = "`unauthenticated`: no live customer token", body = Problem, content_type = "application/problem+json")))]
+pub async fn list_my_orders(
+    State(s): State<AppState>,
+    customer: Customer,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Page<Order>>> {
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    Ok(Json(s.orders.list_for_customer(customer.as_str(), &page).await?))
+}
+
+/// Get one of my orders
+///
+/// One order the signed-in customer placed while signed in. Another customer's order, or a
+/// guest's, is `404`, exactly like one that does not exist.
+#[utoipa::path(get, path = "/store/orders/{id}", operation_id = "get_my_order", tag = "customers", params(("id" = String, Path)),
+    responses((status = 200, description = "The order", body = Order),
+        (status = 401, description = "`unauthenticated`: no live customer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: the customer has no such order", body = Problem, content_type = "application/problem+json")))]
+pub async fn get_my_order(
+    State(s): State<AppState>,
+    customer: Customer,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Order>> {
+    Ok(Json(s.orders.get_for_customer(customer.as_str(), &id).await?))
+}
+
 // ---- admin ------------------------------------------------------------------------------------
 
 /// Filters of `GET /admin/customers`.
@@ -305,8 +314,9 @@ pub async fn get_customer(
 
 /// Export a customer's data
 ///
-/// Every personal field the store holds of the customer (profile, address book, groups), as
-/// JSON, for a data-subject access request.
+/// Every personal field the store holds of the customer (profile, address book, groups, and
+/// the orders of their account with their e-mail and address), as JSON, for a data-subject
+/// access request.
 #[utoipa::path(get, path = "/admin/customers/{id}/export", tag = "customers", params(("id" = String, Path)),
     responses((status = 200, description = "The customer's data", body = CustomerExport),
         (status = 404, description = "`not_found`: no such customer", body = Problem, content_type = "application/problem+json")),
@@ -324,8 +334,9 @@ pub async fn export_customer(
 /// Erases the customer's personal data for good: their data key is destroyed, so every copy
 /// of their encrypted fields (backups included) can no longer be read; their e-mail, names,
 /// phone, addresses and password are cleared, every session is revoked, and
-/// `customer.erased` is sent. They can no longer sign in, and the e-mail is free to register
-/// again. The account stays, with `"erased": true`. Erasing an erased customer answers the
+/// `customer.erased` is sent. The orders of their account keep their lines, prices and totals;
+/// their personal fields read `null` (their keys are destroyed too). They can no longer sign
+/// in, and the e-mail is free to register again. The account stays, with `"erased": true`. Erasing an erased customer answers the
 /// first erasure again.
 #[utoipa::path(post, path = "/admin/customers/{id}/erase", tag = "customers", params(("id" = String, Path)),
     responses((status = 200, description = "Erased (now or before)", body = Erasure),

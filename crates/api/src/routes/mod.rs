@@ -84,14 +84,18 @@ impl Routes {
 
     /// Routes under `/admin` that need `permission`; `content` says whether their JSON body is
     /// scanned for card numbers. Each becomes an entry of the access table, and its OpenAPI
-    /// description says which roles may call it. Panics on a path outside `/admin`, or an
-    /// operation whose annotation does not name the `api_key` security scheme.
+    /// description says which roles may call it. A write's audit action is derived from its
+    /// method and path ([`crate::audit::derive_action`]); where that would be wrong, name it:
+    /// `r.admin(KeysManage, Scanned, routes!(revoke_key)).action("api_key.revoke");`.
+    /// Panics on a path outside `/admin`, or an operation whose annotation does not name the
+    /// `api_key` security scheme.
     pub fn admin(
         &mut self,
         permission: Permission,
         content: Content,
         mut route: UtoipaMethodRouter<AppState>,
-    ) -> &mut Self {
+    ) -> AdminRegistration<'_> {
+        let from = self.access.len();
         for (path, item) in route.1.paths.iter_mut() {
             assert!(under_admin(path), "{path}: only /admin routes are registered with Routes::admin");
             for (method, op) in operations_mut(item) {
@@ -103,10 +107,12 @@ impl Routes {
                     Some(d) if !d.is_empty() => format!("{d}\n\n{needs}"),
                     _ => needs,
                 });
-                self.access.push(AdminRoute { method, path: path.clone(), permission, content });
+                let action = crate::audit::derive_action(&method, path);
+                self.access.push(AdminRoute { method, path: path.clone(), permission, content, action });
             }
         }
-        self.add(route)
+        self.add(route);
+        AdminRegistration { routes: self, from }
     }
 
     /// Registers `route`. Panics on a method and path registered before.
@@ -122,6 +128,25 @@ impl Routes {
     pub fn into_parts(self) -> Parts {
         let (router, openapi) = self.router.split_for_parts();
         Parts { router, openapi, access: AccessTable::new(self.access), served: self.served }
+    }
+}
+
+/// The admin routes one [`Routes::admin`] call registered, to name their audit action.
+pub struct AdminRegistration<'a> {
+    routes: &'a mut Routes,
+    from: usize,
+}
+
+impl AdminRegistration<'_> {
+    /// The audit action (`<resource>.<verb>`, such as `customer.erase`) of these routes, in
+    /// place of the one derived from method and path. Panics on a read (reads are not
+    /// audited) or an action not shaped `<resource>.<verb>` in snake_case.
+    pub fn action(self, action: &'static str) {
+        assert!(crate::audit::is_action(action), "{action}: an audit action is <resource>.<verb> in snake_case");
+        for r in &mut self.routes.access[self.from..] {
+            assert!(r.action.is_some(), "{} {}: reads are not audited", r.method, r.path);
+            r.action = Some(action.to_owned());
+        }
     }
 }
 

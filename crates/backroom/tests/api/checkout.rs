@@ -362,8 +362,9 @@ both!(the_worker_delivers_the_outbox, |app: TestApp| async move {
     assert_eq!(view["pending"], 0, "{view}");
     assert_eq!(view["dead"], 0);
     assert_eq!(view["dead_events"], json!([]));
-    let viewer = app.admin_post("/admin/api-keys", json!({"name": "v", "role": "viewer"})).await.expect(201);
-    app.as_key(viewer["token"].as_str().unwrap(), reqwest::Method::GET, "/admin/outbox", None)
+    // The outbox is operations: an editor (catalog work) does not see it.
+    let editor = app.admin_post("/admin/api-keys", json!({"name": "e", "role": "editor"})).await.expect(201);
+    app.as_key(editor["token"].as_str().unwrap(), reqwest::Method::GET, "/admin/outbox", None)
         .await
         .problem(403, "forbidden");
 });

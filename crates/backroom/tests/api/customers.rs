@@ -173,24 +173,64 @@ fn rate_limited(r: Res) {
     r.problem(429, "rate_limited");
 }
 
-both!(the_eleventh_failure_for_an_email_is_refused, |app: TestApp| async move {
-    app.register(registration("ana@example.com")).await;
-    for _ in 0..10 {
-        app.sign_in_as("ana@example.com", "not the password").await.problem(401, "invalid_credentials");
-    }
-    rate_limited(app.sign_in_as("ana@example.com", "not the password").await);
-    // The right password too, and the e-mail however written.
-    rate_limited(app.sign_in_as(" ANA@example.com", PASSWORD).await);
-});
+/// Tests are clients behind a trusted proxy, so each request names its address.
+fn behind_a_proxy(s: &mut backroom::config::Settings) {
+    s.trusted_proxies = backroom_api::client::TrustedProxies::parse("127.0.0.1").unwrap();
+}
 
-both!(the_eleventh_failure_from_an_address_is_refused, |app: TestApp| async move {
-    app.register(registration("ana@example.com")).await;
-    for i in 0..10 {
-        app.sign_in_as(&format!("guess{i}@example.com"), PASSWORD).await.problem(401, "invalid_credentials");
+impl TestApp {
+    async fn sign_in_from(&self, addr: &str, email: &str, password: &str) -> Res {
+        let body = json!({"email": email, "password": password});
+        self.send(self.client.post(self.url("/store/auth/token")).header("x-forwarded-for", addr).json(&body)).await
     }
-    // Any e-mail from that address, even with the right password.
-    rate_limited(app.sign_in_as("ana@example.com", PASSWORD).await);
-});
+}
+
+both!(
+    the_eleventh_failure_for_an_email_is_refused_from_any_address,
+    settings = behind_a_proxy,
+    |app: TestApp| async move {
+        app.register(registration("ana@example.com")).await;
+        for i in 0..10 {
+            app.sign_in_from(&format!("198.51.100.{i}"), "ana@example.com", "not the password")
+                .await
+                .problem(401, "invalid_credentials");
+        }
+        rate_limited(app.sign_in_from("203.0.113.1", "ana@example.com", "not the password").await);
+        // The right password too, and the e-mail however written.
+        rate_limited(app.sign_in_from("203.0.113.2", " ANA@example.com", PASSWORD).await);
+        // Another e-mail from those addresses is not refused.
+        app.sign_in_from("198.51.100.1", "bea@example.com", PASSWORD).await.problem(401, "invalid_credentials");
+    }
+);
+
+both!(
+    the_eleventh_failure_from_an_address_is_refused_for_any_email,
+    settings = behind_a_proxy,
+    |app: TestApp| async move {
+        app.register(registration("ana@example.com")).await;
+        for i in 0..10 {
+            app.sign_in_from("198.51.100.7", &format!("guess{i}@example.com"), PASSWORD)
+                .await
+                .problem(401, "invalid_credentials");
+        }
+        // Any e-mail from that address, even with the right password; not from another address.
+        rate_limited(app.sign_in_from("198.51.100.7", "ana@example.com", PASSWORD).await);
+        app.sign_in_from("198.51.100.8", "ana@example.com", PASSWORD).await.expect(200);
+    }
+);
+
+both!(
+    the_login_failure_limit_holds_with_rate_limits_off,
+    settings = |s: &mut backroom::config::Settings| {
+        s.rate_limits = backroom_api::ratelimit::RateLimits::off();
+    },
+    |app: TestApp| async move {
+        for i in 0..10 {
+            app.sign_in_as(&format!("guess{i}@example.com"), PASSWORD).await.problem(401, "invalid_credentials");
+        }
+        rate_limited(app.sign_in_as("guess0@example.com", PASSWORD).await);
+    }
+);
 
 both!(customers_see_only_their_own_addresses, |app: TestApp| async move {
     let (_, a) = app.customer("ana@example.com").await;
@@ -298,6 +338,11 @@ both!(staff_find_group_export_and_erase_customers, |app: TestApp| async move {
     assert_eq!(detail["groups"], json!([{"id": gid, "name": "Wholesale"}]));
     assert_eq!(detail["order_count"], 0);
     app.admin_get("/admin/customers/cus_nope").await.problem(404, "not_found");
+    let orders = app.as_customer(&token, Method::GET, "/store/customers/me/orders", None).await.expect(200);
+    assert_eq!(orders, json!({"items": [], "next_cursor": null}));
+    app.as_customer(&token, Method::GET, "/store/orders/ord_nope", None).await.problem(404, "not_found");
+    unauthenticated(app.get("/store/customers/me/orders").await);
+    unauthenticated(app.get("/store/orders/ord_nope").await);
 
     // The export holds every personal field.
     let export = app.admin_get(&format!("/admin/customers/{id}/export")).await.expect(200);
@@ -306,6 +351,7 @@ both!(staff_find_group_export_and_erase_customers, |app: TestApp| async move {
         assert!(text.contains(value), "{value} missing from the export: {text}");
     }
     assert!(!text.contains("password") && !text.contains("argon2"), "{text}");
+    assert_eq!(export["orders"], json!([]));
 
     // Erasure.
     let erased = app.admin_post(&format!("/admin/customers/{id}/erase"), json!({})).await.expect(200);
@@ -338,6 +384,14 @@ both!(staff_find_group_export_and_erase_customers, |app: TestApp| async move {
     let new = app.register(registration("ana@example.com")).await;
     assert_ne!(new["id"], id.as_str());
 
+    // The audit log has the staff's writes, nothing personal.
+    let log = app.admin_get(&format!("/admin/audit-log?resource_id={id}")).await.expect(200);
+    let actions: Vec<&str> = log["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["customer.erase", "customer.erase"]);
+    let log = app.admin_get(&format!("/admin/audit-log?resource_id={gid}")).await.expect(200);
+    let actions: Vec<&str> = log["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["customer_group.add_customers", "customer_group.create"]);
+
     // Events: ids and times, nothing personal.
     let created = backroom_db::outbox::list(&app.db, "customer.created").await.unwrap();
     assert_eq!(created.len(), 3);
@@ -352,10 +406,35 @@ both!(staff_find_group_export_and_erase_customers, |app: TestApp| async move {
 
 both!(staff_roles_and_customer_routes, |app: TestApp| async move {
     let (id, _) = app.customer("ana@example.com").await;
-    let editor = app.admin_post("/admin/api-keys", json!({"name": "pim", "role": "editor"})).await.expect(201);
-    let etoken = editor["token"].as_str().unwrap();
-    app.as_key(etoken, Method::GET, "/admin/customers", None).await.problem(403, "forbidden");
-    app.as_key(etoken, Method::POST, &format!("/admin/customers/{id}/erase"), None).await.problem(403, "forbidden");
+    let key = |role: &'static str| {
+        let app = &app;
+        async move {
+            let k = app.admin_post("/admin/api-keys", json!({"name": role, "role": role})).await.expect(201);
+            k["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let (editor, viewer, orders, support) =
+        (key("editor").await, key("viewer").await, key("orders").await, key("support").await);
+    let (one, export, erase) = (
+        format!("/admin/customers/{id}"),
+        format!("/admin/customers/{id}/export"),
+        format!("/admin/customers/{id}/erase"),
+    );
+    for t in [&editor, &viewer] {
+        app.as_key(t, Method::GET, "/admin/customers", None).await.problem(403, "forbidden");
+        app.as_key(t, Method::GET, &one, None).await.problem(403, "forbidden");
+        app.as_key(t, Method::GET, "/admin/customer-groups", None).await.problem(403, "forbidden");
+    }
+    // `orders` reads customers; `support` reads and exports; neither erases nor groups.
+    app.as_key(&orders, Method::GET, &one, None).await.expect(200);
+    app.as_key(&orders, Method::GET, &export, None).await.problem(403, "forbidden");
+    app.as_key(&support, Method::GET, &export, None).await.expect(200);
+    for t in [&orders, &support] {
+        app.as_key(t, Method::POST, &erase, None).await.problem(403, "forbidden");
+        app.as_key(t, Method::POST, "/admin/customer-groups", Some(json!({"name": "x"})))
+            .await
+            .problem(403, "forbidden");
+    }
     // A customer token is no API key.
     let (_, token) = app.customer("bea@example.com").await;
     app.as_key(&token, Method::GET, "/admin/customers", None).await.problem(401, "unauthenticated");
@@ -401,13 +480,9 @@ both!(personal_data_is_sealed_at_rest, |app: TestApp| async move {
     // Nor as the digits of the phone, nor the e-mail's local part.
     assert!(!all.contains("912000111") && !all.contains("ana.sealed"), "{all}");
 
-    // On SQLite, the database files themselves.
-    if let Some(path) = app.database_url.strip_prefix("sqlite://") {
-        let mut bytes = std::fs::read(path).unwrap();
-        bytes.extend(std::fs::read(format!("{path}-wal")).unwrap_or_default());
-        let text = String::from_utf8_lossy(&bytes).to_lowercase();
-        for v in values {
-            assert!(!text.contains(&v.to_lowercase()), "{v} is in the database file");
-        }
+    // Everything at rest: the data directory (SQLite's file and WAL), a PostgreSQL dump.
+    let text = String::from_utf8_lossy(&app.stored_bytes().await).to_lowercase();
+    for v in values {
+        assert!(!text.contains(&v.to_lowercase()), "{v} is stored in clear");
     }
 });

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod audit;
 mod auth;
 mod carts;
 mod catalog;
@@ -15,6 +16,9 @@ mod locations;
 mod ops;
 mod order_search;
 mod overload;
+mod personal_data;
 mod providers;
+mod rate_limits;
+mod roles;
 mod search;
 mod stock;

@@ -174,6 +174,44 @@ impl TestApp {
         Some(TestApp { addr, client: reqwest::Client::new(), db, checkout, views, database_url, _pg: pg, _dir: dir })
     }
 
+    /// Everything the store keeps at rest, as bytes: every file of its data directory (the
+    /// SQLite database with its WAL, the search index, the key file) and, on PostgreSQL, a
+    /// `pg_dump` of its database. For scans that personal data is never stored in clear.
+    pub async fn stored_bytes(&self) -> Vec<u8> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<u8>) {
+            for entry in std::fs::read_dir(dir).expect("read the data directory").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if let Ok(bytes) = std::fs::read(&path) {
+                    out.extend_from_slice(&bytes);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self._dir.path(), &mut out);
+        if self.database_url.starts_with("postgres") {
+            let pg_dump = ["pg_dump".to_owned()]
+                .into_iter()
+                .chain(
+                    std::fs::read_dir("/usr/lib/postgresql")
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|d| d.path().join("bin/pg_dump").display().to_string()),
+                )
+                .find(|p| std::process::Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()))
+                .expect("pg_dump is needed for this test (Debian: postgresql-client-15, installed with postgresql-15)");
+            let dump = std::process::Command::new(pg_dump)
+                .args(["--data-only", "--dbname", &self.database_url])
+                .output()
+                .expect("pg_dump runs");
+            assert!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
+            out.extend_from_slice(&dump.stdout);
+        }
+        out
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
