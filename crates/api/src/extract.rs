@@ -299,6 +299,50 @@ mod tests {
         assert!(read(r#"{"title": "Linen shirt"}"#, false).await.is_ok());
     }
 
+    /// The state over a fresh SQLite database in `dir`.
+    async fn state(dir: &std::path::Path) -> AppState {
+        let db =
+            backroom_db::Db::connect(&backroom_db::ConnectOptions::new(backroom_db::sqlite_url_in(dir))).await.unwrap();
+        db.migrate().await.unwrap();
+        let providers = backroom_payments::Providers::enabled(&db, &[], std::time::Duration::from_secs(1)).unwrap();
+        let vault = backroom_vault::Vault::open(&db, backroom_vault::MasterKey::generate()).await.unwrap();
+        let checkout = backroom_checkout::Checkout::new(db.clone(), providers, Default::default(), vault);
+        AppState::new(db, None, checkout, None)
+    }
+
+    async fn shopper(state: &AppState, authorization: Option<&str>) -> Result<Shopper, ApiError> {
+        let mut req = axum::http::Request::builder();
+        if let Some(a) = authorization {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let (mut parts, _) = req.body(()).unwrap().into_parts();
+        Shopper::from_request_parts(&mut parts, state).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shoppers_are_anonymous_or_a_live_customer_never_a_bad_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path()).await;
+        assert_eq!(shopper(&s, None).await.unwrap(), Shopper(None));
+        for bad in ["Bearer cst_nope", "Basic YWJj", "Bearer ", "cst_nope", "Bearer a b"] {
+            assert!(matches!(shopper(&s, Some(bad)).await, Err(ApiError::CustomerUnauthenticated)), "{bad}");
+        }
+        let registration: backroom_customers::Registration = serde_json::from_value(serde_json::json!({
+            "email": "ana@example.com", "password": "correct horse battery", "first_name": "Ana", "last_name": "Silva"
+        }))
+        .unwrap();
+        let ana = s.customers.register(&registration).await.unwrap();
+        let credentials: backroom_customers::Credentials = serde_json::from_value(
+            serde_json::json!({"email": "ana@example.com", "password": "correct horse battery"}),
+        )
+        .unwrap();
+        let session = s.customers.login(&credentials, None).await.unwrap();
+        let live = format!("bearer {}", session.token);
+        assert_eq!(shopper(&s, Some(&live)).await.unwrap(), Shopper(Some(ana.id.clone())));
+        s.customers.logout(&session.token).await.unwrap();
+        assert!(matches!(shopper(&s, Some(&live)).await, Err(ApiError::CustomerUnauthenticated)));
+    }
+
     #[test]
     fn an_escaped_backslash_before_u0000_is_not_nul() {
         assert!(refuse_nul(br#"{"title": "a\\u0000b"}"#).is_ok());
