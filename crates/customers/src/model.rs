@@ -9,6 +9,20 @@ fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D
     Option::<String>::deserialize(d).map(Some)
 }
 
+/// A `Debug` that prints the type's name only: the value holds personal data, which no log
+/// line may carry.
+macro_rules! redacted_debug {
+    ($($t:ident),+) => {$(
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(concat!(stringify!($t), " { .. }"))
+            }
+        }
+    )+};
+}
+
+redacted_debug!(Registration, Credentials, ProfilePatch, NewCustomerAddress, CustomerAddressPatch);
+
 /// `POST /store/customers`.
 #[derive(Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -30,13 +44,6 @@ pub struct Registration {
     pub phone: Option<String>,
 }
 
-impl std::fmt::Debug for Registration {
-    /// Never prints the personal fields or the password.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Registration { .. }")
-    }
-}
-
 /// The answer to a registration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Registered {
@@ -56,12 +63,6 @@ pub struct Credentials {
     pub email: String,
     #[schema(format = Password)]
     pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Credentials { .. }")
-    }
 }
 
 /// A new session: its token is shown only here.
@@ -95,7 +96,7 @@ pub struct Profile {
 }
 
 /// `PATCH /store/customers/me`: the fields to change; `"phone": null` removes the phone.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfilePatch {
     #[schema(min_length = 1, max_length = 100)]
@@ -127,7 +128,7 @@ pub struct CustomerAddress {
 }
 
 /// `POST /store/customers/me/addresses`.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCustomerAddress {
     /// 1–200 characters.
@@ -155,7 +156,7 @@ pub struct NewCustomerAddress {
 
 /// `PATCH /store/customers/me/addresses/{id}`: the fields to change; `null` removes an
 /// optional one (`line2`, `region`, `phone`).
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerAddressPatch {
     pub name: Option<String>,
