@@ -486,3 +486,71 @@ both!(personal_data_is_sealed_at_rest, |app: TestApp| async move {
         assert!(!text.contains(&v.to_lowercase()), "{v} is stored in clear");
     }
 });
+
+impl TestApp {
+    /// Places a paid order of one unit of `variant` in a cart of `customer`'s. Through the
+    /// Rust API: the cart's owner is what a customer token on `POST /store/carts` makes it.
+    async fn order_of(&self, customer: &str, variant: &str, email: &str) -> String {
+        let carts = backroom_cart::Carts::new(self.db.clone());
+        let new = backroom_cart::NewCart { currency: "EUR".into() };
+        let cart = carts.create(&new, Some(customer)).await.unwrap();
+        let item = backroom_cart::AddItem { variant_id: variant.into(), quantity: 1 };
+        carts.add_item(&cart.id, Some(customer), &item).await.unwrap();
+        let mut body = crate::support::checkout_body("tok_visa");
+        body["email"] = json!(email);
+        let req: backroom_checkout::CheckoutRequest = serde_json::from_value(body).unwrap();
+        match self.checkout.run(&cart.id, &format!("key-{}", cart.id), "hash", &req).await.unwrap() {
+            backroom_checkout::Answer::New(backroom_checkout::Outcome::Placed { order }) => order.id,
+            _ => panic!("the order was not placed"),
+        }
+    }
+}
+
+both!(a_customers_orders_are_theirs_exported_and_erased, |app: TestApp| async move {
+    let product = app.product("linen-shirt", &["LS-M"]).await;
+    let variant = product["variants"][0]["id"].as_str().unwrap().to_owned();
+    let (ana, a) = app.customer("ana@example.com").await;
+    let (bea, b) = app.customer("bea@example.com").await;
+    let first = app.order_of(&ana, &variant, "ana@example.com").await;
+    let second = app.order_of(&ana, &variant, "ana@example.com").await;
+    let beas = app.order_of(&bea, &variant, "bea@example.com").await;
+    let guests = app.send(app.checkout_req(&app.cart_with("EUR", &[(&variant, 1)]).await, Some("g"), "tok_visa")).await;
+    let guests = guests.expect(201)["id"].as_str().unwrap().to_owned();
+
+    // Newest first, a page at a time; only the customer's own.
+    let page = app.as_customer(&a, Method::GET, "/store/customers/me/orders?limit=1", None).await.expect(200);
+    assert_eq!(page["items"][0]["id"], second.as_str());
+    let next = page["next_cursor"].as_str().unwrap();
+    let path = format!("/store/customers/me/orders?limit=1&cursor={next}");
+    let page = app.as_customer(&a, Method::GET, &path, None).await.expect(200);
+    assert_eq!(page["items"][0]["id"], first.as_str());
+    assert_eq!(page["next_cursor"], Value::Null);
+    let one = app.as_customer(&a, Method::GET, &format!("/store/orders/{first}"), None).await.expect(200);
+    assert_eq!(one["email"], "ana@example.com");
+    assert_eq!(one["shipping_address"]["line1"], "Rua Augusta 1");
+    // Another customer's order, or a guest's: the same 404 as none.
+    let missing = app.as_customer(&a, Method::GET, "/store/orders/ord_nope", None).await.problem(404, "not_found");
+    for other in [&beas, &guests] {
+        let r = app.as_customer(&a, Method::GET, &format!("/store/orders/{other}"), None).await;
+        assert_eq!(r.problem(404, "not_found"), missing);
+    }
+    let theirs = app.as_customer(&b, Method::GET, "/store/customers/me/orders", None).await.expect(200);
+    assert_eq!(theirs["items"].as_array().unwrap().len(), 1);
+
+    assert_eq!(app.admin_get(&format!("/admin/customers/{ana}")).await.expect(200)["order_count"], 2);
+    let export = app.admin_get(&format!("/admin/customers/{ana}/export")).await.expect(200);
+    let ids: Vec<&str> = export["orders"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [second.as_str(), first.as_str()]);
+    assert_eq!(export["orders"][0]["email"], "ana@example.com");
+
+    // Erasure: the orders keep their lines and totals; their personal fields are gone.
+    app.admin_post(&format!("/admin/customers/{ana}/erase"), json!({})).await.expect(200);
+    let order = app.admin_get(&format!("/admin/orders/{first}")).await.expect(200);
+    assert_eq!(order["email"], Value::Null, "{order}");
+    assert_eq!(order["shipping_address"], Value::Null, "{order}");
+    assert_eq!(order["total"], json!({"amount": 4900, "currency": "EUR"}));
+    assert_eq!(order["items"][0]["sku"], "LS-M");
+    // Bea's order is untouched.
+    let order = app.admin_get(&format!("/admin/orders/{beas}")).await.expect(200);
+    assert_eq!(order["email"], "bea@example.com");
+});
