@@ -204,6 +204,13 @@ struct Authenticated(Option<CustomerId>);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shopper(pub Option<CustomerId>);
 
+impl Shopper {
+    /// The signed-in customer's id, if any.
+    pub fn id(&self) -> Option<&str> {
+        self.0.as_ref().map(|c| c.as_str())
+    }
+}
+
 impl FromRequestParts<AppState> for Shopper {
     type Rejection = ApiError;
 

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::{ApiJson, ApiQuery, Staff};
+use crate::extract::{ApiJson, ApiQuery, Shopper, Staff};
 use crate::routes::Routes;
 use crate::views::Touched;
 
@@ -48,8 +48,10 @@ fn orders(r: &mut Routes) {
 
 /// Create a cart
 ///
-/// Opens an empty cart in one currency. The cart's id is its only credential: keep it on the
-/// client (anyone who has it can read and change the cart).
+/// Opens an empty cart in one currency. Created with a customer's token, the cart is that
+/// customer's: only their token reaches it (`customer_id` on the cart). Otherwise the cart's
+/// id is its only credential: keep it on the client (anyone who has it can read and change
+/// the cart).
 #[utoipa::path(post, path = "/store/carts", tag = "carts",
     request_body(content = NewCart, description = "The cart's currency", example = json!(crate::openapi::examples::new_cart())),
     responses((status = 201, description = "Created: the empty cart", body = Cart, links(
@@ -58,9 +60,10 @@ fn orders(r: &mut Routes) {
             ("checkout" = (operation_id = "checkout", parameters(("id" = "$response.body#/id"))))), example = json!(crate::openapi::examples::empty_cart())), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn create_cart(
     State(s): State<AppState>,
+    shopper: Shopper,
     ApiJson(body): ApiJson<NewCart>,
 ) -> ApiResult<(StatusCode, Json<Cart>)> {
-    Ok((StatusCode::CREATED, Json(s.carts.create(&body, None).await?)))
+    Ok((StatusCode::CREATED, Json(s.carts.create(&body, shopper.id()).await?)))
 }
 
 /// Get a cart
@@ -68,8 +71,8 @@ pub async fn create_cart(
 /// The cart with its lines and totals.
 #[utoipa::path(get, path = "/store/carts/{id}", tag = "carts", params(("id" = String, Path)),
     responses((status = 200, description = "The cart", body = Cart, example = json!(crate::openapi::examples::cart())), (status = 404, description = "`not_found`: no such cart", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::examples::cart_not_found()))))]
-pub async fn get_cart(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Cart>> {
-    Ok(Json(s.carts.get(&id, None).await?))
+pub async fn get_cart(State(s): State<AppState>, Path(id): Path<String>, shopper: Shopper) -> ApiResult<Json<Cart>> {
+    Ok(Json(s.carts.get(&id, shopper.id()).await?))
 }
 
 /// Add to a cart
@@ -87,9 +90,10 @@ pub async fn get_cart(State(s): State<AppState>, Path(id): Path<String>) -> ApiR
 pub async fn add_item(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    shopper: Shopper,
     ApiJson(body): ApiJson<AddItem>,
 ) -> ApiResult<Json<Cart>> {
-    Ok(Json(s.carts.add_item(&id, None, &body).await?))
+    Ok(Json(s.carts.add_item(&id, shopper.id(), &body).await?))
 }
 
 /// Change a line's quantity
@@ -102,9 +106,10 @@ pub async fn add_item(
 pub async fn set_quantity(
     State(s): State<AppState>,
     Path((id, item_id)): Path<(String, String)>,
+    shopper: Shopper,
     ApiJson(body): ApiJson<SetQuantity>,
 ) -> ApiResult<Json<Cart>> {
-    Ok(Json(s.carts.set_quantity(&id, None, &item_id, body.quantity).await?))
+    Ok(Json(s.carts.set_quantity(&id, shopper.id(), &item_id, body.quantity).await?))
 }
 
 /// Remove a line
@@ -117,8 +122,9 @@ pub async fn set_quantity(
 pub async fn remove_item(
     State(s): State<AppState>,
     Path((id, item_id)): Path<(String, String)>,
+    shopper: Shopper,
 ) -> ApiResult<Json<Cart>> {
-    Ok(Json(s.carts.remove_item(&id, None, &item_id).await?))
+    Ok(Json(s.carts.remove_item(&id, shopper.id(), &item_id).await?))
 }
 
 /// The HTTP answer of a checkout outcome. Deterministic, so a replay is byte-identical.
@@ -190,6 +196,7 @@ fn respond(outcome: &Outcome) -> Response {
 pub async fn checkout(
     State(s): State<AppState>,
     Path(cart_id): Path<String>,
+    shopper: Shopper,
     headers: HeaderMap,
     ApiJson(req): ApiJson<CheckoutRequest>,
 ) -> ApiResult<Response> {
@@ -201,6 +208,9 @@ pub async fn checkout(
         .filter(|k| idempotency::valid_key(k))
         .ok_or(ApiError::IdempotencyKeyRequired)?
         .to_owned();
+    // Another customer's cart is not there for this caller: refused before anything is stored
+    // under the key (the keys live in the cart's scope).
+    s.carts.check_reachable(&cart_id, shopper.id()).await?;
     s.checkout.validate(&req)?;
     let canonical = serde_json::to_string(&req).map_err(Error::internal)?;
     let hash = idempotency::request_hash(&canonical);

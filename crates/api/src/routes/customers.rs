@@ -37,12 +37,13 @@ pub fn routes(r: &mut Routes) {
 fn store(r: &mut Routes) {
     use utoipa_axum::routes;
     r.public(routes!(register));
-    r.public(routes!(sign_in, sign_out));
-    r.public(routes!(get_me, update_me));
-    r.public(routes!(list_addresses, add_address));
-    r.public(routes!(update_address, delete_address));
-    r.public(routes!(list_my_orders));
-    r.public(routes!(get_my_order));
+    r.public(routes!(sign_in));
+    r.customer(routes!(sign_out));
+    r.customer(routes!(get_me, update_me));
+    r.customer(routes!(list_addresses, add_address));
+    r.customer(routes!(update_address, delete_address));
+    r.customer(routes!(list_my_orders));
+    r.customer(routes!(get_my_order));
 }
 
 /// Customers and groups for staff.

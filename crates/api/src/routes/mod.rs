@@ -48,6 +48,7 @@ pub struct Routes {
     router: OpenApiRouter<AppState>,
     access: Vec<AdminRoute>,
     served: BTreeSet<(Method, String)>,
+    customer: BTreeSet<(Method, String)>,
 }
 
 /// What [`Routes`] come to once all are registered.
@@ -60,6 +61,8 @@ pub struct Parts {
     pub access: AccessTable,
     /// Every method and path registered (`GET` routes answer `HEAD` as well).
     pub served: BTreeSet<(Method, String)>,
+    /// The store routes that need a customer's token ([`Routes::customer`]).
+    pub customer: BTreeSet<(Method, String)>,
 }
 
 impl Default for Routes {
@@ -70,7 +73,7 @@ impl Default for Routes {
 
 impl Routes {
     pub fn new() -> Self {
-        Self { router: OpenApiRouter::new(), access: Vec::new(), served: BTreeSet::new() }
+        Self { router: OpenApiRouter::new(), access: Vec::new(), served: BTreeSet::new(), customer: BTreeSet::new() }
     }
 
     /// Routes anyone may call (never under `/admin`). Panics on an `/admin` path: those are
@@ -78,6 +81,17 @@ impl Routes {
     pub fn public(&mut self, route: UtoipaMethodRouter<AppState>) -> &mut Self {
         for (path, _) in operations(&route) {
             assert!(!under_admin(&path), "{path}: an /admin route is registered with Routes::admin");
+        }
+        self.add(route)
+    }
+
+    /// A customer's own routes under `/store`: without a live customer token `401
+    /// unauthenticated` (their handlers take [`crate::extract::Customer`]); what another
+    /// customer owns is `404`. The access-matrix test checks each from this list.
+    pub fn customer(&mut self, route: UtoipaMethodRouter<AppState>) -> &mut Self {
+        for (path, method) in operations(&route) {
+            assert!(path.starts_with("/store/"), "{path}: a customer's route lives under /store");
+            self.customer.insert((method, path));
         }
         self.add(route)
     }
@@ -127,7 +141,7 @@ impl Routes {
     /// The router, the document's paths and the access table.
     pub fn into_parts(self) -> Parts {
         let (router, openapi) = self.router.split_for_parts();
-        Parts { router, openapi, access: AccessTable::new(self.access), served: self.served }
+        Parts { router, openapi, access: AccessTable::new(self.access), served: self.served, customer: self.customer }
     }
 }
 

@@ -63,3 +63,101 @@ both!(a_guests_order_is_sealed_at_rest_and_readable_by_staff, |app: TestApp| asy
     // The scan itself finds what is there: the order's non-personal data in clear.
     assert!(contains(&stored, id), "the scan sees the stored order");
 });
+
+both!(erasure_shreds_a_customer_and_their_orders_keep_the_money, |app: TestApp| async move {
+    let product = app.product("erase-tee", &["ERASE-1"]).await;
+    let vid = product["variants"][0]["id"].as_str().unwrap().to_owned();
+    app.stock(&vid, 5).await;
+    let (email, password) = ("Ottoline.Brackenbury@example.net", "a long enough password");
+    let c = app
+        .send(app.client.post(app.url("/store/customers")).json(&json!({"email": email, "password": password,
+            "first_name": "Ottoline", "last_name": "Brackenbury", "phone": "+351 912 777 313"})))
+        .await
+        .expect(201);
+    let id = c["id"].as_str().unwrap().to_owned();
+    let token = app
+        .send(app.client.post(app.url("/store/auth/token")).json(&json!({"email": email, "password": password})))
+        .await
+        .expect(200)["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.send(app.client.post(app.url("/store/customers/me/addresses")).bearer_auth(&token).json(&json!({
+        "name": "Ottoline Brackenbury", "line1": "12 Quillfeather Mews", "city": "Braga",
+        "postal_code": "4700-001", "country": "PT"})))
+        .await
+        .expect(201);
+    let cart = app
+        .send(app.client.post(app.url("/store/carts")).bearer_auth(&token).json(&json!({"currency": "EUR"})))
+        .await
+        .expect(201);
+    let cart_id = cart["id"].as_str().unwrap();
+    assert_eq!(cart["customer_id"], id.as_str());
+    app.send(
+        app.client
+            .post(app.url(&format!("/store/carts/{cart_id}/items")))
+            .bearer_auth(&token)
+            .json(&json!({"variant_id": vid, "quantity": 2})),
+    )
+    .await
+    .expect(200);
+    let body = guest_checkout(email, "Ottoline Brackenbury", "12 Quillfeather Mews");
+    let order = app
+        .send(
+            app.client
+                .post(app.url(&format!("/store/carts/{cart_id}/checkout")))
+                .bearer_auth(&token)
+                .header("Idempotency-Key", "erase-1")
+                .json(&body),
+        )
+        .await
+        .expect(201);
+    assert_eq!(order["customer_id"], id.as_str());
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    let mine = app.send(app.client.get(app.url("/store/customers/me/orders")).bearer_auth(&token)).await.expect(200);
+    assert_eq!(mine["items"][0]["id"], order_id.as_str());
+    let export = app.admin_get(&format!("/admin/customers/{id}/export")).await.expect(200).to_string();
+    for value in ["Ottoline", "Brackenbury", "912 777 313", "Quillfeather", &order_id] {
+        assert!(export.contains(value), "the export holds {value}: {export}");
+    }
+
+    let personal = ["Ottoline", "Brackenbury", "912 777 313", "Quillfeather"];
+    let before = app.stored_bytes().await;
+    for value in personal {
+        assert!(!contains(&before, value), "{value} is stored in clear before erasure");
+    }
+
+    app.admin_post(&format!("/admin/customers/{id}/erase"), json!({})).await.expect(200);
+    let after = app.stored_bytes().await;
+    for value in personal {
+        assert!(!contains(&after, value), "{value} is stored in clear after erasure");
+    }
+    let shown = app.admin_get(&format!("/admin/customers/{id}")).await.expect(200);
+    assert_eq!(shown["erased"], true, "{shown}");
+    for field in ["email", "first_name", "last_name", "phone"] {
+        assert!(shown[field].is_null(), "{field}: {shown}");
+    }
+    // Their order keeps items, prices and totals; its personal fields read as null.
+    let kept = app.admin_get(&format!("/admin/orders/{order_id}")).await.expect(200);
+    assert_eq!(kept["total"], order["total"]);
+    assert_eq!(kept["items"], order["items"]);
+    assert!(kept["email"].is_null() && kept["shipping_address"].is_null(), "{kept}");
+    // They cannot sign in, and their token is gone.
+    app.send(app.client.post(app.url("/store/auth/token")).json(&json!({"email": email, "password": password})))
+        .await
+        .problem(401, "invalid_credentials");
+    app.send(app.client.get(app.url("/store/customers/me")).bearer_auth(&token)).await.problem(401, "unauthenticated");
+    // The replayed checkout answer shows the order as it now is: no personal data.
+    let replay = app
+        .send(
+            app.client
+                .post(app.url(&format!("/store/carts/{cart_id}/checkout")))
+                .header("Idempotency-Key", "erase-1")
+                .json(&body),
+        )
+        .await;
+    assert!(replay.status == 201 || replay.status == 404, "{}", replay.body);
+    if replay.status == 201 {
+        assert!(replay.body["email"].is_null(), "{}", replay.body);
+    }
+});
