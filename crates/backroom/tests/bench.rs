@@ -275,3 +275,32 @@ async fn bench_flash_sale_accounts_for_checkouts_turned_away_on_postgres() {
         tokio::task::spawn_blocking(move || turned_away(Some(&url), &["--rate", "2000"])).await.unwrap();
     }
 }
+
+/// `bench login-flood`: purchases before and during a wrong-password flood on a server with
+/// its rate limits on; the shoppers (each its own address) are never limited, the flood is.
+#[test]
+fn bench_login_flood_limits_the_flood_and_not_the_shoppers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(backroom(dir.path()).args([
+        "bench",
+        "login-flood",
+        "--json",
+        "--seconds",
+        "2",
+        "--concurrency",
+        "4",
+        "--flooders",
+        "16",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 5, "{report}");
+    for purchases in [&runs[0], &runs[2]] {
+        assert!(purchases["ok"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(purchases["errors"], json!({}), "no purchase is refused: {report}");
+    }
+    let flood = &runs[4];
+    assert!(flood["errors"]["429 rate_limited"].as_u64().unwrap_or(0) > 0, "the flood meets the limits: {report}");
+    assert!(report["summary"].as_str().unwrap().contains("during a flood"), "{report}");
+}
