@@ -69,7 +69,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { session_ttl: SESSION_TTL, hash_permits: password::PERMITS, hash_queue: password::QUEUE }
+        Settings { session_ttl: SESSION_TTL, hash_permits: password::permits(), hash_queue: password::QUEUE }
     }
 }
 

@@ -26,8 +26,11 @@ pub const T_COST: u32 = 2;
 /// Lanes.
 pub const P_COST: u32 = 1;
 
-/// Hashes that may run at once by default.
-pub const PERMITS: usize = 2;
+/// Hashes that may run at once by default: half the machine's cores, at least one, so that a
+/// flood of sign-ins can never take every core from checkout.
+pub fn permits() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1)
+}
 /// Hash requests that may wait for a turn by default; more are shed.
 pub const QUEUE: usize = 64;
 

@@ -54,7 +54,8 @@ fn orders(r: &mut Routes) {
 /// the cart).
 #[utoipa::path(post, path = "/store/carts", tag = "carts",
     request_body(content = NewCart, description = "The cart's currency", example = json!(crate::openapi::examples::new_cart())),
-    responses((status = 201, description = "Created: the empty cart", body = Cart, links(
+    responses(
+        (status = 401, description = "`unauthenticated`: an `Authorization` header that is not a live customer token (send none to shop anonymously)", body = Problem, content_type = "application/problem+json"), (status = 201, description = "Created: the empty cart", body = Cart, links(
             ("get_cart" = (operation_id = "get_cart", parameters(("id" = "$response.body#/id")))),
             ("add_item" = (operation_id = "add_item", parameters(("id" = "$response.body#/id")))),
             ("checkout" = (operation_id = "checkout", parameters(("id" = "$response.body#/id"))))), example = json!(crate::openapi::examples::empty_cart())), (status = 422, body = Problem, content_type = "application/problem+json")))]
@@ -70,7 +71,8 @@ pub async fn create_cart(
 ///
 /// The cart with its lines and totals.
 #[utoipa::path(get, path = "/store/carts/{id}", tag = "carts", params(("id" = String, Path)),
-    responses((status = 200, description = "The cart", body = Cart, example = json!(crate::openapi::examples::cart())), (status = 404, description = "`not_found`: no such cart", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::examples::cart_not_found()))))]
+    responses(
+        (status = 401, description = "`unauthenticated`: an `Authorization` header that is not a live customer token (send none to shop anonymously)", body = Problem, content_type = "application/problem+json"), (status = 200, description = "The cart", body = Cart, example = json!(crate::openapi::examples::cart())), (status = 404, description = "`not_found`: no such cart", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::examples::cart_not_found()))))]
 pub async fn get_cart(State(s): State<AppState>, Path(id): Path<String>, shopper: Shopper) -> ApiResult<Json<Cart>> {
     Ok(Json(s.carts.get(&id, shopper.id()).await?))
 }
@@ -82,7 +84,8 @@ pub async fn get_cart(State(s): State<AppState>, Path(id): Path<String>, shopper
 /// the line would then hold; nothing is reserved until checkout.
 #[utoipa::path(post, path = "/store/carts/{id}/items", tag = "carts", params(("id" = String, Path)),
     request_body(content = AddItem, description = "The variant and how many", example = json!(crate::openapi::examples::add_item())),
-    responses((status = 200, description = "The cart with the line", body = Cart, links(
+    responses(
+        (status = 401, description = "`unauthenticated`: an `Authorization` header that is not a live customer token (send none to shop anonymously)", body = Problem, content_type = "application/problem+json"), (status = 200, description = "The cart with the line", body = Cart, links(
             ("set_quantity" = (operation_id = "set_quantity", parameters(("id" = "$response.body#/id"), ("item_id" = "$response.body#/items/0/id")))),
             ("remove_item" = (operation_id = "remove_item", parameters(("id" = "$response.body#/id"), ("item_id" = "$response.body#/items/0/id"))))), example = json!(crate::openapi::examples::cart())), (status = 404, description = "`not_found`: no such cart or variant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`insufficient_stock`: fewer units are available (see `items`); `cart_completed` or `cart_checking_out`: the cart cannot change now", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::examples::insufficient_stock())),
@@ -101,7 +104,8 @@ pub async fn add_item(
 /// Sets the line's quantity, checked against the units available like an added line.
 #[utoipa::path(patch, path = "/store/carts/{id}/items/{item_id}", tag = "carts",
     params(("id" = String, Path), ("item_id" = String, Path)), request_body = SetQuantity,
-    responses((status = 200, description = "The cart as it is now", body = Cart), (status = 404, description = "`not_found`: no such cart or line", body = Problem, content_type = "application/problem+json"),
+    responses(
+        (status = 401, description = "`unauthenticated`: an `Authorization` header that is not a live customer token (send none to shop anonymously)", body = Problem, content_type = "application/problem+json"), (status = 200, description = "The cart as it is now", body = Cart), (status = 404, description = "`not_found`: no such cart or line", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`insufficient_stock`: fewer units are available (see `items`); `cart_completed` or `cart_checking_out`: the cart cannot change now", body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn set_quantity(
     State(s): State<AppState>,
@@ -117,7 +121,8 @@ pub async fn set_quantity(
 /// Removes the line from the cart.
 #[utoipa::path(delete, path = "/store/carts/{id}/items/{item_id}", tag = "carts",
     params(("id" = String, Path), ("item_id" = String, Path)),
-    responses((status = 200, description = "The cart as it is now", body = Cart), (status = 404, description = "`not_found`: no such cart or line", body = Problem, content_type = "application/problem+json"),
+    responses(
+        (status = 401, description = "`unauthenticated`: an `Authorization` header that is not a live customer token (send none to shop anonymously)", body = Problem, content_type = "application/problem+json"), (status = 200, description = "The cart as it is now", body = Cart), (status = 404, description = "`not_found`: no such cart or line", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`cart_completed` or `cart_checking_out`: the cart cannot change now", body = Problem, content_type = "application/problem+json")))]
 pub async fn remove_item(
     State(s): State<AppState>,
@@ -184,6 +189,7 @@ fn respond(outcome: &Outcome) -> Response {
             max_length = 255, pattern = "^[!-~]([ -~]*[!-~])?$")),
     request_body(content = CheckoutRequest, description = "Who buys, where it goes, and the payment token", example = json!(crate::openapi::examples::checkout())),
     responses(
+        (status = 401, description = "`unauthenticated`: an `Authorization` header that is not a live customer token (send none to shop anonymously)", body = Problem, content_type = "application/problem+json"), 
         (status = 201, description = "Paid: the order, `placed`", body = Order, links(
             ("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id"))))), example = json!(crate::openapi::examples::order())),
         (status = 202, description = "The payment's answer was lost: the order, `pending_payment`; recovery settles it", body = Order, links(
