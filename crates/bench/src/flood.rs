@@ -23,8 +23,9 @@ fn shopper_address(i: u64) -> String {
     format!("10.{}.{}.{}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff)
 }
 
-/// Runs the scenario: `flooders` login requests in flight during the second phase.
-pub async fn login_flood(opts: &LoadOptions, flooders: usize) -> anyhow::Result<Report> {
+/// Runs the scenario: `flooders` login requests in flight during the second phase, at most
+/// `rate` a second together (0: unbounded).
+pub async fn login_flood(opts: &LoadOptions, flooders: usize, rate: u32) -> anyhow::Result<Report> {
     let mut env = opts.server_env();
     env.push(("BACKROOM_RATE_LIMITS", "on".into()));
     env.push(("BACKROOM_TRUSTED_PROXIES", "127.0.0.1".into()));
@@ -49,7 +50,7 @@ pub async fn login_flood(opts: &LoadOptions, flooders: usize) -> anyhow::Result<
     let stop = Arc::new(AtomicBool::new(false));
     let flood = {
         let (client, url, stop) = (server.client.clone(), server.url("/store/auth/token"), stop.clone());
-        tokio::spawn(async move { run_flood(client, url, stop, flooders.max(1), victim).await })
+        tokio::spawn(async move { run_flood(client, url, stop, flooders.max(1), rate, victim).await })
     };
     let flooded = purchases("purchase, during the flood", opts, &server, &variants, &next, seconds).await;
     stop.store(true, Ordering::Relaxed);
@@ -71,7 +72,10 @@ pub async fn login_flood(opts: &LoadOptions, flooders: usize) -> anyhow::Result<
         flooded.purchase.throughput_per_s,
     );
     Ok(Report {
-        scenario: format!("login flood ({flooders} wrong-password logins in flight from {FLOOD_ADDRESSES} addresses)"),
+        scenario: format!(
+            "login flood ({flooders} wrong-password logins in flight from {FLOOD_ADDRESSES} addresses, {})",
+            if rate == 0 { "unbounded".to_owned() } else { format!("at most {rate}/s") }
+        ),
         database: load::database_name(&server),
         baselines: server.baselines(opts.concurrency, (seconds / 2.0).max(1.0)).await?,
         runs: vec![alone.purchase, alone.checkout, flooded.purchase, flooded.checkout, flood],
@@ -156,7 +160,14 @@ type Answers = (Vec<Duration>, BTreeMap<String, usize>);
 
 /// Wrong-password logins, `flooders` in flight, until `stop`: for the registered e-mail and for
 /// unknown ones, from [`FLOOD_ADDRESSES`] addresses. Every answer counts (`401` is "ok" here).
-async fn run_flood(client: reqwest::Client, url: String, stop: Arc<AtomicBool>, flooders: usize, victim: &str) -> Run {
+async fn run_flood(
+    client: reqwest::Client,
+    url: String,
+    stop: Arc<AtomicBool>,
+    flooders: usize,
+    rate: u32,
+    victim: &str,
+) -> Run {
     let started = Instant::now();
     let results: Arc<std::sync::Mutex<Answers>> = Arc::default();
     let tasks: Vec<_> = (0..flooders)
@@ -164,8 +175,18 @@ async fn run_flood(client: reqwest::Client, url: String, stop: Arc<AtomicBool>, 
             let (client, url, stop, results, victim) =
                 (client.clone(), url.clone(), stop.clone(), results.clone(), victim.to_owned());
             tokio::spawn(async move {
+                // Each flooder's share of the rate.
+                let mut pace = (rate > 0).then(|| {
+                    let every = Duration::from_secs_f64(flooders as f64 / f64::from(rate));
+                    let mut t = tokio::time::interval(every);
+                    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    t
+                });
                 let mut n: u64 = 0;
                 while !stop.load(Ordering::Relaxed) {
+                    if let Some(p) = pace.as_mut() {
+                        p.tick().await;
+                    }
                     n += 1;
                     let email =
                         if n.is_multiple_of(2) { victim.clone() } else { format!("nobody-{w}-{n}@example.com") };

@@ -56,6 +56,10 @@ pub enum BenchCommand {
         /// Wrong-password logins in flight during the flood.
         #[arg(long, default_value_t = 64)]
         flooders: usize,
+        /// The flood's rate, logins a second (0: as fast as the flooders go). The load
+        /// generator shares the machine with the server; an unbounded flood measures it too.
+        #[arg(long, default_value_t = 2_000)]
+        flood_rate: u32,
         #[command(flatten)]
         load: load::LoadOptions,
     },
@@ -90,7 +94,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Browse { products, load } => (load, Scenario::Browse(products)),
         BenchCommand::Checkout { skus, load } => (load, Scenario::Checkout(skus)),
         BenchCommand::Storage { load } => (load, Scenario::Storage),
-        BenchCommand::LoginFlood { flooders, load } => (load, Scenario::LoginFlood(flooders)),
+        BenchCommand::LoginFlood { flooders, flood_rate, load } => (load, Scenario::LoginFlood(flooders, flood_rate)),
         BenchCommand::FlashSale { buyers, units, load } => {
             if units < 1 || (buyers as i64) < units {
                 bail!("a flash sale needs at least one unit and at least as many buyers as units");
@@ -145,7 +149,7 @@ enum Scenario {
     Browse(usize),
     Checkout(usize),
     Storage,
-    LoginFlood(usize),
+    LoginFlood(usize, u32),
     FlashSale { buyers: usize, units: i64 },
 }
 
@@ -155,7 +159,7 @@ impl Scenario {
             Scenario::Browse(products) => load::browse(opts, products).await,
             Scenario::Checkout(skus) => load::checkout(opts, skus).await,
             Scenario::Storage => load::storage(opts).await,
-            Scenario::LoginFlood(flooders) => flood::login_flood(opts, flooders).await,
+            Scenario::LoginFlood(flooders, rate) => flood::login_flood(opts, flooders, rate).await,
             Scenario::FlashSale { buyers, units } => load::flash_sale(opts, buyers, units).await,
         }
     }
