@@ -390,6 +390,7 @@ pub struct Follow {
     pub views: Arc<ProductViews>,
     pub catalog: Catalog,
     pub inventory: Inventory,
+    pub stats: Arc<backroom_search::follow::Stats>,
 }
 
 impl Consumer for Follow {
@@ -438,6 +439,9 @@ impl Consumer for Follow {
                 products.extend(self.catalog.variants(&unknown).await?.into_iter().map(|v| v.product_id));
             }
             let ids: Vec<String> = products.into_iter().collect();
+            for _ in ids.chunks(PAGE) {
+                self.stats.count_load();
+            }
             self.views.reload(&self.catalog, &self.inventory, &ids).await?;
             metrics::gauge!("product_views").set(self.views.len() as f64);
             Ok(())

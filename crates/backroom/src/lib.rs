@@ -74,11 +74,13 @@ pub fn follower(state: &AppState, index: Arc<SearchIndex>) -> backroom_db::outbo
         index,
         catalog: state.catalog.clone(),
         inventory: state.inventory.clone(),
+        stats: state.follow.clone(),
     };
     let views = backroom_api::views::Follow {
         views: state.views.clone(),
         catalog: state.catalog.clone(),
         inventory: state.inventory.clone(),
+        stats: state.follow.clone(),
     };
     backroom_db::outbox::Broadcast::new(state.db.clone())
         .with(Arc::new(search))

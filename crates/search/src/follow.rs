@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use backroom_catalog::Catalog;
 use backroom_db::outbox::{Action, Batch, BoxFuture, Consumer, Envelope, Event};
@@ -11,6 +12,27 @@ use backroom_inventory::Inventory;
 use backroom_kernel::{Error, Result};
 
 use crate::SearchIndex;
+
+/// What this process's outbox followers of product changes have done, for tests and
+/// monitoring: how many times they loaded changed products (catalog rows and availability)
+/// from the database (the `outbox_product_loads_total` metric counts the same).
+#[derive(Debug, Default)]
+pub struct Stats {
+    loads: AtomicU64,
+}
+
+impl Stats {
+    /// Loads of changed products so far.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+
+    /// Counts one load of changed products.
+    pub fn count_load(&self) {
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("outbox_product_loads_total").increment(1);
+    }
+}
 
 /// What a batch of events asks the index to do.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -54,6 +76,7 @@ pub struct IndexConsumer {
     pub index: Arc<SearchIndex>,
     pub catalog: Catalog,
     pub inventory: Inventory,
+    pub stats: Arc<Stats>,
 }
 
 impl IndexConsumer {
@@ -84,6 +107,7 @@ impl IndexConsumer {
             }
         }
         let ids: Vec<String> = c.products.iter().cloned().collect();
+        self.stats.count_load();
         let products = self.catalog.products(&ids).await?;
         let found: HashSet<&str> = products.iter().map(|p| p.id.as_str()).collect();
         let removed: Vec<String> = ids.iter().filter(|id| !found.contains(id.as_str())).cloned().collect();
