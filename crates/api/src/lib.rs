@@ -81,6 +81,9 @@ pub struct Services {
     /// The storefront view of every published product, that search pages are made of; see
     /// [`views`].
     pub views: std::sync::Arc<views::ProductViews>,
+    /// What this process's outbox follower of product changes has done (its loads); see
+    /// [`backroom_search::follow`].
+    pub follow: std::sync::Arc<backroom_search::follow::Stats>,
     pub metrics: PrometheusHandle,
     /// Browser origins allowed by CORS (`BACKROOM_CORS_ORIGINS`); none by default.
     pub cors_origins: std::sync::Arc<Vec<axum::http::HeaderValue>>,
@@ -123,6 +126,7 @@ impl AppState {
             search,
             cache: Default::default(),
             views: Default::default(),
+            follow: Default::default(),
             metrics: metrics_handle(),
             cors_origins: Default::default(),
             trusted_proxies: Default::default(),

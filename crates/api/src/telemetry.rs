@@ -111,6 +111,7 @@ pub static METRICS: &[Metric] = &[
     metric!(Histogram "db_writer_batch_seconds", "Time a group commit took, jobs and commit together", &[]),
     metric!(Histogram "db_writer_commit_seconds", "Time the COMMIT of a group commit took", &[]),
     // The outbox
+    metric!(Counter "outbox_product_loads_total", "Loads of changed products (catalog rows and availability) by this process's outbox follower, for the search index and the storefront views"),
     metric!(Gauge "outbox_pending_events", "Outbox events not yet delivered"),
     metric!(Gauge "outbox_dead_events", "Outbox events given up on after too many failed deliveries"),
     metric!(Gauge "outbox_lag_seconds", "Age of the oldest undelivered outbox event"),

@@ -5,7 +5,9 @@
 //! published product. It is loaded in bulk when the outbox follower starts ([`Follow`], pages
 //! of a few set-based queries), then changed *per product*: `product.changed` reloads that
 //! product (or forgets it when it is no longer published), `stock.changed` reloads the
-//! products of those variants, `category.changed` the products linked to that category.
+//! products of those variants, `category.changed` the products linked to that category. The
+//! follower reads those products once per batch for the search index and the views together
+//! ([`backroom_search::follow::Follow`]); [`Follow`] builds the views from that load.
 //! Writes made through this process mark the products they touched stale at once (the HTTP
 //! layer, [`crate::cache::layer`], after admin writes and checkouts), so the next read loads
 //! them from the database, as the product page does (P4); the follower then reloads them.
@@ -22,14 +24,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use backroom_catalog::{Catalog, Product, ProductFilter, ProductStatus};
-use backroom_db::outbox::{Action, Batch, BoxFuture, Consumer, Event};
+use backroom_db::outbox::BoxFuture;
 use backroom_inventory::Inventory;
 use backroom_kernel::{PageRequest, Result};
+use backroom_search::follow::{Changes, Loaded, ProductFollower, Wanted};
 
 use crate::routes::store::{StoreProduct, StoreVariant};
-
-/// Products per query of a reload.
-const PAGE: usize = 500;
 
 /// Products per page of the bulk load (the most a catalog page holds).
 const LOAD_PAGE: i64 = 100;
@@ -271,16 +271,6 @@ impl ProductViews {
         Ok(ids.iter().filter_map(|id| found.get(id).cloned()).collect())
     }
 
-    /// Reloads these products from the database (the follower).
-    pub async fn reload(&self, catalog: &Catalog, inventory: &Inventory, ids: &[String]) -> Result<()> {
-        for chunk in ids.chunks(PAGE) {
-            let ticket = self.ticket();
-            let loaded = load(catalog, inventory, chunk).await?;
-            self.put(ticket, chunk, &loaded);
-        }
-        Ok(())
-    }
-
     /// Loads every published product, a page at a time; answers how many.
     pub async fn load_all(&self, catalog: &Catalog, inventory: &Inventory) -> Result<usize> {
         let filter = ProductFilter { status: Some(ProductStatus::Published), ..Default::default() };
@@ -324,20 +314,17 @@ impl ProductViews {
             .collect()
     }
 
-    /// The products of these variants that have live views; the variants not found.
-    fn owners_of(&self, variants: &[String]) -> (HashSet<String>, Vec<String>) {
+    /// Names the products of the changed variants that have live views: moves those variants
+    /// from `wanted.variants` to their products in `wanted.products`.
+    fn name_owners(&self, wanted: &mut Wanted) {
         let inner = self.read();
-        let mut products = HashSet::new();
-        let mut unknown = Vec::new();
-        for v in variants {
-            match inner.owners.get(v) {
-                Some(p) => {
-                    products.insert(p.clone());
-                }
-                None => unknown.push(v.clone()),
+        wanted.variants.retain(|v| match inner.owners.get(v) {
+            Some(p) => {
+                wanted.products.insert(p.clone());
+                false
             }
-        }
-        (products, unknown)
+            None => true,
+        });
     }
 }
 
@@ -383,65 +370,46 @@ pub fn store_product(p: Product, available: &HashMap<String, i64>) -> StoreProdu
     }
 }
 
-/// Keeps a process's [`ProductViews`] current: a broadcast outbox [`Consumer`] of product,
-/// stock and category changes, run after the search index's and before the response cache's
-/// (so an answer cached after the cache is dropped comes from updated views).
+/// Keeps a process's [`ProductViews`] current: a [`ProductFollower`] of product, stock and
+/// category changes, handed each batch's load of products after the search index and before
+/// the response cache is dropped (so an answer cached after that comes from updated views).
 pub struct Follow {
     pub views: Arc<ProductViews>,
     pub catalog: Catalog,
     pub inventory: Inventory,
 }
 
-impl Consumer for Follow {
+impl ProductFollower for Follow {
     fn name(&self) -> &'static str {
         "product-views"
     }
 
-    fn wants(&self, event: &Event) -> bool {
-        matches!(event, Event::ProductChanged(_) | Event::CategoryChanged(_) | Event::StockChanged(_))
+    /// Before the batch's load: what a category change reaches, the products of changed
+    /// variants this process knows, and the ticket the load is kept under.
+    fn before_load(&self, changes: &Changes, wanted: &mut Wanted) -> u64 {
+        let categories: HashSet<&str> =
+            changes.categories.iter().chain(&changes.deleted_categories).map(String::as_str).collect();
+        if !categories.is_empty() {
+            // A product being read now may carry the category's old name, or (deleted) a link
+            // that is gone: such reads are not kept. The products that carry it here are read
+            // again (the load also reads those linked to it now).
+            self.views.raise_floor();
+            wanted.products.extend(self.views.in_categories(&categories));
+        }
+        self.views.name_owners(wanted);
+        // Taken before the load reads the database: a mark made after it wins.
+        self.views.ticket()
     }
 
-    fn handle<'a>(&'a self, batch: Batch<'a>) -> BoxFuture<'a, Result<()>> {
+    fn apply<'a>(&'a self, loaded: &'a Arc<Loaded>, ticket: u64, _position: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let mut products: HashSet<String> = HashSet::new();
-            let mut variants: Vec<String> = Vec::new();
-            let mut categories: HashSet<String> = HashSet::new();
-            let mut deleted_category = false;
-            for e in batch.events {
-                match &e.event {
-                    Event::ProductChanged(p) => {
-                        products.insert(p.product_id.clone());
-                    }
-                    Event::StockChanged(s) => variants.extend(s.variant_ids.iter().cloned()),
-                    Event::CategoryChanged(c) => {
-                        deleted_category |= c.action == Action::Deleted;
-                        categories.insert(c.category_id.clone());
-                    }
-                    Event::OrderPlaced(_)
-                    | Event::OrderPaymentFailed(_)
-                    | Event::CustomerCreated(_)
-                    | Event::CustomerErased(_) => {}
-                }
-            }
-            if !categories.is_empty() {
-                // A product being read now may carry the category's old name, or (deleted)
-                // a link that is gone: such reads are not kept.
-                self.views.raise_floor();
-                let cats: HashSet<&str> = categories.iter().map(String::as_str).collect();
-                products.extend(self.views.in_categories(&cats));
-                if !deleted_category {
-                    for c in &categories {
-                        products.extend(self.catalog.product_ids_in_category(c).await?);
-                    }
-                }
-            }
-            let (owned, unknown) = self.views.owners_of(&variants);
-            products.extend(owned);
-            if !unknown.is_empty() {
-                products.extend(self.catalog.variants(&unknown).await?.into_iter().map(|v| v.product_id));
-            }
-            let ids: Vec<String> = products.into_iter().collect();
-            self.views.reload(&self.catalog, &self.inventory, &ids).await?;
+            let published: Vec<Arc<StoreProduct>> = loaded
+                .products
+                .iter()
+                .filter(|p| p.status == ProductStatus::Published)
+                .map(|p| Arc::new(store_product(p.clone(), &loaded.available)))
+                .collect();
+            self.views.put(ticket, &loaded.ids, &published);
             metrics::gauge!("product_views").set(self.views.len() as f64);
             Ok(())
         })

@@ -66,9 +66,9 @@ pub fn open_search(data_dir: &std::path::Path) -> anyhow::Result<Arc<SearchIndex
 }
 
 /// This process's broadcast reader of the outbox: keeps `index` in step, then the storefront
-/// views search pages are made of, then drops the process's cached catalog answers when
-/// something changed. Run it with
-/// `.run(interval, stop)`.
+/// views search pages are made of (both from one load of the products each batch of events
+/// changed), then drops the process's cached catalog answers when something changed. Run it
+/// with `.run(interval, stop)`.
 pub fn follower(state: &AppState, index: Arc<SearchIndex>) -> backroom_db::outbox::Broadcast {
     let search = backroom_search::follow::IndexConsumer {
         index,
@@ -80,8 +80,11 @@ pub fn follower(state: &AppState, index: Arc<SearchIndex>) -> backroom_db::outbo
         catalog: state.catalog.clone(),
         inventory: state.inventory.clone(),
     };
+    let products =
+        backroom_search::follow::Follow::new(state.catalog.clone(), state.inventory.clone(), state.follow.clone())
+            .with(Arc::new(search))
+            .with(Arc::new(views));
     backroom_db::outbox::Broadcast::new(state.db.clone())
-        .with(Arc::new(search))
-        .with(Arc::new(views))
+        .with(Arc::new(products))
         .with(Arc::new(backroom_api::cache::Invalidation(state.cache.clone())))
 }

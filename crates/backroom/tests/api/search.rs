@@ -324,6 +324,46 @@ both!(search_results_follow_changes_made_by_another_process, |app: TestApp| asyn
     other.close().await;
 });
 
+/// The follower's loads of changed products once it has caught up with the outbox (nothing
+/// loaded for a while).
+async fn follower_loads_when_idle(app: &TestApp) -> u64 {
+    let mut last = app.follow.loads();
+    let mut still = 0;
+    while still < 2 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = app.follow.loads();
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+    last
+}
+
+both!(a_stock_change_is_loaded_once_for_the_index_and_the_views, |app: TestApp| async move {
+    shop(&app).await;
+    warm(&app, &["/store/products?q=oxford"]).await;
+    let found = app.get("/store/products?q=oxford").await.expect(200);
+    let variant = first_variant(&found)["id"].as_str().unwrap().to_owned();
+    let loads = follower_loads_when_idle(&app).await;
+    let searches = app.views.db_loads();
+
+    // Another process sells out the shirt: only the outbox tells this one.
+    let other = backroom_db::Db::connect(&backroom_db::ConnectOptions::new(&app.database_url)).await.unwrap();
+    let inventory = backroom_inventory::Inventory::new(other.clone());
+    let count: backroom_inventory::SetStock = serde_json::from_value(json!({"on_hand": 0})).unwrap();
+    inventory.set_on_hand(&variant, &count, false, "other-process").await.unwrap();
+    // The index (its in-stock filter) and the storefront views (`available`) both follow.
+    app.get_until("/store/products?q=oxford&in_stock=true", |b| b["total"] == 0).await;
+    app.get_until("/store/products?q=oxford", |b| first_variant(b)["available"] == 0).await;
+
+    assert_eq!(
+        follower_loads_when_idle(&app).await - loads,
+        1,
+        "one load of the changed product, shared by the search index and the storefront views"
+    );
+    assert_eq!(app.views.db_loads(), searches, "no search read the database");
+    other.close().await;
+});
+
 both!(writes_through_this_process_show_in_search_results_at_once, |app: TestApp| async move {
     shop(&app).await;
     warm(&app, &["/store/products?q=oxford", "/store/products?q=linen"]).await;

@@ -74,6 +74,8 @@ pub struct TestApp {
     pub checkout: backroom_checkout::Checkout,
     /// The app's storefront views (search pages are made of them).
     pub views: std::sync::Arc<backroom_api::views::ProductViews>,
+    /// What the app's outbox follower of product changes has done (its loads).
+    pub follow: std::sync::Arc<backroom_search::follow::Stats>,
     /// The database the app runs on, for tests that open it again (as another process).
     pub database_url: String,
     /// The PostgreSQL database, dropped when the test ends.
@@ -169,9 +171,20 @@ impl TestApp {
         let listeners = backroom::Listeners::bind(&settings).await.expect("bind");
         let app = backroom::Application::build(settings).await.expect("build the app");
         let (db, checkout, views) = (app.db().clone(), app.state().checkout.clone(), app.state().views.clone());
+        let follow = app.state().follow.clone();
         let addr = listeners.local_addr();
         tokio::spawn(app.run(listeners, std::future::pending()));
-        Some(TestApp { addr, client: reqwest::Client::new(), db, checkout, views, database_url, _pg: pg, _dir: dir })
+        Some(TestApp {
+            addr,
+            client: reqwest::Client::new(),
+            db,
+            checkout,
+            views,
+            follow,
+            database_url,
+            _pg: pg,
+            _dir: dir,
+        })
     }
 
     /// Everything the store keeps at rest, as bytes: every file of its data directory (the

@@ -54,6 +54,12 @@ pub fn prefix(dialect: Dialect) -> &'static str {
     }
 }
 
+/// The earlier of two positions on the same database (where a reader must start so that
+/// neither misses an event).
+pub fn earlier<'a>(a: &'a str, b: &'a str) -> Result<&'a str> {
+    Ok(if parse(b)? < parse(a)? { b } else { a })
+}
+
 fn parse(position: &str) -> Result<i64> {
     position
         .split_once(':')
@@ -147,9 +153,7 @@ impl Broadcast {
             if !p.starts_with(prefix(self.db.dialect())) {
                 return Err(Error::internal(format!("{} resumes from {p}, not a position on this database", c.name())));
             }
-            if parse(&p)? < parse(&from)? {
-                from = p;
-            }
+            from = earlier(&from, &p)?.to_owned();
         }
         Ok(from)
     }
