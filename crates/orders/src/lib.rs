@@ -228,10 +228,16 @@ pub struct SealedPersonal {
 
 /// Makes the order's data key and seals its e-mail and address under it.
 pub fn seal(vault: &Vault, o: &NewOrder) -> Result<SealedPersonal> {
-    let key = vault.new_key();
-    let personal = Personal { email: o.email.clone(), shipping_address: o.shipping_address.clone() };
-    let sealed = personal.seal(&o.id, &key.key)?;
-    Ok(SealedPersonal { email_index: vault.email_index(&o.email), sealed, key })
+    Personal { email: o.email.clone(), shipping_address: o.shipping_address.clone() }.seal_new(vault, &o.id)
+}
+
+impl Personal {
+    /// These fields of order `order_id` under a new data key, with the e-mail's keyed hash.
+    fn seal_new(&self, vault: &Vault, order_id: &str) -> Result<SealedPersonal> {
+        let key = vault.new_key();
+        let sealed = self.seal(order_id, &key.key)?;
+        Ok(SealedPersonal { email_index: vault.email_index(&self.email), sealed, key })
+    }
 }
 
 struct LineRow {
@@ -652,17 +658,16 @@ impl Orders {
             }
             for (id, email, address) in rows {
                 let shipping_address: Address = serde_json::from_str(&address).map_err(Error::internal)?;
-                let key = self.vault.new_key();
-                let personal = Personal { email, shipping_address };
-                key.insert(&mut tx.conn()).await?;
+                let personal = Personal { email, shipping_address }.seal_new(&self.vault, &id)?;
+                personal.key.insert(&mut tx.conn()).await?;
                 backroom_db::sql::query(
                     "UPDATE orders SET key_id = $2, email_index = $3, personal = $4, email = '', shipping_address = '' \
                      WHERE id = $1",
                 )
                 .bind(&id)
-                .bind(&key.id)
-                .bind(self.vault.email_index(&personal.email))
-                .bind(personal.seal(&id, &key.key)?)
+                .bind(&personal.key.id)
+                .bind(&personal.email_index)
+                .bind(&personal.sealed)
                 .execute(&mut tx.conn())
                 .await
                 .map_err(storage)?;
