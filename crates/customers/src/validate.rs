@@ -13,7 +13,7 @@ pub const PHONE_MAX: usize = 32;
 pub const PHONE_DIGITS: std::ops::RangeInclusive<usize> = 4..=15;
 
 /// A trimmed e-mail address that looks like one: `local@domain.tld`, no spaces or control
-/// characters, at most 254 characters. The same rule as checkout's.
+/// characters, at most 254 characters. Stricter than checkout's check (one `@`, no `..`).
 pub fn email(raw: &str) -> Result<String, String> {
     let e = raw.trim();
     let ok = !e.is_empty()
