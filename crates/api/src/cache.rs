@@ -1,6 +1,10 @@
 //! Public catalog reads: an in-process response cache, `ETag` with `If-None-Match` → `304`,
 //! and `Cache-Control` fit for a CDN.
 //!
+//! Answers to requests with a customer token are neither served from the cache nor kept in
+//! it while the store may have price lists (a member sees their list's prices: see
+//! [`crate::member_prices`]); every answer says `Vary: authorization` to shared caches.
+//!
 //! The cache is dropped as a whole whenever the catalog or stock may have changed: at once
 //! for writes made through this process (admin writes and checkouts), and through the
 //! outbox follower for writes made by other processes. Dropping everything is O(1) (a new
@@ -125,6 +129,9 @@ fn answer(entry: &Entry, req_headers: &HeaderMap) -> Response {
     };
     res.headers_mut().insert(header::ETAG, entry.etag.clone());
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL));
+    // A signed-in customer may be answered with their price list's prices: a shared cache
+    // must not hand this (anonymous) answer to a request with a token.
+    res.headers_mut().append(header::VARY, HeaderValue::from_static("authorization"));
     res
 }
 
@@ -155,6 +162,16 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
     if !is_public_catalog(req.uri().path()) {
         return next.run(req).await;
     }
+    // A customer's token may get a price list's prices (crate::member_prices): such answers
+    // are never served from nor kept in the cache, unless the store surely has no price list.
+    if req.headers().contains_key(header::AUTHORIZATION) && !s.prices.surely_none() {
+        let mut res = next.run(req).await;
+        res.headers_mut()
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static(crate::member_prices::PRIVATE));
+        res.headers_mut().append(header::VARY, HeaderValue::from_static("authorization"));
+        return res;
+    }
     let key = req.uri().to_string();
     let headers = req.headers().clone();
     if let Some(hit) = s.cache.get(&key) {
@@ -164,7 +181,8 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
     metrics::counter!("catalog_cache_total", "result" => "miss").increment(1);
     let generation = s.cache.generation.load(Ordering::SeqCst);
     let res = next.run(req).await;
-    if res.status() != StatusCode::OK {
+    // A member's answer (its handler made it private) is never kept.
+    if res.status() != StatusCode::OK || res.headers().contains_key(header::CACHE_CONTROL) {
         return res;
     }
     let (parts, body) = res.into_parts();

@@ -9,6 +9,7 @@ pub mod client;
 pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod member_prices;
 pub mod openapi;
 pub mod pci;
 pub mod ratelimit;
@@ -74,6 +75,11 @@ pub struct Services {
     pub vault: backroom_vault::Vault,
     /// Customers' accounts, sessions, address books and groups.
     pub customers: backroom_customers::Customers,
+    /// Price lists: their writes and staff reads.
+    pub price_lists: backroom_pricing::PriceLists,
+    /// This process's price book and customers' groups, that the storefront shows members'
+    /// prices from; see [`member_prices`].
+    pub prices: std::sync::Arc<backroom_pricing::LivePrices>,
     /// This process's search index; `None` runs listings from the database only.
     pub search: Option<std::sync::Arc<backroom_search::SearchIndex>>,
     /// Cached public catalog answers; see [`cache`].
@@ -96,6 +102,9 @@ pub struct Services {
     pub request_timeout: Duration,
     /// Whether this router serves `/metrics` (not when it has a listener of its own).
     pub metrics_here: bool,
+    /// Carrier quotes of shipping options, and whether their URLs may be private
+    /// (`BACKROOM_WEBHOOKS_ALLOW_PRIVATE`).
+    pub carriers: backroom_pricing::Carriers,
 }
 
 impl AppState {
@@ -114,7 +123,7 @@ impl AppState {
             inventory: Inventory::new(db.clone()),
             auth: Auth::new(db.clone(), admin_token),
             audit: backroom_auth::audit::AuditLog::new(db.clone()),
-            carts: Carts::new(db.clone()),
+            carts: Carts::new(db.clone(), vault.clone()),
             checkout,
             orders: Orders::new(db.clone(), vault.clone()),
             customers: backroom_customers::Customers::new(
@@ -122,6 +131,8 @@ impl AppState {
                 vault.clone(),
                 backroom_customers::Settings::default(),
             ),
+            price_lists: backroom_pricing::PriceLists::new(db.clone()),
+            prices: std::sync::Arc::new(backroom_pricing::LivePrices::new(db.clone())),
             vault,
             search,
             cache: Default::default(),
@@ -133,6 +144,7 @@ impl AppState {
             rate_limits: std::sync::Arc::new(ratelimit::Limiters::new(ratelimit::RateLimits::default())),
             request_timeout: Duration::from_secs(30),
             metrics_here: true,
+            carriers: backroom_pricing::Carriers::default(),
             db,
         }))
     }
@@ -168,6 +180,11 @@ impl AppState {
         self.with(|s| {
             s.customers = backroom_customers::Customers::new(s.db.clone(), s.vault.clone(), settings);
         })
+    }
+
+    /// Asks carriers for shipping quotes with `carriers` (private addresses refused by default).
+    pub fn with_carriers(self, carriers: backroom_pricing::Carriers) -> Self {
+        self.with(|s| s.carriers = carriers)
     }
 
     /// Whether `/metrics` is served by this router (`false` when it has a listener of its own).
@@ -342,4 +359,32 @@ async fn problems_only(req: Request, next: Next) -> Response {
     parts.headers.insert(header::CONTENT_TYPE, new_parts.headers[header::CONTENT_TYPE].clone());
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, body)
+}
+
+impl AppState {
+    /// What a shipping option costs a cart now, before its `free_over`, and whether the price
+    /// is an estimate (a carrier that did not answer in time).
+    pub async fn quote_shipping(
+        &self,
+        cart: &backroom_cart::Cart,
+        option: &backroom_pricing::ShippingOption,
+    ) -> (backroom_kernel::Money, bool) {
+        use backroom_pricing::carrier::{Destination, QuoteItem};
+        // A carrier quotes a destination: without an address there is none to ask about.
+        let Some(address) = cart.shipping_address.as_ref().filter(|_| option.carrier.is_some()) else {
+            return (option.price, option.carrier.is_some());
+        };
+        let dest = Destination {
+            currency: cart.currency,
+            country: address.country.clone(),
+            postal_code: address.postal_code.clone(),
+            items: cart
+                .items
+                .iter()
+                .map(|i| QuoteItem { sku: i.sku.clone(), quantity: i.quantity, weight_g: i.weight_g })
+                .collect(),
+        };
+        let quote = self.carriers.quote(option, &dest).await;
+        (quote.price, quote.estimated)
+    }
 }

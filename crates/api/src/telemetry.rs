@@ -55,6 +55,8 @@ pub static METRICS: &[Metric] = &[
     ),
     metric!(Gauge "product_views", "Published products whose storefront view this process holds (search pages are made of them)"),
     metric!(Counter "product_views_db_loads_total", "Searches that had to load storefront views from the database (products without a current view)"),
+    metric!(Gauge "price_book_lists", "Price lists this process holds in its price book (members' storefront prices)"),
+    metric!(Counter "price_book_loads_total", "Loads of the price book from the database (at start, and after a price-list change)"),
     metric!(
         Counter "http_rate_limited_total",
         "Store requests answered 429 rate_limited, by rate-limit class (login, checkout, browse)",
@@ -94,6 +96,14 @@ pub static METRICS: &[Metric] = &[
     metric!(Histogram "password_hash_seconds", "Time a password hash or check took on the password pool, waiting excluded", &[]),
     metric!(Counter "password_hashes_shed_total", "Registrations and sign-ins shed with 503 because the password pool's queue was full"),
     metric!(Counter "customers_erased_total", "Customers whose personal data was erased"),
+    // Shipping
+    metric!(Gauge "carrier_breaker_state", "The breaker of each carrier quote URL, by host: 0 closed, 1 open (no request sent), 2 half-open (one trial in flight)", &[]),
+    metric!(
+        Counter "carrier_quotes_total",
+        "Carrier quotes by result (ok; timeout, error, refused, breaker_open answered the fallback)",
+        &[&[("result", "ok")], &[("result", "timeout")], &[("result", "error")], &[("result", "refused")], &[("result", "breaker_open")]]
+    ),
+    metric!(Histogram "carrier_quote_seconds", "Time a carrier quote took, fallback included", &[]),
     // The write path
     metric!(Gauge "db_writer_queued_jobs", "Write jobs waiting for the writer"),
     metric!(Counter "db_writer_retries_total", "Write jobs run again after losing a lock conflict (a deadlock victim, a serialization failure)"),

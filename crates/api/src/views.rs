@@ -354,8 +354,10 @@ pub fn store_product(p: Product, available: &HashMap<String, i64>) -> StoreProdu
                 sku: v.sku,
                 title: v.title,
                 options: v.options,
-                prices: v.prices,
+                prices: v.prices.into_iter().map(Into::into).collect(),
                 allow_backorder: v.allow_backorder,
+                weight_g: v.weight_g,
+                tax_class: v.tax_class,
             })
             .collect(),
         id: p.id,

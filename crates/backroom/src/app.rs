@@ -93,7 +93,11 @@ impl Application {
             .with_trusted_proxies(settings.trusted_proxies.clone())
             .with_rate_limits(settings.rate_limits)
             .with_request_timeout(settings.request_timeout)
-            .with_metrics_here(settings.metrics_listen.is_none());
+            .with_metrics_here(settings.metrics_listen.is_none())
+            .with_carriers(backroom_pricing::Carriers::new(backroom_pricing::CarrierConfig {
+                allow_private: settings.webhooks_allow_private,
+                ..Default::default()
+            }));
         let sealed = state.orders.seal_legacy().await?;
         if sealed > 0 {
             tracing::info!(orders = sealed, "sealed the personal data of orders stored in clear by an older release");

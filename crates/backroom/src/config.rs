@@ -76,6 +76,9 @@ pub struct Flags {
     /// How long a customer's sign-in token works [env: BACKROOM_CUSTOMER_SESSION_TTL] [default: 30d]
     #[arg(long, global = true)]
     pub customer_session_ttl: Option<String>,
+    /// Whether webhook and carrier-quote URLs may be on loopback, private and link-local addresses: true or false [env: BACKROOM_WEBHOOKS_ALLOW_PRIVATE] [default: false]
+    #[arg(long, global = true)]
+    pub webhooks_allow_private: Option<String>,
 }
 
 /// What `--help` says of the settings that are never flags.
@@ -111,6 +114,7 @@ struct FileSettings {
     max_connections: Option<i64>,
     max_in_flight: Option<i64>,
     customer_session_ttl: Option<String>,
+    webhooks_allow_private: Option<bool>,
 }
 
 /// Checked settings.
@@ -166,6 +170,9 @@ pub struct Settings {
     /// How often this process's search index reads new outbox events. Not an operator
     /// setting: tests shorten it.
     pub search_follow_interval: Duration,
+    /// Webhook and carrier-quote URLs may be on loopback, private and link-local addresses
+    /// (`BACKROOM_WEBHOOKS_ALLOW_PRIVATE`); `false` by default, which refuses them.
+    pub webhooks_allow_private: bool,
 }
 
 /// Defaults of the HTTP edge.
@@ -202,6 +209,7 @@ impl Default for Settings {
             max_in_flight: crate::server::default_max_in_flight(),
             customers: backroom_customers::Settings::default(),
             search_follow_interval: SEARCH_FOLLOW_INTERVAL,
+            webhooks_allow_private: false,
         }
     }
 }
@@ -226,6 +234,7 @@ impl std::fmt::Debug for Settings {
             .field("max_connections", &self.max_connections)
             .field("max_in_flight", &self.max_in_flight)
             .field("customers", &self.customers)
+            .field("webhooks_allow_private", &self.webhooks_allow_private)
             .finish()
     }
 }
@@ -455,6 +464,21 @@ impl Settings {
                 )
             })?),
         };
+        let webhooks_allow_private = match pick(
+            &flags.webhooks_allow_private,
+            "BACKROOM_WEBHOOKS_ALLOW_PRIVATE",
+            &file.webhooks_allow_private.map(|b| b.to_string()),
+            None,
+        ) {
+            None => false,
+            Some((raw, src)) => match raw.trim() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(format!("invalid webhooks-allow-private `{raw}` (from {src}): expected true or false"));
+                }
+            },
+        };
         if metrics_listen == Some(listen) {
             return Err(format!("the metrics listen address {listen} must differ from the listen address"));
         }
@@ -480,6 +504,7 @@ impl Settings {
             max_in_flight,
             customers,
             search_follow_interval: SEARCH_FOLLOW_INTERVAL,
+            webhooks_allow_private,
         })
     }
 
@@ -590,6 +615,17 @@ mod tests {
         let e = parse_file("listen = \"127.0.0.1:9000\"\nwriter_queue = = 5\n").unwrap_err();
         assert!(e.starts_with("line 2:"), "{e}");
         assert_eq!(parse_file("writer_queue = 5\n").unwrap().writer_queue, Some(5));
+    }
+
+    #[test]
+    fn private_webhook_addresses_are_refused_unless_set_to_true() {
+        assert!(!Settings::default().webhooks_allow_private);
+        let with = |v: &str| Settings::resolve(&Flags { webhooks_allow_private: Some(v.into()), ..Flags::default() });
+        assert!(with("true").unwrap().webhooks_allow_private);
+        assert!(!with(" false ").unwrap().webhooks_allow_private);
+        let e = with("yes").unwrap_err();
+        assert!(e.contains("--webhooks-allow-private") && e.contains("true or false"), "{e}");
+        assert_eq!(parse_file("webhooks_allow_private = true\n").unwrap().webhooks_allow_private, Some(true));
     }
 
     #[test]

@@ -67,8 +67,8 @@ pub fn open_search(data_dir: &std::path::Path) -> anyhow::Result<Arc<SearchIndex
 
 /// This process's broadcast reader of the outbox: keeps `index` in step, then the storefront
 /// views search pages are made of (both from one load of the products each batch of events
-/// changed), then drops the process's cached catalog answers when something changed. Run it
-/// with `.run(interval, stop)`.
+/// changed), marks the price book stale on `price_list.changed`, then drops the process's
+/// cached catalog answers when something changed. Run it with `.run(interval, stop)`.
 pub fn follower(state: &AppState, index: Arc<SearchIndex>) -> backroom_db::outbox::Broadcast {
     let search = backroom_search::follow::IndexConsumer {
         index,
@@ -86,5 +86,6 @@ pub fn follower(state: &AppState, index: Arc<SearchIndex>) -> backroom_db::outbo
             .with(Arc::new(views));
     backroom_db::outbox::Broadcast::new(state.db.clone())
         .with(Arc::new(products))
+        .with(Arc::new(backroom_pricing::price_lists::Follow(state.prices.clone())))
         .with(Arc::new(backroom_api::cache::Invalidation(state.cache.clone())))
 }

@@ -178,6 +178,8 @@ impl std::fmt::Display for Report {
             write!(
                 f,
                 "demo store loaded: {} products, {} variants with stock and EUR/USD prices, {} categories\n\
+                 regions: European Union (EUR, 21 % VAT included) and United States (USD, 8.875 % sales tax added), \
+                 each with shipping options; promotion code WELCOME10 (10 % off, once per shopper)\n\
                  to take test payments in the demo, start it with the test provider enabled:\n  \
                  BACKROOM_PAYMENT_PROVIDERS=test backroom serve",
                 self.products, self.variants, self.categories
@@ -226,6 +228,8 @@ fn variants_for(kind: Kind, title: &str, index: usize, eur: i64) -> Vec<NewVaria
         options: Some(options),
         prices: prices(),
         allow_backorder: Some(false),
+        weight_g: None,
+        tax_class: None,
     };
     match kind {
         Kind::Single => vec![NewVariant {
@@ -234,6 +238,8 @@ fn variants_for(kind: Kind, title: &str, index: usize, eur: i64) -> Vec<NewVaria
             options: None,
             prices: prices(),
             allow_backorder: Some(false),
+            weight_g: None,
+            tax_class: None,
         }],
         Kind::Colours => colours
             .iter()
@@ -333,5 +339,54 @@ pub async fn demo(db: &Db) -> anyhow::Result<Report> {
             variants += product.variants.len();
         }
     }
+    pricing(db).await?;
     Ok(Report { products, variants, categories: category_ids.len(), already_loaded: false })
+}
+
+/// Regions, tax rates, shipping options and a promotion, so that a newcomer's cart shows real
+/// totals: taxes included in the EU, added in the US.
+async fn pricing(db: &Db) -> anyhow::Result<()> {
+    use backroom_pricing::{promotions, regions, shipping, tax_rates};
+    use serde_json::json;
+    fn input<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> anyhow::Result<T> {
+        Ok(serde_json::from_value(v)?)
+    }
+    let eu = regions::create(
+        db,
+        &input(json!({"name": "European Union", "currency": "EUR", "tax_inclusive": true,
+            "countries": ["AT", "BE", "DE", "ES", "FI", "FR", "IE", "IT", "NL", "PT"]}))?,
+    )
+    .await?;
+    let us = regions::create(
+        db,
+        &input(json!({"name": "United States", "currency": "USD", "tax_inclusive": false, "countries": ["US"]}))?,
+    )
+    .await?;
+    tax_rates::create(db, &input(json!({"region_id": eu.id, "name": "VAT", "rate": "21", "tax_class": "standard"}))?)
+        .await?;
+    tax_rates::create(
+        db,
+        &input(json!({"region_id": eu.id, "name": "VAT (reduced)", "rate": "9", "tax_class": "reduced"}))?,
+    )
+    .await?;
+    tax_rates::create(
+        db,
+        &input(json!({"region_id": us.id, "name": "Sales tax", "rate": "8.875", "tax_class": "standard"}))?,
+    )
+    .await?;
+    for option in [
+        json!({"name": "Standard (3–5 days)", "region_id": eu.id, "price": {"amount": 490, "currency": "EUR"},
+               "free_over": {"amount": 6000, "currency": "EUR"}}),
+        json!({"name": "Express (next day)", "region_id": eu.id, "price": {"amount": 1290, "currency": "EUR"}}),
+        json!({"name": "Ground", "region_id": us.id, "price": {"amount": 795, "currency": "USD"},
+               "free_over": {"amount": 7500, "currency": "USD"}}),
+    ] {
+        shipping::create(db, &input(option)?, false).await?;
+    }
+    promotions::create(
+        db,
+        &input(json!({"code": "WELCOME10", "type": "percentage", "value": 10, "per_customer_limit": 1}))?,
+    )
+    .await?;
+    Ok(())
 }

@@ -221,6 +221,8 @@ pub async fn generate(
                             PriceInput { amount: usd, currency: "USD".into() },
                         ]),
                         allow_backorder: Some(false),
+                        weight_g: None,
+                        tax_class: None,
                     });
                 }
             }

@@ -40,6 +40,11 @@ pub enum BenchCommand {
         /// Products the purchases spread over; 1 is one hot SKU.
         #[arg(long, default_value_t = 100)]
         skus: usize,
+        /// Price every purchase in a region with tax (Portugal, 23 % included), a flat shipping
+        /// option and a 10 % promotion code: the cart also gets an address, the code and the
+        /// shipping method (three more requests), and the checkout counts the code's use.
+        #[arg(long)]
+        priced: bool,
         #[command(flatten)]
         load: load::LoadOptions,
     },
@@ -92,7 +97,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             };
         }
         BenchCommand::Browse { products, load } => (load, Scenario::Browse(products)),
-        BenchCommand::Checkout { skus, load } => (load, Scenario::Checkout(skus)),
+        BenchCommand::Checkout { skus, priced, load } => (load, Scenario::Checkout(skus, priced)),
         BenchCommand::Storage { load } => (load, Scenario::Storage),
         BenchCommand::LoginFlood { flooders, flood_rate, load } => (load, Scenario::LoginFlood(flooders, flood_rate)),
         BenchCommand::FlashSale { buyers, units, load } => {
@@ -147,7 +152,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
 /// A scenario of [`BenchCommand`] that runs under [`load::LoadOptions`].
 enum Scenario {
     Browse(usize),
-    Checkout(usize),
+    Checkout(usize, bool),
     Storage,
     LoginFlood(usize, u32),
     FlashSale { buyers: usize, units: i64 },
@@ -157,7 +162,7 @@ impl Scenario {
     async fn run(self, opts: &load::LoadOptions) -> anyhow::Result<load::Report> {
         match self {
             Scenario::Browse(products) => load::browse(opts, products).await,
-            Scenario::Checkout(skus) => load::checkout(opts, skus).await,
+            Scenario::Checkout(skus, priced) => load::checkout(opts, skus, priced).await,
             Scenario::Storage => load::storage(opts).await,
             Scenario::LoginFlood(flooders, rate) => flood::login_flood(opts, flooders, rate).await,
             Scenario::FlashSale { buyers, units } => load::flash_sale(opts, buyers, units).await,

@@ -595,12 +595,52 @@ pub fn database_name(server: &Server) -> String {
     }
 }
 
+/// Sets up what a priced purchase needs: a tax-inclusive region for the checkout's country
+/// with a 23 % standard rate, a flat shipping option and an unlimited 10 % code. Answers the
+/// option's id.
+async fn pricing_setup(server: &Server) -> anyhow::Result<String> {
+    use reqwest::Method;
+    let region = server
+        .admin(
+            Method::POST,
+            "/admin/regions",
+            json!({"name": "Bench PT", "currency": "EUR", "countries": ["PT"], "tax_inclusive": true}),
+        )
+        .await?;
+    let region = region["id"].as_str().ok_or_else(|| anyhow::anyhow!("no region id: {region}"))?.to_owned();
+    server.admin(Method::POST, "/admin/tax-rates", json!({"region_id": region, "name": "IVA", "rate": "23"})).await?;
+    server
+        .admin(Method::POST, "/admin/promotions", json!({"code": "BENCH10", "type": "percentage", "value": 10}))
+        .await?;
+    let option = server
+        .admin(
+            Method::POST,
+            "/admin/shipping-options",
+            json!({"name": "Flat", "region_id": region, "price": {"amount": 500, "currency": "EUR"}}),
+        )
+        .await?;
+    Ok(option["id"].as_str().ok_or_else(|| anyhow::anyhow!("no option id: {option}"))?.to_owned())
+}
+
+/// Gives a cart the checkout's address, the bench's code and the shipping option.
+async fn price_cart(client: &reqwest::Client, base: &str, cart: &str, option: &str) -> Result<(), String> {
+    let address = &checkout_body()["shipping_address"];
+    status_of(client.patch(format!("{base}/store/carts/{cart}")).json(&json!({"shipping_address": address}))).await?;
+    status_of(client.post(format!("{base}/store/carts/{cart}/promotions")).json(&json!({"code": "BENCH10"}))).await?;
+    status_of(client.post(format!("{base}/store/carts/{cart}/shipping-method")).json(&json!({"option_id": option})))
+        .await?;
+    Ok(())
+}
+
 /// `bench checkout`: each purchase creates a cart, adds an item, and checks out with the
-/// test provider. `skus` products share the load (1 = one hot SKU).
-pub async fn checkout(opts: &LoadOptions, skus: usize) -> anyhow::Result<Report> {
+/// test provider. `skus` products share the load (1 = one hot SKU). `priced` adds a region
+/// with tax, a promotion and shipping (see [`pricing_setup`]).
+pub async fn checkout(opts: &LoadOptions, skus: usize, priced: bool) -> anyhow::Result<Report> {
     let server = Server::start(opts, |_| async { Ok(()) }).await?;
     progress_line(&format!("creating {skus} products with stock"));
     let variants = Arc::new(server.products(skus.max(1), 100_000_000, "checkout").await?);
+    let option = if priced { Some(Arc::new(pricing_setup(&server).await?)) } else { None };
+    let requests = if priced { 6.0 } else { 3.0 };
     let baselines = server.baselines(opts.concurrency, (opts.seconds as f64 / 2.0).max(1.0)).await?;
     let (client, base, body) = (server.client.clone(), server.base.clone(), Arc::new(checkout_body()));
     let checkout_lat: Arc<Mutex<Vec<Duration>>> = Arc::default();
@@ -608,12 +648,20 @@ pub async fn checkout(opts: &LoadOptions, skus: usize) -> anyhow::Result<Report>
     let cpu_before = server.pid().and_then(crate::memory::cpu_seconds);
     let purchases = {
         let checkout_lat = checkout_lat.clone();
-        drive("purchase (cart+item+checkout)", opts.load(), opts.seconds as f64, None, move |i| {
-            let (client, base, body, variants, checkout_lat) =
-                (client.clone(), base.clone(), body.clone(), variants.clone(), checkout_lat.clone());
+        let name = if priced {
+            "priced purchase (cart+item+address+code+shipping+checkout)"
+        } else {
+            "purchase (cart+item+checkout)"
+        };
+        drive(name, opts.load(), opts.seconds as f64, None, move |i| {
+            let (client, base, body, variants, checkout_lat, option) =
+                (client.clone(), base.clone(), body.clone(), variants.clone(), checkout_lat.clone(), option.clone());
             async move {
                 let variant = &variants[i as usize % variants.len()];
                 let cart = new_cart(&client, &base, variant).await?;
+                if let Some(option) = &option {
+                    price_cart(&client, &base, &cart, option).await?;
+                }
                 let t0 = Instant::now();
                 let req = client
                     .post(format!("{base}/store/carts/{cart}/checkout"))
@@ -646,17 +694,21 @@ pub async fn checkout(opts: &LoadOptions, skus: usize) -> anyhow::Result<Report>
         database_name(&server),
         checkout_only.p99_ms,
         cpu.map(|c| format!(", server CPU {c:.3} ms per purchase")).unwrap_or_default(),
-        purchases.throughput_per_s * 3.0 / baselines.healthz_per_s.max(1.0),
+        purchases.throughput_per_s * requests / baselines.healthz_per_s.max(1.0),
         baselines
             .db_batched_per_s
             .map(|b| format!(
-                " (3 requests per purchase), {:.2}× of batched raw DB transactions",
+                " ({requests} requests per purchase), {:.2}× of batched raw DB transactions",
                 purchases.throughput_per_s / b.max(1.0)
             ))
             .unwrap_or_default(),
     );
     Ok(Report {
-        scenario: format!("checkout ({skus} SKU{})", if skus == 1 { "" } else { "s" }),
+        scenario: format!(
+            "checkout ({skus} SKU{}{})",
+            if skus == 1 { "" } else { "s" },
+            if priced { ", priced: region with tax, promotion, shipping" } else { "" }
+        ),
         database: database_name(&server),
         baselines,
         runs: vec![purchases, checkout_only],

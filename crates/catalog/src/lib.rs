@@ -222,6 +222,12 @@ impl Catalog {
         if let Some(b) = valid.allow_backorder {
             sets.push(Set::Bool("allow_backorder", b));
         }
+        if let Some(g) = valid.weight_g {
+            sets.push(Set::Int("weight_g", g));
+        }
+        if let Some(c) = &valid.tax_class {
+            sets.push(Set::Text("tax_class", c.as_str()));
+        }
         let clash = "a variant with this SKU already exists";
         repo::update_row(&mut tx.conn(), "variants", id, &sets, now(), clash).await?;
         if let Some(o) = &valid.options {

@@ -47,6 +47,10 @@ pub struct LineProduct {
     pub handle: String,
     /// The url of the product's first image.
     pub thumbnail: Option<String>,
+    /// The variant's tax class (`standard` unless set).
+    pub tax_class: String,
+    /// The variant's weight in grams, for carrier quotes.
+    pub weight_g: Option<i64>,
 }
 
 /// A sellable version of a product: one SKU, its option values and prices.
@@ -65,6 +69,13 @@ pub struct Variant {
     pub prices: Vec<Money>,
     /// Whether the variant may be sold beyond its stock.
     pub allow_backorder: bool,
+    /// Its shipping weight in grams (carrier quotes weigh the cart by it); `null` when not
+    /// set.
+    #[schema(example = 300)]
+    pub weight_g: Option<i64>,
+    /// The tax class its region's rate is found by (`standard` unless set).
+    #[schema(example = "standard")]
+    pub tax_class: String,
     pub position: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -81,6 +92,10 @@ pub struct Sellable {
     pub prices: Vec<Money>,
     pub allow_backorder: bool,
     pub published: bool,
+    /// Grams, for carrier quotes; `None` when not set.
+    pub weight_g: Option<i64>,
+    /// The class the cart's region taxes it at.
+    pub tax_class: String,
 }
 
 impl Sellable {
@@ -175,6 +190,12 @@ pub struct NewVariant {
     pub options: Option<BTreeMap<String, String>>,
     pub prices: Option<Vec<PriceInput>>,
     pub allow_backorder: Option<bool>,
+    /// Shipping weight in grams, 0–10,000,000.
+    #[schema(example = 300, minimum = 0, maximum = 10_000_000)]
+    pub weight_g: Option<i64>,
+    /// 1–50 of `a-z 0-9 _ -`; `standard` when left out.
+    #[schema(example = "standard", pattern = "^[a-z0-9_-]{1,50}$")]
+    pub tax_class: Option<String>,
 }
 
 /// `PATCH /admin/products/{id}`: every field optional; lists and maps replace the old ones.
@@ -204,6 +225,17 @@ pub struct VariantPatch {
     pub options: Option<BTreeMap<String, String>>,
     pub prices: Option<Vec<PriceInput>>,
     pub allow_backorder: Option<bool>,
+    /// Shipping weight in grams, 0–10,000,000; `null` removes it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>, nullable, minimum = 0, maximum = 10_000_000)]
+    pub weight_g: Option<Option<i64>>,
+    #[schema(pattern = "^[a-z0-9_-]{1,50}$")]
+    pub tax_class: Option<String>,
+}
+
+/// Reads a field that may be absent (leave as is), `null` (clear) or a value (set).
+fn nullable<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `POST /admin/categories`.

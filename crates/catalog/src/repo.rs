@@ -34,6 +34,8 @@ struct VariantRow {
     title: String,
     position: i64,
     allow_backorder: bool,
+    weight_g: Option<i64>,
+    tax_class: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -114,8 +116,8 @@ pub async fn load_products(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Pr
         let products: Vec<ProductRow> = qb.build_query_as().fetch_all(&mut *c).await.map_err(storage)?;
 
         let mut qb = QueryBuilder::<DB>::new(
-            "SELECT id, product_id, sku, title, position, allow_backorder, created_at, updated_at \
-             FROM variants WHERE product_id IN ",
+            "SELECT id, product_id, sku, title, position, allow_backorder, weight_g, tax_class, created_at, \
+             updated_at FROM variants WHERE product_id IN ",
         );
         push_in_list!(qb, ids);
         qb.push(" ORDER BY product_id, position, id");
@@ -187,6 +189,8 @@ pub async fn load_products(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Pr
             sku: v.sku,
             title: v.title,
             allow_backorder: v.allow_backorder,
+            weight_g: v.weight_g,
+            tax_class: v.tax_class,
             position: v.position,
             created_at: v.created_at,
             updated_at: v.updated_at,
@@ -409,7 +413,8 @@ pub async fn insert_variants(
     on_conn!(conn, c, DB => {
         for chunk in rows.chunks(INSERT_CHUNK) {
             let mut qb = QueryBuilder::<DB>::new(
-                "INSERT INTO variants (id, product_id, sku, title, position, allow_backorder, created_at, updated_at) ",
+                "INSERT INTO variants (id, product_id, sku, title, position, allow_backorder, weight_g, tax_class, \
+                 created_at, updated_at) ",
             );
             qb.push_values(chunk, |mut b, (i, v)| {
                 b.push_bind(ids[*i].as_str())
@@ -418,6 +423,8 @@ pub async fn insert_variants(
                     .push_bind(v.title.as_str())
                     .push_bind(first_position + *i as i64)
                     .push_bind(v.allow_backorder)
+                    .push_bind(v.weight_g)
+                    .push_bind(v.tax_class.as_str())
                     .push_bind(now)
                     .push_bind(now);
             });
@@ -493,6 +500,8 @@ pub async fn set_prices(conn: &mut Conn<'_>, variant_id: &str, prices: &[Money])
 pub enum Set<'a> {
     Text(&'static str, &'a str),
     Bool(&'static str, bool),
+    /// An integer column; `None` sets it `NULL`.
+    Int(&'static str, Option<i64>),
 }
 
 /// `UPDATE table SET updated_at = now, <sets> WHERE id = id`; answers rows changed. A unique
@@ -515,6 +524,10 @@ pub async fn update_row(
                     qb.push_bind(*v);
                 }
                 Set::Bool(col, v) => {
+                    qb.push(format!(", {col} = "));
+                    qb.push_bind(*v);
+                }
+                Set::Int(col, v) => {
                     qb.push(format!(", {col} = "));
                     qb.push_bind(*v);
                 }
@@ -592,9 +605,11 @@ struct SellableRow {
     title: String,
     allow_backorder: bool,
     status: String,
+    weight_g: Option<i64>,
+    tax_class: String,
 }
 
-backroom_db::from_row!(SellableRow { id, product_id, sku, title, allow_backorder, status });
+backroom_db::from_row!(SellableRow { id, product_id, sku, title, allow_backorder, status, weight_g, tax_class });
 
 /// What selling variants needs, in two queries (carts and checkout run this on every call).
 pub async fn sellable(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Sellable>> {
@@ -603,7 +618,7 @@ pub async fn sellable(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Sellabl
     }
     let list = backroom_db::sql::in_list(ids.len(), 1);
     let rows: Vec<SellableRow> = backroom_db::sql::query(format!(
-        "SELECT v.id, v.product_id, v.sku, v.title, v.allow_backorder, p.status \
+        "SELECT v.id, v.product_id, v.sku, v.title, v.allow_backorder, p.status, v.weight_g, v.tax_class \
          FROM variants v JOIN products p ON p.id = v.product_id WHERE v.id IN {list}"
     ))
     .bind_all(ids.iter())
@@ -635,6 +650,8 @@ pub async fn sellable(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Sellabl
                 title: r.title,
                 allow_backorder: r.allow_backorder,
                 published: status == ProductStatus::Published,
+                weight_g: r.weight_g,
+                tax_class: r.tax_class,
             },
         );
     }
@@ -647,9 +664,11 @@ struct LineProductRow {
     title: String,
     handle: String,
     thumbnail: Option<String>,
+    tax_class: String,
+    weight_g: Option<i64>,
 }
 
-backroom_db::from_row!(LineProductRow { variant_id, product_id, title, handle, thumbnail });
+backroom_db::from_row!(LineProductRow { variant_id, product_id, title, handle, thumbnail, tax_class, weight_g });
 
 /// The product of each variant (title, handle, first image), by variant id: one query.
 /// Variants that no longer exist are left out.
@@ -659,7 +678,8 @@ pub async fn line_products(conn: &mut Conn<'_>, variant_ids: &[String]) -> Resul
     }
     let sql = format!(
         "SELECT v.id AS variant_id, p.id AS product_id, p.title, p.handle, \
-         (SELECT i.url FROM product_images i WHERE i.product_id = p.id ORDER BY i.position LIMIT 1) AS thumbnail \
+         (SELECT i.url FROM product_images i WHERE i.product_id = p.id ORDER BY i.position LIMIT 1) AS thumbnail, \
+         v.tax_class, v.weight_g \
          FROM variants v JOIN products p ON p.id = v.product_id WHERE v.id IN {}",
         backroom_db::sql::in_list(variant_ids.len(), 1)
     );
@@ -670,7 +690,14 @@ pub async fn line_products(conn: &mut Conn<'_>, variant_ids: &[String]) -> Resul
         .map(|r| {
             (
                 r.variant_id,
-                LineProduct { product_id: r.product_id, title: r.title, handle: r.handle, thumbnail: r.thumbnail },
+                LineProduct {
+                    product_id: r.product_id,
+                    title: r.title,
+                    handle: r.handle,
+                    thumbnail: r.thumbnail,
+                    tax_class: r.tax_class,
+                    weight_g: r.weight_g,
+                },
             )
         })
         .collect())

@@ -166,15 +166,31 @@ impl Title {
 /// Checks a free-text label (option name or value, attribute key or value): trimmed, 1–`max`
 /// characters, readable as it shows ([`backroom_kernel::check_display`]).
 pub fn label(s: &str, max: usize) -> Result<String, String> {
-    let t = s.trim();
-    if t.is_empty() {
-        return Err("must not be empty".into());
+    backroom_kernel::text::label(s, max)
+}
+
+/// The heaviest variant, in grams (10 tonnes: a typo beyond that, not a parcel).
+pub const MAX_WEIGHT_G: i64 = 10_000_000;
+
+/// Checks a shipping weight in grams: 0–[`MAX_WEIGHT_G`].
+pub fn weight_g(g: i64) -> Result<i64, String> {
+    if (0..=MAX_WEIGHT_G).contains(&g) { Ok(g) } else { Err(format!("must be 0–{MAX_WEIGHT_G} grams")) }
+}
+
+/// The tax class a variant has unless given one.
+pub const STANDARD_TAX_CLASS: &str = "standard";
+
+/// Checks a tax class: 1–50 of `a-z`, `0-9`, `_` and `-`. The rule of the pricing module's
+/// tax rates (`backroom_pricing::check::tax_class`), whose classes these name.
+pub fn tax_class(s: &str) -> Result<String, String> {
+    const MAX: usize = 50;
+    if s.is_empty() || s.len() > MAX {
+        return Err(format!("must be 1–{MAX} characters"));
     }
-    if t.chars().count() > max {
-        return Err(format!("must be at most {max} characters"));
+    if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
+        return Err("may contain only lower-case letters, digits, `_` and `-`, such as `standard` or `reduced`".into());
     }
-    backroom_kernel::check_display(t).map_err(|e| e.to_string())?;
-    Ok(t.to_owned())
+    Ok(s.to_owned())
 }
 
 /// Where a product is in its life.
@@ -238,6 +254,18 @@ mod tests {
         assert!(label("\u{2060}", 100).is_err());
         assert!(label("a\u{2066}b", 100).is_err());
         assert_eq!(label(" 5901234123457 ", 100).unwrap(), "5901234123457");
+    }
+
+    #[test]
+    fn weights_and_tax_classes() {
+        assert_eq!(weight_g(0), Ok(0));
+        assert_eq!(weight_g(MAX_WEIGHT_G), Ok(MAX_WEIGHT_G));
+        assert!(weight_g(-1).is_err());
+        assert!(weight_g(MAX_WEIGHT_G + 1).is_err());
+        assert_eq!(tax_class("reduced_1-a").unwrap(), "reduced_1-a");
+        for bad in ["", "Reduced", "a b", &"a".repeat(51)] {
+            assert!(tax_class(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,9 @@ use backroom_kernel::error::Problems;
 use backroom_kernel::{Currency, Money};
 
 use crate::model::{ImageInput, NewProduct, NewVariant, PriceInput, ProductPatch, VariantPatch};
-use crate::types::{Handle, ImageUrl, ProductStatus, Sku, Title, alt_text, label};
+use crate::types::{
+    Handle, ImageUrl, ProductStatus, STANDARD_TAX_CLASS, Sku, Title, alt_text, label, tax_class, weight_g,
+};
 
 pub const MAX_DESCRIPTION: usize = 20_000;
 pub const MAX_VARIANTS: usize = 1_000;
@@ -28,6 +30,8 @@ pub struct ValidVariant {
     pub options: BTreeMap<String, String>,
     pub prices: Vec<Money>,
     pub allow_backorder: bool,
+    pub weight_g: Option<i64>,
+    pub tax_class: String,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +64,9 @@ pub struct ValidVariantPatch {
     pub options: Option<BTreeMap<String, String>>,
     pub prices: Option<Vec<Money>>,
     pub allow_backorder: Option<bool>,
+    /// `Some(None)` removes the weight.
+    pub weight_g: Option<Option<i64>>,
+    pub tax_class: Option<String>,
 }
 
 fn description(p: &mut Problems, d: Option<&str>) -> Option<String> {
@@ -152,6 +159,11 @@ pub fn variant(p: &mut Problems, path: &str, v: &NewVariant) -> Option<ValidVari
     let sku = p.check(at("sku"), Sku::parse(&v.sku));
     let options = options(p, &at("options"), v.options.as_ref().unwrap_or(&BTreeMap::new()));
     let prices = prices(p, &at("prices"), v.prices.as_deref().unwrap_or_default());
+    let weight = match v.weight_g {
+        Some(g) => p.check(at("weight_g"), weight_g(g)).map(Some),
+        None => Some(None),
+    };
+    let class = p.check(at("tax_class"), tax_class(v.tax_class.as_deref().unwrap_or(STANDARD_TAX_CLASS)));
     let title = match &v.title {
         Some(t) => p.check(at("title"), Title::parse(t)),
         None if !options.is_empty() => Title::parse(&options.values().cloned().collect::<Vec<_>>().join(" / ")).ok(),
@@ -163,6 +175,8 @@ pub fn variant(p: &mut Problems, path: &str, v: &NewVariant) -> Option<ValidVari
         options,
         prices,
         allow_backorder: v.allow_backorder.unwrap_or(false),
+        weight_g: weight?,
+        tax_class: class?,
     })
 }
 
@@ -225,6 +239,11 @@ pub fn variant_patch(input: &VariantPatch) -> backroom_kernel::Result<ValidVaria
         options: input.options.as_ref().map(|o| options(&mut p, "options", o)),
         prices: input.prices.as_deref().map(|pr| prices(&mut p, "prices", pr)),
         allow_backorder: input.allow_backorder,
+        weight_g: match input.weight_g {
+            Some(Some(g)) => p.check("weight_g", weight_g(g)).map(Some),
+            other => other,
+        },
+        tax_class: input.tax_class.as_deref().and_then(|c| p.check("tax_class", tax_class(c))),
     };
     p.finish()?;
     Ok(out)

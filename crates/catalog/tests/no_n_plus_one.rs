@@ -43,6 +43,8 @@ fn product(handle: &str, variants: usize, images: usize) -> NewProduct {
                     options: Some([("size".to_owned(), i.to_string())].into()),
                     prices: Some(vec![PriceInput { amount: 100, currency: "EUR".into() }]),
                     allow_backorder: None,
+                    weight_g: None,
+                    tax_class: None,
                 })
                 .collect(),
         ),

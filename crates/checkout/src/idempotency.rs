@@ -83,7 +83,7 @@ pub async fn claim(
         return Ok(Begin::Reused);
     }
     match (state.as_str(), outcome) {
-        ("done", Some(o)) => Ok(Begin::Replay(Box::new(serde_json::from_str(&o).map_err(Error::internal)?))),
+        ("done", Some(o)) => Ok(Begin::Replay(Box::new(decode_outcome(&o)?))),
         _ => Ok(Begin::InUse),
     }
 }
@@ -119,6 +119,18 @@ pub async fn finish_for_order(conn: &mut Conn<'_>, order_id: &str, outcome: &Out
     .await
     .map(|_| ())
     .map_err(storage)
+}
+
+/// Reads a stored outcome. An order stored before discounts existed has no `discount_total`:
+/// it was zero, in the order's currency.
+fn decode_outcome(stored: &str) -> Result<Outcome> {
+    serde_json::from_str(stored).or_else(|first| {
+        let mut v: serde_json::Value = serde_json::from_str(stored).map_err(Error::internal)?;
+        let order = v.get_mut("order").and_then(|o| o.as_object_mut()).ok_or_else(|| Error::internal(first))?;
+        let currency = order.get("currency").cloned().unwrap_or_default();
+        order.entry("discount_total").or_insert(serde_json::json!({"amount": 0, "currency": currency}));
+        serde_json::from_value(v).map_err(Error::internal)
+    })
 }
 
 /// Removes finished records older than [`RETENTION`], and in-flight ones without an order

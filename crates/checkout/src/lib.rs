@@ -57,6 +57,9 @@ pub struct PriceChange {
     pub variant_id: String,
     pub old_unit_price: Money,
     pub new_unit_price: Money,
+    /// The variant's base price, when the new price is a price-list price below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_price: Option<Money>,
 }
 
 /// How a checkout ended. Stored with the idempotency key and replayed as is.
@@ -80,10 +83,25 @@ pub enum Outcome {
     InsufficientStock {
         items: Vec<Shortage>,
     },
-    /// Prices changed; the cart now holds the new ones; nothing charged.
+    /// Prices changed, or the checkout's address moved the cart to another region: the cart
+    /// now holds the new prices (and region); nothing charged.
     PriceChanged {
         items: Vec<PriceChange>,
+        /// The cart as it is now (its answer, without its personal fields).
+        #[serde(default)]
+        cart: Option<serde_json::Value>,
     },
+    /// The cart's promotion code has no use left (for anyone, or for this shopper); nothing
+    /// reserved or charged.
+    PromotionExhausted {
+        code: String,
+    },
+    /// The cart's promotion code no longer applies (expired, deleted, minimum not reached).
+    PromotionInvalid {
+        detail: String,
+    },
+    /// The cart's region has shipping options and the cart has none chosen.
+    ShippingMethodRequired,
     /// The cart was checked out already.
     CartCompleted,
     /// Another checkout of this cart is running.
@@ -138,6 +156,7 @@ pub struct Checkout {
     providers: Providers,
     settings: Settings,
     vault: Vault,
+    carts: backroom_cart::Carts,
 }
 
 fn dur(d: Duration) -> chrono::TimeDelta {
@@ -149,6 +168,7 @@ impl Checkout {
         Self {
             catalog: Catalog::new(db.clone()),
             inventory: Inventory::new(db.clone()),
+            carts: backroom_cart::Carts::new(db.clone(), vault.clone()),
             db,
             providers,
             settings,
@@ -174,36 +194,8 @@ impl Checkout {
     /// not stored under the idempotency key.
     pub fn validate(&self, req: &CheckoutRequest) -> Result<()> {
         let mut p = Problems::new();
-        let email = req.email.trim();
-        let valid_email = email.len() <= 254
-            && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-            && email.split_once('@').is_some_and(|(local, domain)| {
-                !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
-            });
-        if !valid_email {
-            p.add("email", "is not an email address");
-        }
-        let a = &req.shipping_address;
-        for (field, value, max) in [
-            ("name", Some(&a.name), 200),
-            ("line1", Some(&a.line1), 200),
-            ("line2", a.line2.as_ref(), 200),
-            ("city", Some(&a.city), 100),
-            ("region", a.region.as_ref(), 100),
-            ("postal_code", Some(&a.postal_code), 20),
-        ] {
-            if let Some(v) = value {
-                let v = v.trim();
-                if v.is_empty() || v.chars().count() > max {
-                    p.add(format!("shipping_address.{field}"), format!("must be 1–{max} characters"));
-                } else if let Err(e) = backroom_kernel::check_display(v) {
-                    p.add(format!("shipping_address.{field}"), e.to_string());
-                }
-            }
-        }
-        if !(a.country.len() == 2 && a.country.bytes().all(|b| b.is_ascii_uppercase())) {
-            p.add("shipping_address.country", "must be an ISO 3166-1 alpha-2 code such as PT");
-        }
+        backroom_orders::check_email(&req.email, "email", &mut p);
+        req.shipping_address.check("shipping_address", &mut p);
         if req.payment.token.is_empty() || req.payment.token.len() > 255 {
             p.add("payment.token", "must be 1–255 characters");
         }
@@ -242,10 +234,12 @@ impl Checkout {
 
     async fn run_keyed(&self, cart_id: &str, key: &str, hash: &str, req: &CheckoutRequest) -> Result<Answer> {
         let key = Key { scope: cart_id.to_owned(), key: key.to_owned(), hash: hash.to_owned() };
-        let (cart, lines) = match self.prepare(cart_id).await? {
+        let email_index = self.vault.email_index(&req.email);
+        let (cart, lines) = match self.prepare(cart_id, req, &email_index).await? {
             Prepared::Ended(outcome) => return self.end_without_order(key, outcome).await,
             Prepared::Ready { cart, lines } => (cart, lines),
         };
+        let promotion = cart.pricing.promotion.clone().filter(|_| !cart.promotions.is_empty());
 
         // 2. Reserve, create the order and the attempt, claim the key: one job.
         let provider = self.provider(&req.payment.provider)?;
@@ -262,14 +256,33 @@ impl Checkout {
             .write_retrying(|| {
                 let (key, job_order, job_attempt) = (key.clone(), order_id.clone(), attempt_id.clone());
                 let (lines, order, personal) = (lines.clone(), order.clone(), personal.clone());
+                let (promotion, email_index) = (promotion.clone(), email_index.clone());
                 move |mut conn| {
                     Box::pin(async move {
                         if !backroom_cart::transition(&mut conn, &key.scope, CartStatus::Open, CartStatus::CheckingOut)
                             .await?
                         {
                             // Checked out meanwhile, or being checked out (maybe under this very key).
-                            let status = backroom_cart::load(&mut conn, &key.scope).await?.map(|c| c.status);
+                            let status: Option<(String,)> =
+                                backroom_db::sql::query("SELECT status FROM carts WHERE id = $1")
+                                    .bind(&key.scope)
+                                    .fetch_optional(&mut conn)
+                                    .await
+                                    .map_err(backroom_db::storage)?;
+                            let status = status.and_then(|(s,)| CartStatus::parse(&s));
                             return Ok(Done::Rollback(Err(status_outcome(status))));
+                        }
+                        // The promotion's use first: an exhausted code reserves nothing (P1, and
+                        // the limit is exact: the conditional UPDATE decides under any concurrency).
+                        if let Some(p) = &promotion {
+                            let customer = order.customer_id.as_deref();
+                            let guest_email = customer.is_none().then_some(email_index.as_str());
+                            if backroom_pricing::uses::claim(&mut conn, p, &order.id, customer, guest_email)
+                                .await?
+                                .is_err()
+                            {
+                                return Ok(Done::Rollback(Err(Outcome::PromotionExhausted { code: p.code.clone() })));
+                            }
                         }
                         if let Err(short) = reservations::reserve(&mut conn, &job_order, &lines, expires, ACTOR).await?
                         {
@@ -343,12 +356,13 @@ impl Checkout {
         Ok(Answer::New(outcome))
     }
 
-    /// Step 1: reads the cart and the current price and sellability of every line (P4).
-    async fn prepare(&self, cart_id: &str) -> Result<Prepared> {
-        let cart = {
-            let mut r = self.db.read_fast().await?;
-            backroom_cart::load(&mut r.conn(), cart_id).await?
-        };
+    /// Step 1: reads the cart and the current price and sellability of every line (P4); the
+    /// checkout's address becomes the cart's (a new region is a changed price: the shopper
+    /// sees the new totals first); the promotion, if any, must still apply and have uses left;
+    /// a region with shipping options needs one chosen.
+    async fn prepare(&self, cart_id: &str, req: &CheckoutRequest, email_index: &str) -> Result<Prepared> {
+        let mut r = self.db.read_fast().await?;
+        let cart = backroom_cart::load(&mut r.conn(), cart_id).await?;
         let Some(cart) = cart else { return Ok(Prepared::Ended(Outcome::CartNotFound)) };
         if cart.status != CartStatus::Open {
             return Ok(Prepared::Ended(status_outcome(Some(cart.status))));
@@ -357,8 +371,50 @@ impl Checkout {
             let errors = vec![FieldError::new("items", "the cart is empty")];
             return Ok(Prepared::Ended(Outcome::Invalid { errors }));
         }
+        let region = backroom_cart::region_for(&mut r.conn(), &req.shipping_address.country, cart.currency).await?;
+        if region.as_ref().map(|r| &r.id) != cart.region_id.as_ref() {
+            drop(r);
+            let patch = backroom_cart::CartPatch {
+                email: Some(req.email.clone()),
+                shipping_address: Some(req.shipping_address.clone()),
+                region_id: None,
+            };
+            let mut moved = self.carts.update(cart_id, cart.customer_id.as_deref(), &patch).await?;
+            moved.email = None;
+            moved.shipping_address = None;
+            let cart = serde_json::to_value(&moved).map_err(Error::internal)?;
+            return Ok(Prepared::Ended(Outcome::PriceChanged { items: Vec::new(), cart: Some(cart) }));
+        }
+        if let Some(code) = &cart.pricing.promotion_code {
+            match (&cart.pricing.promotion, &cart.pricing.promotion_problem) {
+                (None, _) => {
+                    let detail = format!("the code {code} no longer exists; remove it from the cart");
+                    return Ok(Prepared::Ended(Outcome::PromotionInvalid { detail }));
+                }
+                (Some(_), Some(problem)) => {
+                    return Ok(Prepared::Ended(Outcome::PromotionInvalid { detail: problem.clone() }));
+                }
+                (Some(p), None) => {
+                    let customer = cart.customer_id.as_deref();
+                    let guest_email = customer.is_none().then_some(email_index);
+                    if !p.has_use_left(&mut r.conn(), customer, guest_email).await? {
+                        return Ok(Prepared::Ended(Outcome::PromotionExhausted { code: p.code.clone() }));
+                    }
+                }
+            }
+        }
+        if let Some(region) = &cart.region_id
+            && cart.shipping_method.is_none()
+            && !backroom_pricing::model::shipping_options(&mut r.conn(), region).await?.is_empty()
+        {
+            return Ok(Prepared::Ended(Outcome::ShippingMethodRequired));
+        }
+        // Each read below takes its own connection: holding one while waiting for another
+        // would starve a small pool under a sale.
+        drop(r);
         let ids: Vec<String> = cart.items.iter().map(|i| i.variant_id.clone()).collect();
         let variants = self.catalog.sellable(&ids).await?;
+        let member = backroom_cart::member_prices(&self.db, cart.customer_id.as_deref(), cart.currency, &ids).await?;
         let mut errors = Vec::new();
         let mut changes = Vec::new();
         let mut lines = Vec::new();
@@ -367,7 +423,7 @@ impl Checkout {
                 errors.push(FieldError::new(format!("items[{i}]"), "this product is no longer for sale; remove it"));
                 continue;
             };
-            let Some(price) = variant.price_in(cart.currency) else {
+            let Some((price, original)) = backroom_cart::line_price(variant, cart.currency, &member) else {
                 errors.push(FieldError::new(format!("items[{i}]"), format!("no longer priced in {}", cart.currency)));
                 continue;
             };
@@ -377,6 +433,7 @@ impl Checkout {
                     variant_id: item.variant_id.clone(),
                     old_unit_price: item.unit_price,
                     new_unit_price: price,
+                    original_price: original,
                 });
             }
             lines.push(ReserveLine {
@@ -389,7 +446,7 @@ impl Checkout {
             return Ok(Prepared::Ended(Outcome::Invalid { errors }));
         }
         if !changes.is_empty() {
-            return Ok(Prepared::Ended(Outcome::PriceChanged { items: changes }));
+            return Ok(Prepared::Ended(Outcome::PriceChanged { items: changes, cart: None }));
         }
         // Sold out already by the last committed state: answer without a reservation attempt
         // (the shopper asked at a moment the units were not there). A line that might fit goes
@@ -411,7 +468,7 @@ impl Checkout {
         if !short.is_empty() {
             return Ok(Prepared::Ended(Outcome::InsufficientStock { items: short }));
         }
-        Ok(Prepared::Ready { cart, lines })
+        Ok(Prepared::Ready { cart: Box::new(cart), lines })
     }
 
     /// Ends a checkout that created no order: one job claims the key with the outcome (a
@@ -420,15 +477,21 @@ impl Checkout {
         self.db
             .write(move |mut conn| {
                 Box::pin(async move {
-                    match idempotency::claim(&mut conn, &key.scope, &key.key, &key.hash, None, Some(&outcome)).await? {
-                        Begin::New => {
-                            if let Outcome::PriceChanged { items } = &outcome {
-                                for c in items {
-                                    backroom_cart::set_unit_price(&mut conn, &c.item_id, c.new_unit_price).await?;
-                                }
-                            }
-                            Ok(Done::Commit(Answer::New(outcome)))
+                    // A changed price is written to the cart, and the answer shows the cart with
+                    // it; if the key turns out to be taken, the rollback undoes both.
+                    let mut outcome = outcome;
+                    if let Outcome::PriceChanged { items, cart } = &mut outcome
+                        && cart.is_none()
+                    {
+                        for c in items.iter() {
+                            backroom_cart::set_unit_price(&mut conn, &c.item_id, c.new_unit_price, c.original_price)
+                                .await?;
                         }
+                        let now = backroom_cart::load(&mut conn, &key.scope).await?;
+                        *cart = now.map(|c| serde_json::to_value(&c)).transpose().map_err(Error::internal)?;
+                    }
+                    match idempotency::claim(&mut conn, &key.scope, &key.key, &key.hash, None, Some(&outcome)).await? {
+                        Begin::New => Ok(Done::Commit(Answer::New(outcome))),
                         other => Ok(Done::Rollback(Answer::from_claim(other))),
                     }
                 })
@@ -546,6 +609,9 @@ fn outcome_name(o: &Outcome) -> &'static str {
         Outcome::PaymentDeclined { .. } => "payment_declined",
         Outcome::InsufficientStock { .. } => "insufficient_stock",
         Outcome::PriceChanged { .. } => "price_changed",
+        Outcome::PromotionExhausted { .. } => "promotion_exhausted",
+        Outcome::PromotionInvalid { .. } => "promotion_invalid",
+        Outcome::ShippingMethodRequired => "shipping_method_required",
         Outcome::CartCompleted => "cart_completed",
         Outcome::CartCheckingOut => "cart_checking_out",
         Outcome::CartNotFound => "cart_not_found",
@@ -579,8 +645,6 @@ impl Outcome {
 }
 
 fn new_order(order_id: &str, cart: &Cart, req: &CheckoutRequest) -> Result<NewOrder> {
-    let trim = |s: &str| s.trim().to_owned();
-    let a = &req.shipping_address;
     Ok(NewOrder {
         id: order_id.to_owned(),
         cart_id: cart.id.clone(),
@@ -601,22 +665,22 @@ fn new_order(order_id: &str, cart: &Cart, req: &CheckoutRequest) -> Result<NewOr
                 thumbnail: i.thumbnail.clone(),
                 quantity: i.quantity,
                 unit_price: i.unit_price,
+                original_price: i.original_price,
                 total: i.total,
+                discount_total: Some(i.discount_total),
+                tax_total: Some(i.tax_total),
             })
             .collect(),
         subtotal: cart.subtotal,
+        discount_total: cart.discount_total,
         tax_total: cart.tax_total,
         shipping_total: cart.shipping_total,
         total: cart.total,
-        shipping_address: Address {
-            name: trim(&a.name),
-            line1: trim(&a.line1),
-            line2: a.line2.as_deref().map(trim),
-            city: trim(&a.city),
-            region: a.region.as_deref().map(trim),
-            postal_code: trim(&a.postal_code),
-            country: a.country.clone(),
-        },
+        shipping_address: req.shipping_address.trimmed(),
+        region_id: cart.region_id.clone(),
+        tax_inclusive: cart.tax_inclusive,
+        promotions: cart.promotions.clone(),
+        shipping_method: cart.shipping_method.clone(),
     })
 }
 
@@ -656,7 +720,7 @@ enum Prepared {
     /// The checkout ends here, without an order.
     Ended(Outcome),
     /// Every line is for sale at the price in the cart.
-    Ready { cart: Cart, lines: Vec<ReserveLine> },
+    Ready { cart: Box<Cart>, lines: Vec<ReserveLine> },
 }
 
 /// The outcome of finding a cart that is not open (or gone).
@@ -728,6 +792,8 @@ async fn settle_in(
     let changed = if outcome_status == OrderStatus::Placed {
         reservations::allocate(conn, order_id, ACTOR).await?
     } else {
+        // No order was placed: its promotion use goes back too.
+        backroom_pricing::uses::release(conn, order_id.as_str()).await?;
         reservations::release(conn, order_id, ACTOR).await?
     };
     let order = load_order(conn, order_id.as_str()).await?;

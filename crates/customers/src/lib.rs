@@ -807,6 +807,7 @@ impl Customers {
                     Vault::destroy(&mut conn, &key_id).await?;
                     // Their orders keep lines, prices and totals; their personal fields go.
                     backroom_orders::erase_customer(&mut conn, id.as_str()).await?;
+                    backroom_cart::erase_customer(&mut conn, id.as_str()).await?;
                     sql::query(
                         "UPDATE customers SET email_index = NULL, email = NULL, first_name = NULL, \
                          last_name = NULL, phone = NULL, password_hash = NULL, erased_at = $2, updated_at = $2 \

@@ -30,7 +30,7 @@ pub use broadcast::Broadcast;
 pub use delivery::Delivery;
 pub use event::{
     Action, CategoryChanged, CustomerCreated, CustomerErased, DecodeError, Event, OrderOutcome, OrderState,
-    ProductChanged, StockChanged, TOPICS, version_of,
+    PriceListChanged, ProductChanged, PromotionExhausted, StockChanged, TOPICS, version_of,
 };
 
 use crate::{Conn, Db, Dialect, on_conn, storage};

@@ -70,6 +70,20 @@ pub fn check_display(s: &str) -> Result<(), TextError> {
     if visible { Ok(()) } else { Err(TextError::Invisible) }
 }
 
+/// A label people give (a name, an option value): trimmed, 1–`max` characters, readable as it
+/// shows ([`check_display`]). Answers the trimmed text, or what is wrong with it.
+pub fn label(s: &str, max: usize) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if t.chars().count() > max {
+        return Err(format!("must be at most {max} characters"));
+    }
+    check_display(t).map_err(|e| e.to_string())?;
+    Ok(t.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use backroom_db::{Conn, Db, Dialect, on_conn, storage};
 use backroom_kernel::id::OrderId;
 use backroom_kernel::{Currency, Error, Money, Page, PageRequest, Result, id, now};
+use backroom_pricing::{AppliedPromotion, ShippingMethod};
 use backroom_vault::{DataKey, NewKey, Vault};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -70,6 +71,60 @@ pub struct Address {
     pub country: String,
 }
 
+impl Address {
+    /// Records what is wrong with each field under `prefix` (`shipping_address`).
+    pub fn check(&self, prefix: &str, p: &mut backroom_kernel::error::Problems) {
+        for (field, value, max) in [
+            ("name", Some(&self.name), 200),
+            ("line1", Some(&self.line1), 200),
+            ("line2", self.line2.as_ref(), 200),
+            ("city", Some(&self.city), 100),
+            ("region", self.region.as_ref(), 100),
+            ("postal_code", Some(&self.postal_code), 20),
+        ] {
+            if let Some(v) = value {
+                let v = v.trim();
+                if v.is_empty() || v.chars().count() > max {
+                    p.add(format!("{prefix}.{field}"), format!("must be 1–{max} characters"));
+                } else if let Err(e) = backroom_kernel::check_display(v) {
+                    p.add(format!("{prefix}.{field}"), e.to_string());
+                }
+            }
+        }
+        if !(self.country.len() == 2 && self.country.bytes().all(|b| b.is_ascii_uppercase())) {
+            p.add(format!("{prefix}.country"), "must be an ISO 3166-1 alpha-2 code such as PT");
+        }
+    }
+
+    /// The address with every field trimmed, as it is stored.
+    pub fn trimmed(&self) -> Address {
+        let trim = |s: &str| s.trim().to_owned();
+        Address {
+            name: trim(&self.name),
+            line1: trim(&self.line1),
+            line2: self.line2.as_deref().map(trim),
+            city: trim(&self.city),
+            region: self.region.as_deref().map(trim),
+            postal_code: trim(&self.postal_code),
+            country: self.country.clone(),
+        }
+    }
+}
+
+/// Records under `field` when `email` is not an e-mail address: the rule checkout has always
+/// applied (trimmed, at most 254 bytes, no spaces, a local part and a dotted domain).
+pub fn check_email(email: &str, field: &str, p: &mut backroom_kernel::error::Problems) {
+    let email = email.trim();
+    let valid = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+        });
+    if !valid {
+        p.add(field, "is not an email address");
+    }
+}
+
 /// One line of an order: what was bought, at what price. The product fields are a snapshot
 /// taken at checkout (later changes to the product do not show here); `null` on orders placed
 /// before lines kept them.
@@ -94,7 +149,17 @@ pub struct OrderLine {
     pub thumbnail: Option<String>,
     pub quantity: i64,
     pub unit_price: Money,
+    /// The variant's base price, when a price list gave this line a lower `unit_price`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_price: Option<Money>,
+    /// `unit_price × quantity`.
     pub total: Money,
+    /// The line's share of the order's discounts (absent on orders stored before discounts).
+    #[serde(default)]
+    pub discount_total: Option<Money>,
+    /// The line's tax, computed on its total after discounts.
+    #[serde(default)]
+    pub tax_total: Option<Money>,
 }
 
 /// The payment of an order.
@@ -134,9 +199,23 @@ pub struct Order {
     pub currency: Currency,
     pub items: Vec<OrderLine>,
     pub subtotal: Money,
+    /// What the promotions took off the lines.
+    pub discount_total: Money,
     pub tax_total: Money,
     pub shipping_total: Money,
     pub total: Money,
+    /// The region the order was priced in; `null` in a store without regions.
+    #[serde(default)]
+    pub region_id: Option<String>,
+    /// The prices include tax (the region's setting when the order was placed).
+    #[serde(default)]
+    pub tax_inclusive: bool,
+    /// The promotion codes the order used.
+    #[serde(default)]
+    pub promotions: Vec<AppliedPromotion>,
+    /// The shipping method, with the price charged for it.
+    #[serde(default)]
+    pub shipping_method: Option<ShippingMethod>,
     /// `null` once the customer was erased, and for staff whose role does not read personal data.
     pub shipping_address: Option<Address>,
     pub payment: Option<PaymentSummary>,
@@ -158,10 +237,15 @@ pub struct NewOrder {
     pub currency: Currency,
     pub items: Vec<OrderLine>,
     pub subtotal: Money,
+    pub discount_total: Money,
     pub tax_total: Money,
     pub shipping_total: Money,
     pub total: Money,
     pub shipping_address: Address,
+    pub region_id: Option<String>,
+    pub tax_inclusive: bool,
+    pub promotions: Vec<AppliedPromotion>,
+    pub shipping_method: Option<ShippingMethod>,
 }
 
 struct OrderRow {
@@ -179,6 +263,11 @@ struct OrderRow {
     total: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    discount_total: i64,
+    region_id: Option<String>,
+    tax_inclusive: bool,
+    promotions: Option<String>,
+    shipping_method: Option<String>,
 }
 
 backroom_db::from_row!(OrderRow {
@@ -195,7 +284,12 @@ backroom_db::from_row!(OrderRow {
     shipping_total,
     total,
     created_at,
-    updated_at
+    updated_at,
+    discount_total,
+    region_id,
+    tax_inclusive,
+    promotions,
+    shipping_method
 });
 
 /// The personal part of an order, sealed as one value under the order's data key.
@@ -252,6 +346,9 @@ struct LineRow {
     quantity: i64,
     unit_price: i64,
     total: i64,
+    original_price: Option<i64>,
+    discount_total: i64,
+    tax_total: i64,
 }
 
 backroom_db::from_row!(LineRow {
@@ -265,11 +362,15 @@ backroom_db::from_row!(LineRow {
     thumbnail,
     quantity,
     unit_price,
-    total
+    total,
+    original_price,
+    discount_total,
+    tax_total
 });
 
 const ORDER_COLUMNS: &str = "id, number, status, cart_id, customer_id, key_id, personal, currency, subtotal, tax_total, \
-                             shipping_total, total, created_at, updated_at";
+                             shipping_total, total, created_at, updated_at, discount_total, region_id, tax_inclusive, \
+                             promotions, shipping_method";
 
 /// Creates an order in `pending_payment` inside the caller's transaction, with its data key
 /// and its personal data as [`seal`] made them. The clear `email` and `shipping_address`
@@ -285,8 +386,10 @@ pub async fn create(conn: &mut Conn<'_>, o: &NewOrder, personal: &SealedPersonal
     };
     let sql = format!(
         "INSERT INTO orders (id, number, status, cart_id, email, currency, subtotal, tax_total, shipping_total, total, \
-         shipping_address, created_at, updated_at, customer_id, key_id, email_index, personal) \
-         VALUES ($1, {number}, 'pending_payment', $2, '', $3, $4, $5, $6, $7, '', $8, $8, $9, $10, $11, $12)"
+         shipping_address, created_at, updated_at, customer_id, key_id, email_index, personal, discount_total, \
+         region_id, tax_inclusive, promotions, shipping_method) \
+         VALUES ($1, {number}, 'pending_payment', $2, '', $3, $4, $5, $6, $7, '', $8, $8, $9, $10, $11, $12, $13, $14, \
+         $15, $16, $17)"
     );
     backroom_db::sql::query(sql.as_str())
         .bind(&o.id)
@@ -301,6 +404,11 @@ pub async fn create(conn: &mut Conn<'_>, o: &NewOrder, personal: &SealedPersonal
         .bind(&personal.key.id)
         .bind(&personal.email_index)
         .bind(&personal.sealed)
+        .bind(o.discount_total.amount())
+        .bind(o.region_id.as_deref())
+        .bind(o.tax_inclusive)
+        .bind((!o.promotions.is_empty()).then(|| json(&o.promotions)))
+        .bind(o.shipping_method.as_ref().map(json))
         .execute(conn)
         .await
         .map(|_| ())
@@ -309,8 +417,8 @@ pub async fn create(conn: &mut Conn<'_>, o: &NewOrder, personal: &SealedPersonal
     if !o.items.is_empty() {
         let sql = format!(
             "INSERT INTO order_lines (order_id, position, variant_id, sku, title, product_id, product_title, \
-             product_handle, thumbnail, quantity, unit_price, total) VALUES {}",
-            backroom_db::sql::values_list(o.items.len(), 12, 1)
+             product_handle, thumbnail, quantity, unit_price, total, original_price, discount_total, tax_total) VALUES {}",
+            backroom_db::sql::values_list(o.items.len(), 15, 1)
         );
         let mut q = backroom_db::sql::query(sql);
         for (i, l) in o.items.iter().enumerate() {
@@ -326,7 +434,10 @@ pub async fn create(conn: &mut Conn<'_>, o: &NewOrder, personal: &SealedPersonal
                 .bind(l.thumbnail.as_deref())
                 .bind(l.quantity)
                 .bind(l.unit_price.amount())
-                .bind(l.total.amount());
+                .bind(l.total.amount())
+                .bind(l.original_price.map(|m| m.amount()))
+                .bind(l.discount_total.map_or(0, |m| m.amount()))
+                .bind(l.tax_total.map_or(0, |m| m.amount()));
         }
         q.execute(conn).await.map_err(storage)?;
     }
@@ -406,7 +517,7 @@ pub async fn load(
     let rows: Vec<OrderRow> = by_ids!(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id IN "), "")?;
     let lines: Vec<LineRow> = by_ids!(
         "SELECT order_id, variant_id, sku, title, product_id, product_title, product_handle, thumbnail, quantity, \
-         unit_price, total FROM order_lines WHERE order_id IN ",
+         unit_price, total, original_price, discount_total, tax_total FROM order_lines WHERE order_id IN ",
         " ORDER BY order_id, position"
     )?;
     let hist: Vec<(String, String, String, DateTime<Utc>)> = if with_history {
@@ -467,7 +578,10 @@ pub async fn load(
                     thumbnail: l.thumbnail,
                     quantity: l.quantity,
                     unit_price: m(l.unit_price)?,
+                    original_price: l.original_price.map(m).transpose()?,
                     total: m(l.total)?,
+                    discount_total: Some(m(l.discount_total)?),
+                    tax_total: Some(m(l.tax_total)?),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -485,6 +599,11 @@ pub async fn load(
                 .ok_or_else(|| Error::internal(format!("order status {}", r.status)))?,
             items,
             subtotal: m(r.subtotal)?,
+            discount_total: m(r.discount_total)?,
+            region_id: r.region_id,
+            tax_inclusive: r.tax_inclusive,
+            promotions: r.promotions.as_deref().map(unjson).transpose()?.unwrap_or_default(),
+            shipping_method: r.shipping_method.as_deref().map(unjson).transpose()?,
             tax_total: m(r.tax_total)?,
             shipping_total: m(r.shipping_total)?,
             total: m(r.total)?,
@@ -693,6 +812,15 @@ pub async fn erase_customer(conn: &mut Conn<'_>, customer_id: &str) -> Result<u6
         n += u64::from(Vault::destroy(conn, &k).await?);
     }
     Ok(n)
+}
+
+/// A snapshot stored as JSON text (the order's promotions and shipping method).
+fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("promotions and shipping methods are plain structs")
+}
+
+fn unjson<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(Error::internal)
 }
 
 #[cfg(test)]

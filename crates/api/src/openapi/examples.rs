@@ -32,12 +32,14 @@ pub fn new_product() -> Value {
             {
                 "sku": "LS-M-WHITE",
                 "options": {"size": "M", "color": "White"},
-                "prices": [{"amount": 4900, "currency": "EUR"}, {"amount": 5500, "currency": "USD"}]
+                "prices": [{"amount": 4900, "currency": "EUR"}, {"amount": 5500, "currency": "USD"}],
+                "weight_g": 300
             },
             {
                 "sku": "LS-L-WHITE",
                 "options": {"size": "L", "color": "White"},
-                "prices": [{"amount": 4900, "currency": "EUR"}]
+                "prices": [{"amount": 4900, "currency": "EUR"}],
+                "weight_g": 300
             }
         ]
     })
@@ -52,6 +54,8 @@ fn variant(id: &str, sku: &str, size: &str, position: i64, prices: Value) -> Val
         "options": {"color": "White", "size": size},
         "prices": prices,
         "allow_backorder": false,
+        "weight_g": 300,
+        "tax_class": "standard",
         "position": position,
         "created_at": CREATED,
         "updated_at": CREATED
@@ -88,7 +92,9 @@ pub fn store_product() -> Value {
             "options": {"color": "White", "size": size},
             "prices": prices,
             "available": available,
-            "allow_backorder": false
+            "allow_backorder": false,
+            "weight_g": 300,
+            "tax_class": "standard"
         })
     };
     json!({
@@ -136,10 +142,18 @@ fn cart_with(items: Vec<Value>, subtotal: i64, updated_at: &str) -> Value {
         "id": CART,
         "currency": "EUR",
         "items": items,
+        "customer_id": null,
+        "email": null,
+        "shipping_address": null,
+        "region_id": null,
+        "tax_inclusive": false,
         "subtotal": eur(subtotal),
+        "discount_total": eur(0),
         "tax_total": eur(0),
         "shipping_total": eur(0),
         "total": eur(subtotal),
+        "promotions": [],
+        "shipping_method": null,
         "status": "open",
         "created_at": "2025-06-02T09:31:40.773047Z",
         "updated_at": updated_at
@@ -168,7 +182,9 @@ fn line(with_id: bool) -> Value {
         "thumbnail": null,
         "quantity": 2,
         "unit_price": eur(4900),
-        "total": eur(9800)
+        "total": eur(9800),
+        "discount_total": eur(0),
+        "tax_total": eur(0)
     });
     if with_id {
         line["id"] = json!(ITEM);
@@ -207,9 +223,14 @@ pub fn order() -> Value {
         "currency": "EUR",
         "items": [line(false)],
         "subtotal": eur(9800),
+        "discount_total": eur(0),
         "tax_total": eur(0),
         "shipping_total": eur(0),
         "total": eur(9800),
+        "region_id": null,
+        "tax_inclusive": false,
+        "promotions": [],
+        "shipping_method": null,
         "shipping_address": {
             "name": "Ada Lovelace",
             "line1": "Rua Augusta 100",

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use backroom_auth::Permission;
-use backroom_cart::{AddItem, Cart, NewCart, SetQuantity};
+use backroom_cart::{AddItem, ApplyCode, Cart, CartPatch, NewCart, SetQuantity};
 use backroom_checkout::idempotency;
 use backroom_checkout::{Answer, CheckoutRequest, Outcome};
 use backroom_inventory::reservations::insufficient_stock;
@@ -33,6 +33,11 @@ fn carts(r: &mut Routes) {
     r.public(routes!(add_item));
     r.public(routes!(set_quantity));
     r.public(routes!(remove_item));
+    r.public(routes!(update_cart));
+    r.public(routes!(apply_promotion));
+    r.public(routes!(remove_promotion));
+    r.public(routes!(shipping_options));
+    r.public(routes!(choose_shipping));
     r.public(routes!(checkout));
 }
 
@@ -132,6 +137,170 @@ pub async fn remove_item(
     Ok(Json(s.carts.remove_item(&id, shopper.id(), &item_id).await?))
 }
 
+/// Change a cart's e-mail, address or region
+///
+/// Any of `email`, `shipping_address` and `region_id`. The address's country picks the
+/// cart's region, which sets its currency rules, taxes and shipping options; changing region
+/// drops the chosen shipping method. The e-mail and address are stored encrypted.
+#[utoipa::path(patch, path = "/store/carts/{id}", tag = "carts", params(("id" = String, Path)),
+    request_body(content = CartPatch, description = "What to change", example = json!({"email": "ana@example.com", "shipping_address": {"name": "Ana Silva", "line1": "Rua Augusta 1", "city": "Lisboa", "postal_code": "1100-048", "country": "PT"}})),
+    responses(
+        (status = 200, description = "The cart, priced in its region", body = Cart),
+        (status = 401, description = "`unauthenticated`: an `Authorization` header that is not a live customer token (send none to shop anonymously)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such cart", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`cart_completed` or `cart_checking_out`: the cart cannot change now", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed` (see `errors`; a region id that is not the address's region); `country_not_served`: the country is in no region; `region_currency_mismatch`: the region sells in another currency than the cart", body = Problem, content_type = "application/problem+json")))]
+pub async fn update_cart(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    shopper: Shopper,
+    ApiJson(body): ApiJson<CartPatch>,
+) -> ApiResult<Json<Cart>> {
+    Ok(Json(s.carts.update(&id, shopper.id(), &body).await?))
+}
+
+/// Apply a promotion code
+///
+/// Sets the cart's promotion code (one per cart: a new one replaces the old) and answers the
+/// cart with its discount. The use is counted when an order is placed with it.
+#[utoipa::path(post, path = "/store/carts/{id}/promotions", tag = "carts", params(("id" = String, Path)),
+    request_body(content = ApplyCode, description = "The code", example = json!({"code": "SUMMER10"})),
+    responses(
+        (status = 200, description = "The cart with the discount", body = Cart),
+        (status = 401, description = "`unauthenticated`: an `Authorization` header that is not a live customer token (send none to shop anonymously)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such cart", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`promotion_exhausted`: the code's uses (or this shopper's) are taken; `cart_completed` or `cart_checking_out`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`promotion_invalid`: unknown, not valid now, or not applicable to this cart (currency, minimum subtotal)", body = Problem, content_type = "application/problem+json")))]
+pub async fn apply_promotion(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    shopper: Shopper,
+    ApiJson(body): ApiJson<ApplyCode>,
+) -> ApiResult<Json<Cart>> {
+    Ok(Json(s.carts.apply_promotion(&id, shopper.id(), &body.code).await?))
+}
+
+/// Remove a promotion code
+///
+/// Takes the code off the cart.
+#[utoipa::path(delete, path = "/store/carts/{id}/promotions/{code}", tag = "carts",
+    params(("id" = String, Path), ("code" = String, Path)),
+    responses(
+        (status = 200, description = "The cart without the code", body = Cart),
+        (status = 401, description = "`unauthenticated`: an `Authorization` header that is not a live customer token (send none to shop anonymously)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such cart, or the cart does not have this code", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`cart_completed` or `cart_checking_out`: the cart cannot change now", body = Problem, content_type = "application/problem+json")))]
+pub async fn remove_promotion(
+    State(s): State<AppState>,
+    Path((id, code)): Path<(String, String)>,
+    shopper: Shopper,
+) -> ApiResult<Json<Cart>> {
+    Ok(Json(s.carts.remove_promotion(&id, shopper.id(), &code).await?))
+}
+
+/// A shipping option as a cart is offered it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct OfferedOption {
+    #[schema(example = "so_01jd8x6v3y0m4c4b9ks2t5f7qe")]
+    pub id: String,
+    #[schema(example = "Standard")]
+    pub name: String,
+    /// What choosing it now costs this cart (zero once its `free_over` is reached).
+    pub price: backroom_kernel::Money,
+    /// The carrier did not answer in time: the last good quote for this destination, or the
+    /// option's flat price.
+    pub estimated: bool,
+}
+
+/// `POST /store/carts/{id}/shipping-method`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChooseShipping {
+    #[schema(example = "so_01jd8x6v3y0m4c4b9ks2t5f7qe")]
+    pub option_id: String,
+}
+
+/// The price of `option` for `cart` now, before `free_over`, and whether it is estimated.
+async fn quote(s: &AppState, cart: &Cart, option: &backroom_pricing::ShippingOption) -> (backroom_kernel::Money, bool) {
+    s.quote_shipping(cart, option).await
+}
+
+/// The price a cart pays for an option quoted at `price`: zero once its `free_over` is reached
+/// by the subtotal after discounts.
+fn offered(
+    cart: &Cart,
+    option: &backroom_pricing::ShippingOption,
+    price: backroom_kernel::Money,
+) -> backroom_kernel::Money {
+    let goods = cart.subtotal.amount() - cart.discount_total.amount();
+    match option.free_over {
+        Some(f) if f.currency() == cart.currency && goods >= f.amount() => backroom_kernel::Money::zero(cart.currency),
+        _ => price,
+    }
+}
+
+/// List a cart's shipping options
+///
+/// The options of the cart's region with what each costs this cart now. A carrier's quote
+/// that does not come in time is replaced by the last good quote for the destination, or the
+/// flat price, marked `estimated`. A cart without a region (no address yet, or a store
+/// without regions) has none.
+#[utoipa::path(get, path = "/store/carts/{id}/shipping-options", tag = "carts", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The options", body = Vec<OfferedOption>),
+        (status = 401, description = "`unauthenticated`: an `Authorization` header that is not a live customer token (send none to shop anonymously)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such cart", body = Problem, content_type = "application/problem+json")))]
+pub async fn shipping_options(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    shopper: Shopper,
+) -> ApiResult<Json<Vec<OfferedOption>>> {
+    let cart = s.carts.get(&id, shopper.id()).await?;
+    let options = s.carts.shipping_options(&cart).await?;
+    let quotes = futures_util::future::join_all(options.iter().map(|o| quote(&s, &cart, o))).await;
+    Ok(Json(
+        options
+            .into_iter()
+            .zip(quotes)
+            .map(|(o, (price, estimated))| OfferedOption {
+                price: offered(&cart, &o, price),
+                id: o.id,
+                name: o.name,
+                estimated,
+            })
+            .collect(),
+    ))
+}
+
+/// Choose a shipping method
+///
+/// Sets the cart's shipping method at the price quoted now: that price is the one charged.
+#[utoipa::path(post, path = "/store/carts/{id}/shipping-method", tag = "carts", params(("id" = String, Path)),
+    request_body(content = ChooseShipping, description = "One of the cart's shipping options", example = json!({"option_id": "so_01jd8x6v3y0m4c4b9ks2t5f7qe"})),
+    responses(
+        (status = 200, description = "The cart with its shipping", body = Cart),
+        (status = 401, description = "`unauthenticated`: an `Authorization` header that is not a live customer token (send none to shop anonymously)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such cart", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`cart_completed` or `cart_checking_out`: the cart cannot change now", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: not one of the cart's region's options", body = Problem, content_type = "application/problem+json")))]
+pub async fn choose_shipping(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    shopper: Shopper,
+    ApiJson(body): ApiJson<ChooseShipping>,
+) -> ApiResult<Json<Cart>> {
+    let cart = s.carts.get(&id, shopper.id()).await?;
+    let option = s
+        .carts
+        .shipping_options(&cart)
+        .await?
+        .into_iter()
+        .find(|o| o.id == body.option_id)
+        .ok_or_else(|| Error::field("option_id", "is not a shipping option of the cart's region"))?;
+    let (price, estimated) = quote(&s, &cart, &option).await;
+    Ok(Json(s.carts.choose_shipping(&id, shopper.id(), &option.id, price, estimated).await?))
+}
+
 /// The HTTP answer of a checkout outcome. Deterministic, so a replay is byte-identical.
 /// The stock a checkout's outcome changed: the allocated lines of an order (a declined
 /// payment released what it allocated; the other outcomes allocated nothing).
@@ -155,10 +324,32 @@ fn respond(outcome: &Outcome) -> Response {
         )
         .into_response(),
         Outcome::InsufficientStock { items } => ApiError::from(insufficient_stock(items)).into_response(),
-        Outcome::PriceChanged { items } => ApiError::custom(
+        Outcome::PriceChanged { items, cart } => ApiError::custom(
             Code::PriceChanged,
-            "prices changed since these lines were added; the cart now has the new prices and nothing was charged",
-            serde_json::json!({"items": items}),
+            if items.is_empty() {
+                "the shipping address moved the cart to another region, which changes its totals; nothing was charged: check the cart and try again"
+            } else {
+                "prices changed since these lines were added; the cart now has the new prices and nothing was charged"
+            },
+            match cart {
+                Some(cart) => serde_json::json!({"items": items, "cart": cart}),
+                None => serde_json::json!({"items": items}),
+            },
+        )
+        .into_response(),
+        Outcome::PromotionExhausted { code } => ApiError::custom(
+            Code::PromotionExhausted,
+            format!("the code {code} has no use left; nothing was reserved or charged"),
+            serde_json::json!({"promotion_code": code}),
+        )
+        .into_response(),
+        Outcome::PromotionInvalid { detail } => {
+            ApiError::custom(Code::PromotionInvalid, detail.clone(), serde_json::Value::Null).into_response()
+        }
+        Outcome::ShippingMethodRequired => ApiError::custom(
+            Code::ShippingMethodRequired,
+            "choose a shipping method first (GET /store/carts/{id}/shipping-options)",
+            serde_json::Value::Null,
         )
         .into_response(),
         Outcome::CartCompleted => {

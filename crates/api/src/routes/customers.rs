@@ -400,5 +400,8 @@ pub async fn add_to_group(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<GroupMembers>,
 ) -> ApiResult<(Extension<Touched>, Json<CustomerGroup>)> {
-    Ok((Extension(Touched::nothing()), Json(s.customers.add_to_group(&id, &body).await?)))
+    let group = s.customers.add_to_group(&id, &body).await?;
+    // The members' price lists change: this process reads their groups again.
+    s.prices.groups_changed();
+    Ok((Extension(Touched::nothing()), Json(group)))
 }

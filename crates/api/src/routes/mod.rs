@@ -18,6 +18,9 @@ pub mod admin;
 pub mod checkout;
 pub mod customers;
 pub mod ops;
+pub mod price_lists;
+pub mod pricing;
+pub mod shipping;
 pub mod store;
 
 use std::collections::BTreeSet;
@@ -39,6 +42,9 @@ pub fn all() -> Routes {
     store::routes(&mut r);
     checkout::routes(&mut r);
     customers::routes(&mut r);
+    shipping::routes(&mut r);
+    price_lists::routes(&mut r);
+    pricing::routes(&mut r);
     r
 }
 

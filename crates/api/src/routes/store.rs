@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use backroom_catalog::{Category, CategoryRef, Product, ProductFilter, ProductImage, ProductStatus};
 use backroom_kernel::{Currency, Error, Money, PageRequest};
 use backroom_search::{SearchParams, Sort};
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiQuery;
+use crate::member_prices::Pricing;
 use crate::routes::Routes;
 use crate::routes::admin::Items;
 
@@ -51,10 +53,35 @@ pub struct StoreVariant {
     pub sku: String,
     pub title: String,
     pub options: BTreeMap<String, String>,
-    pub prices: Vec<Money>,
+    pub prices: Vec<StorePrice>,
     /// Units that can be bought now; `null` when the variant's stock is not tracked.
     pub available: Option<i64>,
     pub allow_backorder: bool,
+    /// Shipping weight in grams; `null` when not set.
+    pub weight_g: Option<i64>,
+    /// The tax class its region's rate is found by.
+    pub tax_class: String,
+}
+
+/// A variant's price as the shopper sees it. For a signed-in customer in a group with an
+/// active price list, `amount` is the lowest of the base price and the list prices, and
+/// `original_price` is the base price (only when it is higher); for everyone else `amount` is
+/// the base price and `original_price` is absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct StorePrice {
+    /// Integer amount in the currency's minor unit (cents for EUR, yen for JPY).
+    #[schema(example = 4900)]
+    pub amount: i64,
+    pub currency: Currency,
+    /// The variant's base price, when a price list of the customer's makes `amount` lower.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_price: Option<Money>,
+}
+
+impl From<Money> for StorePrice {
+    fn from(m: Money) -> Self {
+        StorePrice { amount: m.amount(), currency: m.currency(), original_price: None }
+    }
 }
 
 /// Parameters of `GET /store/products`. Any other parameter filters by attribute or
@@ -248,14 +275,17 @@ async fn store_products(s: &AppState, ids: &[String]) -> ApiResult<Vec<StoreProd
 /// tolerant), `category`, price bounds, `in_stock`, `sort` or attribute filters (any other
 /// parameter: `color=white&size=M,L`), the search index answers, with `total` and facet counts.
 /// Each variant shows its prices and the units `available` now (`null` when its stock is not
-/// tracked).
+/// tracked). With a customer token (`Authorization: Bearer`), a customer in a group with an
+/// active price list sees the list's price where it is lower, with `original_price` beside it
+/// (see docs/pricing.md); price filters, price sorting and price facets use base prices.
 #[utoipa::path(get, path = "/store/products", operation_id = "store_list_products", tag = "storefront", params(StoreProductsQuery),
     responses((status = 200, description = "A page of products", body = ProductList), (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`search_unavailable`: the search index is being built; plain listing still works", body = Problem, content_type = "application/problem+json")))]
 pub async fn list_products(
     State(s): State<AppState>,
+    pricing: Pricing,
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
-) -> ApiResult<Json<ProductList>> {
+) -> ApiResult<(HeaderMap, Json<ProductList>)> {
     let (mut params, page, searching, with_facets) = parse_list_query(&pairs)?;
     let index = s.search.as_ref().filter(|i| i.is_ready());
     let Some(index) = index.filter(|_| searching) else {
@@ -274,12 +304,12 @@ pub async fn list_products(
         }
         let filter = ProductFilter { status: Some(ProductStatus::Published), q: params.q, category: params.category };
         let found = s.catalog.list_products(&filter, &page).await?;
-        return Ok(Json(ProductList {
-            items: to_store(&s, found.items).await?,
-            next_cursor: found.next_cursor,
-            total: None,
-            facets: None,
-        }));
+        let mut items = to_store(&s, found.items).await?;
+        pricing.apply_all(&mut items);
+        return Ok((
+            pricing.headers(),
+            Json(ProductList { items, next_cursor: found.next_cursor, total: None, facets: None }),
+        ));
     };
     let offset: u32 = match &page.after {
         None => 0,
@@ -295,23 +325,33 @@ pub async fn list_products(
     params.limit = page.limit;
     params.offset = offset;
     let found = index.search_async(params).await?;
-    let items = store_products(&s, &found.ids).await?;
+    let mut items = store_products(&s, &found.ids).await?;
+    pricing.apply_all(&mut items);
     let next = offset + page.limit;
     let next_cursor = (u64::from(next) < found.total).then(|| backroom_kernel::Cursor::encode(&format!("o{next}")));
-    Ok(Json(ProductList { items, next_cursor, total: Some(found.total), facets: with_facets.then_some(found.facets) }))
+    let list =
+        ProductList { items, next_cursor, total: Some(found.total), facets: with_facets.then_some(found.facets) };
+    Ok((pricing.headers(), Json(list)))
 }
 
 /// Get a published product
 ///
 /// A published product by id or handle, as shoppers see it: each variant with its prices and
 /// the units `available` now (`null` when its stock is not tracked). Draft and archived products
-/// are `404`.
+/// are `404`. With a customer token, a customer in a group with an active price list sees the
+/// list's price where it is lower, with `original_price` beside it (see docs/pricing.md).
 #[utoipa::path(get, path = "/store/products/{id_or_handle}", operation_id = "store_get_product", tag = "storefront", params(("id_or_handle" = String, Path)),
     responses((status = 200, description = "The product", body = StoreProduct, example = json!(crate::openapi::examples::store_product())), (status = 404, description = "`not_found`: no published product has that id or handle", body = Problem, content_type = "application/problem+json")))]
-pub async fn get_product(State(s): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<StoreProduct>> {
+pub async fn get_product(
+    State(s): State<AppState>,
+    pricing: Pricing,
+    Path(key): Path<String>,
+) -> ApiResult<(HeaderMap, Json<StoreProduct>)> {
     let product = s.catalog.product_by_key(&key, true).await?;
     let mut out = to_store(&s, vec![product]).await?;
-    Ok(Json(out.pop().ok_or(Error::not_found("product"))?))
+    let mut product = out.pop().ok_or(Error::not_found("product"))?;
+    pricing.apply(&mut product);
+    Ok((pricing.headers(), Json(product)))
 }
 
 /// List categories

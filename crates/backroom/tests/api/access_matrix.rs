@@ -77,6 +77,14 @@ async fn owned_by(app: &TestApp, token: &str, variant: &str) -> Owned {
             .expect(200);
         carts.push((id, cart["items"][0]["id"].as_str().unwrap().to_owned()));
     }
+    // A's open cart carries a code, so that removing it is A's to do.
+    app.admin_post("/admin/promotions", json!({"code": "MATRIX", "type": "percentage", "value": 5})).await.expect(201);
+    app.send(
+        bearer(app.client.post(app.url(&format!("/store/carts/{}/promotions", carts[0].0))))
+            .json(&json!({"code": "MATRIX"})),
+    )
+    .await
+    .expect(200);
     let order = app
         .send(
             bearer(app.client.post(app.url(&format!("/store/carts/{}/checkout", carts[1].0))))
@@ -113,6 +121,7 @@ fn fill(path: &str, owned: &Owned, handle: &str) -> String {
             match (path, name) {
                 (p, "id") if p.starts_with("/store/carts/") => owned.cart.clone(),
                 (_, "item_id") => owned.item.clone(),
+                (p, "code") if p.starts_with("/store/carts/") => "MATRIX".to_owned(),
                 (p, "id") if p.starts_with("/store/orders/") => owned.order.clone(),
                 (p, "id") if p.starts_with("/store/customers/me/addresses/") => owned.address.clone(),
                 (_, "id_or_handle") => handle.to_owned(),
@@ -136,6 +145,9 @@ fn body(method: &Method, path: &str, variant: &str) -> Option<Value> {
         "/store/carts/{id}/items" => json!({"variant_id": variant, "quantity": 1}),
         "/store/carts/{id}/items/{item_id}" => json!({"quantity": 2}),
         "/store/carts/{id}/checkout" => checkout_body("tok_visa"),
+        "/store/carts/{id}" => json!({"email": "matrix-a@example.com"}),
+        "/store/carts/{id}/promotions" => json!({"code": "MATRIX"}),
+        "/store/carts/{id}/shipping-method" => json!({"option_id": "so_matrix_none"}),
         "/store/customers/me" => json!({"first_name": "Ana"}),
         "/store/customers/me/addresses/{id}" => json!({"city": "Porto"}),
         _ => json!({}),

@@ -491,7 +491,7 @@ impl TestApp {
     /// Places a paid order of one unit of `variant` in a cart of `customer`'s. Through the
     /// Rust API: the cart's owner is what a customer token on `POST /store/carts` makes it.
     async fn order_of(&self, customer: &str, variant: &str, email: &str) -> String {
-        let carts = backroom_cart::Carts::new(self.db.clone());
+        let carts = backroom_cart::Carts::new(self.db.clone(), self.checkout.vault().clone());
         let new = backroom_cart::NewCart { currency: "EUR".into() };
         let cart = carts.create(&new, Some(customer)).await.unwrap();
         let item = backroom_cart::AddItem { variant_id: variant.into(), quantity: 1 };

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Every topic with the schema version this build writes (and the newest it reads).
-pub const TOPICS: [(&str, u32); 7] = [
+pub const TOPICS: [(&str, u32); 9] = [
     (PRODUCT_CHANGED, 1),
     (CATEGORY_CHANGED, 1),
     (STOCK_CHANGED, 1),
@@ -25,6 +25,8 @@ pub const TOPICS: [(&str, u32); 7] = [
     (ORDER_PAYMENT_FAILED, 1),
     (CUSTOMER_CREATED, 1),
     (CUSTOMER_ERASED, 1),
+    (PRICE_LIST_CHANGED, 1),
+    (PROMOTION_EXHAUSTED, 1),
 ];
 
 const PRODUCT_CHANGED: &str = "product.changed";
@@ -34,6 +36,8 @@ const ORDER_PLACED: &str = "order.placed";
 const ORDER_PAYMENT_FAILED: &str = "order.payment_failed";
 const CUSTOMER_CREATED: &str = "customer.created";
 const CUSTOMER_ERASED: &str = "customer.erased";
+const PRICE_LIST_CHANGED: &str = "price_list.changed";
+const PROMOTION_EXHAUSTED: &str = "promotion.exhausted";
 
 /// Something that happened in one module that others (search, caches, webhooks,
 /// connectors) must learn about. Written with [`crate::outbox::enqueue`] in the transaction
@@ -55,6 +59,11 @@ pub enum Event {
     CustomerCreated(CustomerCreated),
     /// `customer.erased`: a customer's personal data was erased (their key destroyed).
     CustomerErased(CustomerErased),
+    /// `price_list.changed`: a price list was created, changed (prices, groups, schedule) or
+    /// deleted; storefront views and caches reload what members see.
+    PriceListChanged(PriceListChanged),
+    /// `promotion.exhausted`: an order took a promotion's last use (`usage_limit` reached).
+    PromotionExhausted(PromotionExhausted),
 }
 
 /// What happened to the thing an event names.
@@ -115,6 +124,23 @@ pub struct CustomerErased {
     pub erased_at: DateTime<Utc>,
 }
 
+/// The payload of `price_list.changed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceListChanged {
+    pub price_list_id: String,
+    pub action: Action,
+}
+
+/// The payload of `promotion.exhausted`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromotionExhausted {
+    pub promotion_id: String,
+    pub code: String,
+    pub usage_limit: i64,
+    /// The order that took the last use.
+    pub order_id: String,
+}
+
 /// An order's status as events tell it (the orders module's statuses, as a contract of
 /// their own: a new status is a new event version).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +180,8 @@ impl Event {
             Event::OrderPaymentFailed(_) => ORDER_PAYMENT_FAILED,
             Event::CustomerCreated(_) => CUSTOMER_CREATED,
             Event::CustomerErased(_) => CUSTOMER_ERASED,
+            Event::PriceListChanged(_) => PRICE_LIST_CHANGED,
+            Event::PromotionExhausted(_) => PROMOTION_EXHAUSTED,
         }
     }
 
@@ -182,6 +210,8 @@ impl Event {
             Event::OrderPlaced(p) | Event::OrderPaymentFailed(p) => to_json(v, p),
             Event::CustomerCreated(p) => to_json(v, p),
             Event::CustomerErased(p) => to_json(v, p),
+            Event::PriceListChanged(p) => to_json(v, p),
+            Event::PromotionExhausted(p) => to_json(v, p),
         }
     }
 
@@ -212,6 +242,8 @@ impl Event {
             ORDER_PAYMENT_FAILED => Event::OrderPaymentFailed(body(value).map_err(malformed)?),
             CUSTOMER_CREATED => Event::CustomerCreated(body(value).map_err(malformed)?),
             CUSTOMER_ERASED => Event::CustomerErased(body(value).map_err(malformed)?),
+            PRICE_LIST_CHANGED => Event::PriceListChanged(body(value).map_err(malformed)?),
+            PROMOTION_EXHAUSTED => Event::PromotionExhausted(body(value).map_err(malformed)?),
             _ => return Err(DecodeError::UnknownTopic(topic.to_owned())),
         })
     }
@@ -264,6 +296,15 @@ mod tests {
                 let erased_at = DateTime::from_timestamp_micros(micros).unwrap();
                 Event::CustomerErased(CustomerErased { customer_id, erased_at })
             }),
+            (id("plist"), action()).prop_map(|(price_list_id, action)| Event::PriceListChanged(PriceListChanged {
+                price_list_id,
+                action
+            })),
+            (id("promo"), "[A-Z0-9]{1,20}", 0i64..1_000_000, id("ord")).prop_map(
+                |(promotion_id, code, usage_limit, order_id)| {
+                    Event::PromotionExhausted(PromotionExhausted { promotion_id, code, usage_limit, order_id })
+                }
+            ),
         ]
     }
 
