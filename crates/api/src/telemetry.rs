@@ -62,6 +62,11 @@ pub static METRICS: &[Metric] = &[
         "Store requests answered 429 rate_limited, by rate-limit class (login, checkout, browse)",
         &[&[("class", "login")], &[("class", "checkout")], &[("class", "browse")]]
     ),
+    metric!(
+        Counter "stock_batch_rows_total",
+        "Rows of POST /admin/stock/batch by result (applied, refused)",
+        &[&[("result", "applied")], &[("result", "refused")]]
+    ),
     // Staff
     metric!(Counter "audit_log_failures_total", "Successful staff writes that could not be recorded in the audit log (logged as errors)"),
     // Checkout and payments

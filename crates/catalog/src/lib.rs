@@ -15,6 +15,7 @@ use backroom_db::{Conn, Db, Tx};
 use backroom_kernel::{Code, Error, Page, PageRequest, Result, id, now};
 
 pub use model::*;
+pub use repo::SkuRow;
 pub use types::{Handle, ProductStatus, Sku, Title};
 
 use repo::Set;
@@ -198,6 +199,13 @@ impl Catalog {
     pub async fn sellable(&self, ids: &[String]) -> Result<Vec<Sellable>> {
         let mut r = self.db.read_fast().await?;
         repo::sellable(&mut r.conn(), ids).await
+    }
+
+    /// The variants these SKUs name: `(sku, variant id, product id, allow_backorder)`;
+    /// unknown SKUs are left out.
+    pub async fn variants_by_sku(&self, skus: &[String]) -> Result<Vec<SkuRow>> {
+        let mut r = self.db.read().await?;
+        repo::variants_by_sku(&mut r.conn(), skus).await
     }
 
     pub async fn variants(&self, ids: &[String]) -> Result<Vec<Variant>> {

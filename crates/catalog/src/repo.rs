@@ -598,6 +598,24 @@ pub async fn load_variants(conn: &mut Conn<'_>, ids: &[String]) -> Result<Vec<Va
     Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
 }
 
+/// A variant as a SKU names it: `(sku, variant id, product id, allow_backorder)`.
+pub type SkuRow = (String, String, String, bool);
+
+/// The variants with these SKUs, in chunks of 500 (stock sync sends up to 10,000 at once).
+pub async fn variants_by_sku(conn: &mut Conn<'_>, skus: &[String]) -> Result<Vec<SkuRow>> {
+    let mut out = Vec::with_capacity(skus.len());
+    for chunk in skus.chunks(500) {
+        let sql = format!(
+            "SELECT sku, id, product_id, allow_backorder FROM variants WHERE sku IN {}",
+            backroom_db::sql::in_list(chunk.len(), 1)
+        );
+        out.extend(
+            backroom_db::sql::query(sql).bind_all(chunk.iter()).fetch_all::<SkuRow>(conn).await.map_err(storage)?,
+        );
+    }
+    Ok(out)
+}
+
 struct SellableRow {
     id: String,
     product_id: String,

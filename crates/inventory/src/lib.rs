@@ -6,6 +6,7 @@
 //! `reserved + allocated > on_hand` for a variant without backorders matches no row and is
 //! refused; application code never reads a level and writes back a computed one.
 
+pub mod batch;
 pub mod reservations;
 
 use std::collections::HashMap;

@@ -21,6 +21,7 @@ pub mod ops;
 pub mod price_lists;
 pub mod pricing;
 pub mod shipping;
+pub mod stock_batch;
 pub mod store;
 
 use std::collections::BTreeSet;
@@ -45,6 +46,7 @@ pub fn all() -> Routes {
     shipping::routes(&mut r);
     price_lists::routes(&mut r);
     pricing::routes(&mut r);
+    stock_batch::routes(&mut r);
     r
 }
 
