@@ -145,6 +145,8 @@ pub struct Recovered {
     pub unreachable: usize,
     /// Unreachable past the reservation TTL.
     pub expired: usize,
+    /// Refunds still `pending` whose provider was asked again (`backroom_orders::oms`).
+    pub refunds: usize,
 }
 
 /// The checkout service.
@@ -187,6 +189,11 @@ impl Checkout {
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// The enabled payment providers.
+    pub fn providers(&self) -> &Providers {
+        &self.providers
     }
 
     /// Checks the request's shape (email, address), then that its provider is enabled
@@ -315,6 +322,7 @@ impl Checkout {
                 amount,
                 token: req.payment.token.clone(),
                 capture: true,
+                order_id: order_id.to_string(),
             })
             .await;
 
@@ -574,6 +582,9 @@ impl Checkout {
                 }
             }
         }
+        // Refunds whose provider answer was lost: asked again with the same key.
+        let oms = backroom_orders::oms::Oms::new(self.db.clone(), self.providers.clone());
+        done.refunds = oms.recover_refunds(cutoff).await?;
         idempotency::prune(&self.db, cutoff).await?;
         Ok(done)
     }
@@ -655,6 +666,12 @@ fn new_order(order_id: &str, cart: &Cart, req: &CheckoutRequest) -> Result<NewOr
             .items
             .iter()
             .map(|i| OrderLine {
+                // A new id is made when the order is created.
+                id: String::new(),
+                fulfilled_quantity: 0,
+                shipped_quantity: 0,
+                delivered_quantity: 0,
+                returned_quantity: 0,
                 variant_id: i.variant_id.clone(),
                 sku: i.sku.clone(),
                 title: i.title.clone(),
@@ -737,10 +754,9 @@ fn outcome_of(order: Order) -> Outcome {
     match order.status {
         OrderStatus::Placed => Outcome::Placed { order: Box::new(order) },
         OrderStatus::PendingPayment => Outcome::PaymentPending { order: Box::new(order) },
-        OrderStatus::PaymentFailed | OrderStatus::Cancelled => Outcome::PaymentDeclined {
-            reason: if order.status == OrderStatus::Cancelled { "voided".into() } else { "declined".into() },
-            order_id: order.id,
-        },
+        // A held order is paid by an authorisation: as placed for the checkout's answer.
+        OrderStatus::OnHold | OrderStatus::Completed => Outcome::Placed { order: Box::new(order) },
+        OrderStatus::Canceled => Outcome::PaymentDeclined { reason: "voided".into(), order_id: order.id },
     }
 }
 
@@ -749,9 +765,10 @@ async fn load_order(conn: &mut Conn<'_>, id: &str) -> Result<Order> {
     backroom_orders::load(conn, None, &[id.to_owned()], false).await?.pop().ok_or(Error::not_found("order"))
 }
 
-/// Step 4 inside a write job: `placed` with allocations, or `payment_failed`/`cancelled` with
-/// the stock released; the cart, the attempt, the outbox and the idempotency key follow.
-/// An order no longer in `pending_payment` is left as it is.
+/// Step 4 inside a write job: `placed` with allocations (payment `captured`), or `canceled`
+/// with the stock released (payment `voided`); the cart, the attempt, the outbox and the
+/// idempotency key follow. An order no longer in `pending_payment` is left as it is, and so is
+/// one whose customer must still act (3-D Secure).
 async fn settle_in(
     conn: &mut Conn<'_>,
     order_id: &OrderId,
@@ -765,12 +782,13 @@ async fn settle_in(
         // The money went back before the order was placed (a refund in the provider's own
         // dashboard, say): no paid order, so the stock goes back too.
         ChargeStatus::Refunded { .. } => {
-            (OrderStatus::Cancelled, "payment refunded before the order was placed".to_owned())
+            (OrderStatus::Canceled, "payment refunded before the order was placed".to_owned())
         }
-        ChargeStatus::Declined { reason } => (OrderStatus::PaymentFailed, format!("payment declined: {reason}")),
+        ChargeStatus::Declined { reason } => (OrderStatus::Canceled, format!("payment declined: {reason}")),
         ChargeStatus::Voided | ChargeStatus::NotFound => {
-            (OrderStatus::Cancelled, "payment never completed; voided".to_owned())
+            (OrderStatus::Canceled, "payment never completed; voided".to_owned())
         }
+        ChargeStatus::RequiresAction { .. } => return Ok(outcome_of(load_order(conn, order_id.as_str()).await?)),
     };
     if !backroom_orders::transition(conn, order_id, OrderStatus::PendingPayment, outcome_status, &note).await? {
         return Ok(outcome_of(load_order(conn, order_id.as_str()).await?));
@@ -784,11 +802,18 @@ async fn settle_in(
             (AttemptStatus::Refunded, Some(reference.as_str()), Some("refunded"), CartStatus::Open)
         }
         ChargeStatus::Declined { reason } => (AttemptStatus::Declined, None, Some(reason.as_str()), CartStatus::Open),
-        ChargeStatus::Voided | ChargeStatus::NotFound => {
+        ChargeStatus::Voided | ChargeStatus::NotFound | ChargeStatus::RequiresAction { .. } => {
             (AttemptStatus::Voided, None, Some("voided"), CartStatus::Open)
         }
     };
     backroom_payments::transition(conn, attempt_id, &from, attempt, reference, reason).await?;
+    // The order's payment: captured, or no money taken (a refund before placing gave it back).
+    let payment_status = if outcome_status == OrderStatus::Placed {
+        backroom_orders::PaymentStatus::Captured
+    } else {
+        backroom_orders::PaymentStatus::Voided
+    };
+    backroom_orders::oms::set_payment_status(conn, order_id.as_str(), payment_status).await?;
     let changed = if outcome_status == OrderStatus::Placed {
         reservations::allocate(conn, order_id, ACTOR).await?
     } else {
@@ -801,12 +826,7 @@ async fn settle_in(
     let summary = outbox::OrderOutcome {
         order_id: order.id.clone(),
         number: order.number.clone(),
-        status: match order.status {
-            OrderStatus::PendingPayment => outbox::OrderState::PendingPayment,
-            OrderStatus::Placed => outbox::OrderState::Placed,
-            OrderStatus::PaymentFailed => outbox::OrderState::PaymentFailed,
-            OrderStatus::Cancelled => outbox::OrderState::Cancelled,
-        },
+        status: backroom_orders::oms::event_state(order.status),
         total: order.total,
         cart_id: order.cart_id.clone(),
     };

@@ -29,8 +29,8 @@ use serde::Serialize;
 pub use broadcast::Broadcast;
 pub use delivery::Delivery;
 pub use event::{
-    Action, CategoryChanged, CustomerCreated, CustomerErased, DecodeError, Event, OrderOutcome, OrderState,
-    PriceListChanged, ProductChanged, PromotionExhausted, StockChanged, TOPICS, version_of,
+    Action, CategoryChanged, CustomerCreated, CustomerErased, DecodeError, Event, OrderChange, OrderOutcome,
+    OrderState, PriceListChanged, ProductChanged, PromotionExhausted, StockChanged, TOPICS, version_of,
 };
 
 use crate::{Conn, Db, Dialect, on_conn, storage};

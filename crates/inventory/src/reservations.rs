@@ -273,6 +273,179 @@ async fn settle(conn: &mut Conn<'_>, order_id: &OrderId, allocate: bool, actor: 
     Ok(changed)
 }
 
+struct AllocationRow {
+    id: String,
+    location_id: String,
+    units_left: i64,
+}
+
+backroom_db::from_row!(AllocationRow { id, location_id, units_left });
+
+/// Units of an order's allocation leave stock (a fulfilment): `quantity` units of
+/// `variant_id`, from `location` only when one is named, otherwise from the order's
+/// allocations in location order. Each part lowers `on_hand` and `allocated` at its location
+/// (one conditional `UPDATE`) and writes a ledger line with `reason`. Answers the parts
+/// taken, `(location_id, units)`; an empty list when the variant's stock is not tracked (the
+/// order holds no allocation of it); `None` when the allocation (at that location) has fewer
+/// units left than asked, and then nothing was changed by this call.
+pub async fn fulfil(
+    conn: &mut Conn<'_>,
+    order_id: &str,
+    variant_id: &str,
+    quantity: i64,
+    location: Option<&str>,
+    reason: &str,
+    actor: &str,
+) -> Result<Option<Vec<(String, i64)>>> {
+    let mut rows: Vec<AllocationRow> = backroom_db::sql::query(
+        "SELECT id, location_id, quantity - fulfilled AS units_left FROM stock_reservations \
+         WHERE order_id = $1 AND variant_id = $2 AND status = 'allocated'",
+    )
+    .bind(order_id)
+    .bind(variant_id)
+    .fetch_all(conn)
+    .await
+    .map_err(storage)?;
+    if rows.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    rows.sort_by(|a, b| location_rank(&a.location_id).cmp(&location_rank(&b.location_id)));
+    let mut plan = Vec::new();
+    let mut left = quantity;
+    for r in rows.iter().filter(|r| location.is_none_or(|l| l == r.location_id)) {
+        if left == 0 {
+            break;
+        }
+        let take = left.min(r.units_left.max(0));
+        if take > 0 {
+            plan.push((r, take));
+            left -= take;
+        }
+    }
+    if left > 0 {
+        return Ok(None);
+    }
+    let ts = now();
+    let mut parts = Vec::new();
+    for (r, take) in plan {
+        let n = backroom_db::sql::query(
+            "UPDATE stock_reservations SET fulfilled = fulfilled + $2, updated_at = $3 \
+             WHERE id = $1 AND fulfilled + $2 <= quantity",
+        )
+        .bind(&r.id)
+        .bind(take)
+        .bind(ts)
+        .execute(conn)
+        .await
+        .map_err(storage)?;
+        if n != 1 {
+            return Err(Error::internal("an allocation changed under its order's fulfilment"));
+        }
+        let level: Option<StockLevel> = backroom_db::sql::query(
+            "UPDATE stock_levels SET on_hand = on_hand - $3, allocated = allocated - $3, updated_at = $4 \
+             WHERE variant_id = $1 AND location_id = $2 RETURNING variant_id, location_id, on_hand, reserved, allocated",
+        )
+        .bind(variant_id)
+        .bind(&r.location_id)
+        .bind(take)
+        .bind(ts)
+        .fetch_optional::<crate::LevelRow>(conn)
+        .await
+        .map(|r| r.map(StockLevel::from))
+        .map_err(storage)?;
+        if let Some(level) = level {
+            record(conn, &level, -take, 0, -take, reason, actor, ts).await?;
+        }
+        parts.push((r.location_id.clone(), take));
+    }
+    Ok(Some(parts))
+}
+
+/// Gives back the allocated units of an order that did not leave stock (the order was
+/// canceled or rejected), every part to its own location, with a ledger line each. Returns
+/// the variant ids whose stock changed, each once.
+pub async fn release_allocation(conn: &mut Conn<'_>, order_id: &str, reason: &str, actor: &str) -> Result<Vec<String>> {
+    let ts = now();
+    let mut rows: Vec<(String, String, i64)> = backroom_db::sql::query(
+        "UPDATE stock_reservations SET status = 'released', updated_at = $2 WHERE order_id = $1 AND status = 'allocated' \
+         RETURNING variant_id, location_id, quantity - fulfilled",
+    )
+    .bind(order_id)
+    .bind(ts)
+    .fetch_all(conn)
+    .await
+    .map_err(storage)?;
+    rows.sort_by(|a, b| (&a.0, location_rank(&a.1)).cmp(&(&b.0, location_rank(&b.1))));
+    let mut changed: Vec<String> = Vec::new();
+    for (variant_id, location_id, units) in rows.into_iter().filter(|r| r.2 > 0) {
+        let level: Option<StockLevel> = backroom_db::sql::query(
+            "UPDATE stock_levels SET allocated = allocated - $3, updated_at = $4 \
+             WHERE variant_id = $1 AND location_id = $2 RETURNING variant_id, location_id, on_hand, reserved, allocated",
+        )
+        .bind(&variant_id)
+        .bind(&location_id)
+        .bind(units)
+        .bind(ts)
+        .fetch_optional::<crate::LevelRow>(conn)
+        .await
+        .map(|r| r.map(StockLevel::from))
+        .map_err(storage)?;
+        if let Some(level) = level {
+            record(conn, &level, 0, 0, -units, reason, actor, ts).await?;
+            if changed.last() != Some(&variant_id) {
+                changed.push(variant_id);
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// Puts `quantity` units of `variant_id` that an order's fulfilment took back on hand (a
+/// return), at the first location (in location order) that fulfilment took units from, with
+/// a ledger line. `false` when the order took no tracked stock of the variant (nothing to put
+/// back).
+pub async fn restock(
+    conn: &mut Conn<'_>,
+    order_id: &str,
+    variant_id: &str,
+    quantity: i64,
+    reason: &str,
+    actor: &str,
+) -> Result<bool> {
+    let mut locations: Vec<(String,)> = backroom_db::sql::query(
+        "SELECT location_id FROM stock_reservations WHERE order_id = $1 AND variant_id = $2 AND fulfilled > 0",
+    )
+    .bind(order_id)
+    .bind(variant_id)
+    .fetch_all(conn)
+    .await
+    .map_err(storage)?;
+    locations.sort_by(|a, b| location_rank(&a.0).cmp(&location_rank(&b.0)));
+    let Some((location_id,)) = locations.into_iter().next() else {
+        return Ok(false);
+    };
+    let ts = now();
+    let level: Option<StockLevel> = backroom_db::sql::query(
+        "UPDATE stock_levels SET on_hand = on_hand + $3, updated_at = $4 \
+         WHERE variant_id = $1 AND location_id = $2 RETURNING variant_id, location_id, on_hand, reserved, allocated",
+    )
+    .bind(variant_id)
+    .bind(&location_id)
+    .bind(quantity)
+    .bind(ts)
+    .fetch_optional::<crate::LevelRow>(conn)
+    .await
+    .map(|r| r.map(StockLevel::from))
+    .map_err(storage)?;
+    match level {
+        Some(level) => {
+            record(conn, &level, quantity, 0, 0, reason, actor, ts).await?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,15 +1,23 @@
 //! Orders (OMS): the order with a snapshot of its lines, prices and totals, its state machine
 //! and the history of its state changes. Owns `orders`, `order_lines`, `order_history`.
 //!
-//! States: `pending_payment` → `placed` (payment captured), `payment_failed` (declined), or
-//! `cancelled` (recovery voided an attempt whose outcome was lost). Every transition is one
+//! States ([`lifecycle`] has the whole table): `pending_payment` → `placed` (payment
+//! captured), `on_hold` (authorised, held for review) or `canceled` (declined, voided, or
+//! refunded before it was placed); `on_hold` → `placed` (approved) or `canceled` (rejected);
+//! `placed` → `completed` (every unit delivered) or `canceled`. Every transition is one
 //! conditional UPDATE from the expected state, so two actors (a request and the recovery
-//! worker) can never both apply one.
+//! worker) can never both apply one. What happens after the sale (fulfilments, shipments,
+//! cancels, refunds, returns) is in [`oms`].
 //!
 //! Personal data (the e-mail and the shipping address) is sealed under the order's own data key
 //! (`backroom_vault`), one per order, guests' included; staff find orders by e-mail through its
 //! keyed hash. When the key is destroyed (the customer was erased) the order keeps its lines,
 //! prices and totals and shows its personal fields as `null`.
+
+pub mod lifecycle;
+pub mod oms;
+
+pub use lifecycle::{FulfillmentStatus, PaymentStatus};
 
 use std::collections::HashMap;
 
@@ -27,20 +35,32 @@ use serde::{Deserialize, Serialize};
 pub enum OrderStatus {
     PendingPayment,
     Placed,
-    PaymentFailed,
-    Cancelled,
+    /// Paid by an authorisation only, held for review (approve or reject).
+    OnHold,
+    /// Every unit was delivered.
+    Completed,
+    /// Declined, voided, rejected or canceled. Answers stored before issue 14 said
+    /// `payment_failed` or `cancelled`; they read as this.
+    #[serde(alias = "payment_failed", alias = "cancelled")]
+    Canceled,
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 4] =
-        [OrderStatus::PendingPayment, OrderStatus::Placed, OrderStatus::PaymentFailed, OrderStatus::Cancelled];
+    pub const ALL: [OrderStatus; 5] = [
+        OrderStatus::PendingPayment,
+        OrderStatus::Placed,
+        OrderStatus::OnHold,
+        OrderStatus::Completed,
+        OrderStatus::Canceled,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             OrderStatus::PendingPayment => "pending_payment",
             OrderStatus::Placed => "placed",
-            OrderStatus::PaymentFailed => "payment_failed",
-            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::OnHold => "on_hold",
+            OrderStatus::Completed => "completed",
+            OrderStatus::Canceled => "canceled",
         }
     }
 
@@ -51,7 +71,10 @@ impl OrderStatus {
     /// The transitions the state machine allows.
     pub fn can_become(self, to: OrderStatus) -> bool {
         use OrderStatus::*;
-        matches!((self, to), (PendingPayment, Placed | PaymentFailed | Cancelled))
+        matches!(
+            (self, to),
+            (PendingPayment, Placed | OnHold | Canceled) | (OnHold, Placed | Canceled) | (Placed, Completed | Canceled)
+        )
     }
 }
 
@@ -130,6 +153,9 @@ pub fn check_email(email: &str, field: &str, p: &mut backroom_kernel::error::Pro
 /// before lines kept them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderLine {
+    /// The line's id (`item_…`), unique within its order: fulfilments and returns name it.
+    #[serde(default)]
+    pub id: String,
     pub variant_id: String,
     pub sku: String,
     /// The variant's title, such as `M / White`.
@@ -160,6 +186,18 @@ pub struct OrderLine {
     /// The line's tax, computed on its total after discounts.
     #[serde(default)]
     pub tax_total: Option<Money>,
+    /// Units that left stock in a fulfilment.
+    #[serde(default)]
+    pub fulfilled_quantity: i64,
+    /// Units in a fulfilment that has a shipment.
+    #[serde(default)]
+    pub shipped_quantity: i64,
+    /// Units in a fulfilment marked delivered.
+    #[serde(default)]
+    pub delivered_quantity: i64,
+    /// Units that came back in a return.
+    #[serde(default)]
+    pub returned_quantity: i64,
 }
 
 /// The payment of an order.
@@ -219,11 +257,30 @@ pub struct Order {
     /// `null` once the customer was erased, and for staff whose role does not read personal data.
     pub shipping_address: Option<Address>,
     pub payment: Option<PaymentSummary>,
+    /// Where the order's money stands.
+    #[serde(default)]
+    pub payment_status: PaymentStatus,
+    /// How far its units have gone.
+    #[serde(default)]
+    pub fulfillment_status: FulfillmentStatus,
+    /// What was given back, the refunds that succeeded (always present in answers; absent
+    /// only in answers stored before refunds existed).
+    #[serde(default)]
+    pub refunded_total: Option<Money>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// State changes, oldest first (admin answers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryEntry>>,
+    /// Fulfilments with their shipments, oldest first (admin answers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fulfillments: Option<Vec<oms::Fulfillment>>,
+    /// Refunds, oldest first (admin answers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refunds: Option<Vec<oms::Refund>>,
+    /// Returns, oldest first (admin answers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returns: Option<Vec<oms::Return>>,
 }
 
 /// What to create.
@@ -268,6 +325,9 @@ struct OrderRow {
     tax_inclusive: bool,
     promotions: Option<String>,
     shipping_method: Option<String>,
+    payment_status: String,
+    fulfillment_status: String,
+    refunded_total: i64,
 }
 
 backroom_db::from_row!(OrderRow {
@@ -289,7 +349,10 @@ backroom_db::from_row!(OrderRow {
     region_id,
     tax_inclusive,
     promotions,
-    shipping_method
+    shipping_method,
+    payment_status,
+    fulfillment_status,
+    refunded_total
 });
 
 /// The personal part of an order, sealed as one value under the order's data key.
@@ -335,6 +398,7 @@ impl Personal {
 }
 
 struct LineRow {
+    id: String,
     order_id: String,
     variant_id: String,
     sku: String,
@@ -349,9 +413,14 @@ struct LineRow {
     original_price: Option<i64>,
     discount_total: i64,
     tax_total: i64,
+    fulfilled_quantity: i64,
+    shipped_quantity: i64,
+    delivered_quantity: i64,
+    returned_quantity: i64,
 }
 
 backroom_db::from_row!(LineRow {
+    id,
     order_id,
     variant_id,
     sku,
@@ -365,12 +434,16 @@ backroom_db::from_row!(LineRow {
     total,
     original_price,
     discount_total,
-    tax_total
+    tax_total,
+    fulfilled_quantity,
+    shipped_quantity,
+    delivered_quantity,
+    returned_quantity
 });
 
 const ORDER_COLUMNS: &str = "id, number, status, cart_id, customer_id, key_id, personal, currency, subtotal, tax_total, \
                              shipping_total, total, created_at, updated_at, discount_total, region_id, tax_inclusive, \
-                             promotions, shipping_method";
+                             promotions, shipping_method, payment_status, fulfillment_status, refunded_total";
 
 /// Creates an order in `pending_payment` inside the caller's transaction, with its data key
 /// and its personal data as [`seal`] made them. The clear `email` and `shipping_address`
@@ -417,8 +490,8 @@ pub async fn create(conn: &mut Conn<'_>, o: &NewOrder, personal: &SealedPersonal
     if !o.items.is_empty() {
         let sql = format!(
             "INSERT INTO order_lines (order_id, position, variant_id, sku, title, product_id, product_title, \
-             product_handle, thumbnail, quantity, unit_price, total, original_price, discount_total, tax_total) VALUES {}",
-            backroom_db::sql::values_list(o.items.len(), 15, 1)
+             product_handle, thumbnail, quantity, unit_price, total, original_price, discount_total, tax_total, id) VALUES {}",
+            backroom_db::sql::values_list(o.items.len(), 16, 1)
         );
         let mut q = backroom_db::sql::query(sql);
         for (i, l) in o.items.iter().enumerate() {
@@ -437,14 +510,16 @@ pub async fn create(conn: &mut Conn<'_>, o: &NewOrder, personal: &SealedPersonal
                 .bind(l.total.amount())
                 .bind(l.original_price.map(|m| m.amount()))
                 .bind(l.discount_total.map_or(0, |m| m.amount()))
-                .bind(l.tax_total.map_or(0, |m| m.amount()));
+                .bind(l.tax_total.map_or(0, |m| m.amount()))
+                .bind(if l.id.is_empty() { id::new("item") } else { l.id.clone() });
         }
         q.execute(conn).await.map_err(storage)?;
     }
     history(conn, &o.id, OrderStatus::PendingPayment, "order created; waiting for payment", ts).await
 }
 
-async fn history(
+/// Adds an entry to the order's history (its status at that moment and what happened).
+pub(crate) async fn history(
     conn: &mut Conn<'_>,
     order_id: &str,
     status: OrderStatus,
@@ -516,8 +591,9 @@ pub async fn load(
     }
     let rows: Vec<OrderRow> = by_ids!(format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id IN "), "")?;
     let lines: Vec<LineRow> = by_ids!(
-        "SELECT order_id, variant_id, sku, title, product_id, product_title, product_handle, thumbnail, quantity, \
-         unit_price, total, original_price, discount_total, tax_total FROM order_lines WHERE order_id IN ",
+        "SELECT id, order_id, variant_id, sku, title, product_id, product_title, product_handle, thumbnail, quantity, \
+         unit_price, total, original_price, discount_total, tax_total, fulfilled_quantity, shipped_quantity, \
+         delivered_quantity, returned_quantity FROM order_lines WHERE order_id IN ",
         " ORDER BY order_id, position"
     )?;
     let hist: Vec<(String, String, String, DateTime<Utc>)> = if with_history {
@@ -559,6 +635,8 @@ pub async fn load(
             )
         })
         .collect();
+    // What happened after the sale: with the history only (admin answers).
+    let mut after = if with_history { Some(oms::AfterSale::load(conn, ids).await?) } else { None };
     let mut by_id = HashMap::new();
     for r in rows {
         let currency = Currency::parse(&r.currency).map_err(Error::internal)?;
@@ -569,6 +647,11 @@ pub async fn load(
             .into_iter()
             .map(|l| {
                 Ok(OrderLine {
+                    id: l.id,
+                    fulfilled_quantity: l.fulfilled_quantity,
+                    shipped_quantity: l.shipped_quantity,
+                    delivered_quantity: l.delivered_quantity,
+                    returned_quantity: l.returned_quantity,
                     variant_id: l.variant_id,
                     sku: l.sku,
                     title: l.title,
@@ -608,7 +691,15 @@ pub async fn load(
             shipping_total: m(r.shipping_total)?,
             total: m(r.total)?,
             payment: pay_by.remove(&r.id),
+            payment_status: PaymentStatus::parse(&r.payment_status)
+                .ok_or_else(|| Error::internal(format!("payment status {}", r.payment_status)))?,
+            fulfillment_status: FulfillmentStatus::parse(&r.fulfillment_status)
+                .ok_or_else(|| Error::internal(format!("fulfillment status {}", r.fulfillment_status)))?,
+            refunded_total: Some(m(r.refunded_total)?),
             history: if with_history { Some(hist_by.remove(&r.id).unwrap_or_default()) } else { None },
+            fulfillments: after.as_mut().map(|a| a.fulfillments.remove(&r.id).unwrap_or_default()),
+            refunds: after.as_mut().map(|a| a.refunds.remove(&r.id).unwrap_or_default()),
+            returns: after.as_mut().map(|a| a.returns.remove(&r.id).unwrap_or_default()),
             currency,
             cart_id: r.cart_id,
             customer_id: r.customer_id,
@@ -832,10 +923,11 @@ mod tests {
         /// Whatever transitions are attempted, in whatever order (a request and the recovery
         /// worker racing), an order leaves `pending_payment` at most once and never returns.
         #[test]
-        fn an_order_settles_at_most_once(attempts in proptest::collection::vec(0usize..4, 0..20)) {
+        fn an_order_settles_at_most_once(attempts in proptest::collection::vec(0usize..5, 0..20)) {
             let mut state = OrderStatus::PendingPayment;
             let mut moves = 0;
             for a in attempts {
+                let a = a % OrderStatus::ALL.len();
                 let to = OrderStatus::ALL[a];
                 // The conditional UPDATE: applies only from the expected state.
                 if state == OrderStatus::PendingPayment && state.can_become(to) {
@@ -881,12 +973,21 @@ mod tests {
     }
 
     #[test]
-    fn only_pending_orders_move() {
+    fn only_the_documented_transitions_are_allowed() {
         use OrderStatus::*;
         for from in OrderStatus::ALL {
             for to in OrderStatus::ALL {
-                assert_eq!(from.can_become(to), from == PendingPayment && to != PendingPayment, "{from:?} -> {to:?}");
+                let allowed = match from {
+                    PendingPayment => to != PendingPayment && to != Completed,
+                    OnHold => matches!(to, Placed | Canceled),
+                    Placed => matches!(to, Completed | Canceled),
+                    Completed | Canceled => false,
+                };
+                assert_eq!(from.can_become(to), allowed, "{from:?} -> {to:?}");
             }
         }
+        // Answers stored before issue 14 read with the new names.
+        assert_eq!(serde_json::from_str::<OrderStatus>("\"cancelled\"").unwrap(), Canceled);
+        assert_eq!(serde_json::from_str::<OrderStatus>("\"payment_failed\"").unwrap(), Canceled);
     }
 }

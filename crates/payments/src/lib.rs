@@ -31,6 +31,8 @@ pub struct ChargeRequest {
     pub token: String,
     /// Capture at once (sale) rather than only authorise.
     pub capture: bool,
+    /// The order the charge pays for (Stripe puts it in metadata).
+    pub order_id: String,
 }
 
 /// A provider's answer about a charge.
@@ -51,6 +53,11 @@ pub enum ChargeStatus {
     },
     /// The provider has no charge under this key.
     NotFound,
+    /// The customer must act (3-D Secure); `client_secret` goes to the storefront.
+    RequiresAction {
+        reference: String,
+        client_secret: String,
+    },
 }
 
 /// The provider could not be asked or its answer was lost; the outcome is unknown.
@@ -71,6 +78,25 @@ impl std::fmt::Display for ProviderError {
 
 pub type ProviderResult = std::result::Result<ChargeStatus, ProviderError>;
 
+/// A refund to make: `idempotency_key` is the refund's own id (`ref_…`), so asking twice
+/// never refunds twice; `charge_key` is the payment attempt's id (the charge's idempotency key).
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    pub idempotency_key: String,
+    pub charge_key: String,
+    pub amount: Money,
+}
+
+/// A provider's answer about a refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundStatus {
+    Succeeded { reference: String },
+    Pending { reference: String },
+    Failed { reason: String },
+}
+
+pub type RefundResult = std::result::Result<RefundStatus, ProviderError>;
+
 /// A payment provider. Every method is idempotent by `idempotency_key`.
 pub trait PaymentProvider: Send + Sync {
     fn name(&self) -> &'static str;
@@ -80,8 +106,8 @@ pub trait PaymentProvider: Send + Sync {
     fn capture<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult>;
     /// Cancels an authorisation, or makes sure a charge under this key never happens.
     fn void<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult>;
-    /// Gives captured money back.
-    fn refund<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult>;
+    /// Gives back `amount` of a captured charge (partial refunds allowed).
+    fn refund<'a>(&'a self, req: &'a RefundRequest) -> BoxFuture<'a, RefundResult>;
     /// What happened to the charge under this key.
     fn status<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult>;
 }
@@ -138,7 +164,11 @@ struct Deadline {
 }
 
 impl Deadline {
-    fn bound<'a>(&'a self, call: &'static str, f: BoxFuture<'a, ProviderResult>) -> BoxFuture<'a, ProviderResult> {
+    fn bound<'a, T: Send + 'a>(
+        &'a self,
+        call: &'static str,
+        f: BoxFuture<'a, std::result::Result<T, ProviderError>>,
+    ) -> BoxFuture<'a, std::result::Result<T, ProviderError>> {
         Box::pin(async move {
             match tokio::time::timeout(self.limit, f).await {
                 Ok(r) => r,
@@ -166,8 +196,8 @@ impl PaymentProvider for Deadline {
     fn void<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult> {
         self.bound("void", self.inner.void(idempotency_key))
     }
-    fn refund<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult> {
-        self.bound("refund", self.inner.refund(idempotency_key))
+    fn refund<'a>(&'a self, req: &'a RefundRequest) -> BoxFuture<'a, RefundResult> {
+        self.bound("refund", self.inner.refund(req))
     }
     fn status<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult> {
         self.bound("status", self.inner.status(idempotency_key))

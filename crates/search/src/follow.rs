@@ -73,7 +73,13 @@ pub fn changes(events: &[Envelope]) -> Changes {
             | Event::CustomerCreated(_)
             | Event::CustomerErased(_)
             | Event::PriceListChanged(_)
-            | Event::PromotionExhausted(_) => {}
+            | Event::PromotionExhausted(_)
+            | Event::OrderFulfilled(_)
+            | Event::OrderShipped(_)
+            | Event::OrderDelivered(_)
+            | Event::OrderCanceled(_)
+            | Event::OrderRefunded(_)
+            | Event::ReturnReceived(_) => {}
         }
     }
     c

@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod checkout;
 pub mod customers;
+pub mod oms;
 pub mod ops;
 pub mod price_lists;
 pub mod pricing;
@@ -47,6 +48,7 @@ pub fn all() -> Routes {
     price_lists::routes(&mut r);
     pricing::routes(&mut r);
     stock_batch::routes(&mut r);
+    oms::routes(&mut r);
     r
 }
 

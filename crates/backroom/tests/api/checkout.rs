@@ -71,7 +71,7 @@ both!(checkout_places_an_order_and_allocates_stock, |app: TestApp| async move {
         app.admin_get("/admin/orders?status=placed&limit=1").await.expect(200)["items"].as_array().unwrap().len(),
         1
     );
-    assert_eq!(app.admin_get("/admin/orders?status=payment_failed").await.expect(200)["items"], json!([]));
+    assert_eq!(app.admin_get("/admin/orders?status=canceled").await.expect(200)["items"], json!([]));
     app.admin_get("/admin/orders?status=bogus").await.problem(422, "validation_failed");
     let full = app.admin_get(&format!("/admin/orders/{}", order["id"].as_str().unwrap())).await.expect(200);
     let history: Vec<&str> =
@@ -282,7 +282,7 @@ both!(a_decline_releases_stock_and_the_cart_can_be_paid_again, |app: TestApp| as
     }
     let order = app.send(app.checkout_req(&cart, Some("d-3"), "tok_visa")).await.expect(201);
     assert_eq!(order["status"], "placed");
-    let failed = app.admin_get("/admin/orders?status=payment_failed").await.expect(200);
+    let failed = app.admin_get("/admin/orders?status=canceled").await.expect(200);
     assert_eq!(failed["items"].as_array().unwrap().len(), 2);
     assert_eq!(failed["items"][0]["payment"]["status"], "declined");
     assert_eq!(captured_total(&app).await, 1);

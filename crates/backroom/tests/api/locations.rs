@@ -203,7 +203,7 @@ both!(a_declined_payment_releases_every_part, |app: TestApp| async move {
     assert_eq!(at(&app, &v, "loc_default").await, (3, 0, 0, 3));
     assert_eq!(at(&app, &v, &wh).await, (3, 0, 0, 3));
     assert_eq!(shown(&app, "belt").await, 6);
-    let failed = app.admin_get("/admin/orders?status=payment_failed").await.expect(200);
+    let failed = app.admin_get("/admin/orders?status=canceled").await.expect(200);
     let id = failed["items"][0]["id"].as_str().unwrap();
     assert_eq!(parts(&app, id).await, sorted([part("loc_default", 3, "released"), part(&wh, 2, "released")]));
 

@@ -14,6 +14,7 @@ mod edge;
 mod errors;
 mod images;
 mod locations;
+mod oms;
 mod ops;
 mod order_search;
 mod overload;

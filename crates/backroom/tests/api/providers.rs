@@ -95,12 +95,16 @@ both!(
         let id = pending["id"].as_str().unwrap().to_owned();
         let attempt = pending["payment"]["id"].as_str().unwrap().to_owned();
         // The money is given back at the provider before recovery learns of the charge.
-        let refunded = backroom_payments::TestProvider::new(app.db.clone()).refund(&attempt).await.unwrap();
-        assert!(matches!(refunded, backroom_payments::ChargeStatus::Refunded { .. }), "{refunded:?}");
+        let provider = backroom_payments::TestProvider::new(app.db.clone());
+        let refunded = provider.dashboard_refund(&attempt, None).await.unwrap();
+        assert!(matches!(refunded, backroom_payments::RefundStatus::Succeeded { .. }), "{refunded:?}");
+        let charge = provider.status(&attempt).await.unwrap();
+        assert!(matches!(charge, backroom_payments::ChargeStatus::Refunded { .. }), "{charge:?}");
         let done = app.checkout.recover().await.unwrap();
         assert_eq!((done.placed, done.failed), (0, 1), "{done:?}");
         let order: Value = app.admin_get(&format!("/admin/orders/{id}")).await.expect(200);
-        assert_eq!(order["status"], "cancelled", "{order}");
+        assert_eq!(order["status"], "canceled", "{order}");
+        assert_eq!(order["payment_status"], "voided", "{order}");
         assert_eq!(order["payment"]["status"], "refunded", "{order}");
         // The stock is back, the cart open again, and nothing says `order.placed`.
         assert_eq!(stock_of(&app, &v).await, (2, 0, 0));

@@ -17,16 +17,24 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Every topic with the schema version this build writes (and the newest it reads).
-pub const TOPICS: [(&str, u32); 9] = [
+pub const TOPICS: [(&str, u32); 15] = [
     (PRODUCT_CHANGED, 1),
     (CATEGORY_CHANGED, 1),
     (STOCK_CHANGED, 1),
-    (ORDER_PLACED, 1),
-    (ORDER_PAYMENT_FAILED, 1),
+    // Version 2: order states are `pending_payment`, `placed`, `on_hold`, `completed`,
+    // `canceled` (version 1 also said `payment_failed` and `cancelled`; both read as `canceled`).
+    (ORDER_PLACED, 2),
+    (ORDER_PAYMENT_FAILED, 2),
     (CUSTOMER_CREATED, 1),
     (CUSTOMER_ERASED, 1),
     (PRICE_LIST_CHANGED, 1),
     (PROMOTION_EXHAUSTED, 1),
+    (ORDER_FULFILLED, 1),
+    (ORDER_SHIPPED, 1),
+    (ORDER_DELIVERED, 1),
+    (ORDER_CANCELED, 1),
+    (ORDER_REFUNDED, 1),
+    (RETURN_RECEIVED, 1),
 ];
 
 const PRODUCT_CHANGED: &str = "product.changed";
@@ -38,6 +46,12 @@ const CUSTOMER_CREATED: &str = "customer.created";
 const CUSTOMER_ERASED: &str = "customer.erased";
 const PRICE_LIST_CHANGED: &str = "price_list.changed";
 const PROMOTION_EXHAUSTED: &str = "promotion.exhausted";
+const ORDER_FULFILLED: &str = "order.fulfilled";
+const ORDER_SHIPPED: &str = "order.shipped";
+const ORDER_DELIVERED: &str = "order.delivered";
+const ORDER_CANCELED: &str = "order.canceled";
+const ORDER_REFUNDED: &str = "order.refunded";
+const RETURN_RECEIVED: &str = "return.received";
 
 /// Something that happened in one module that others (search, caches, webhooks,
 /// connectors) must learn about. Written with [`crate::outbox::enqueue`] in the transaction
@@ -64,6 +78,18 @@ pub enum Event {
     PriceListChanged(PriceListChanged),
     /// `promotion.exhausted`: an order took a promotion's last use (`usage_limit` reached).
     PromotionExhausted(PromotionExhausted),
+    /// `order.fulfilled`: units of an order left stock (`resource_id`: the fulfilment).
+    OrderFulfilled(OrderChange),
+    /// `order.shipped`: a fulfilment got a shipment (`resource_id`: the shipment).
+    OrderShipped(OrderChange),
+    /// `order.delivered`: a fulfilment was delivered (`resource_id`: the fulfilment).
+    OrderDelivered(OrderChange),
+    /// `order.canceled`: a placed or held order was canceled or rejected.
+    OrderCanceled(OrderChange),
+    /// `order.refunded`: a refund succeeded (`resource_id`: the refund, `amount` its amount).
+    OrderRefunded(OrderChange),
+    /// `return.received`: units of an order came back (`resource_id`: the return).
+    ReturnReceived(OrderChange),
 }
 
 /// What happened to the thing an event names.
@@ -109,6 +135,21 @@ pub struct OrderOutcome {
     pub cart_id: String,
 }
 
+/// The payload of the events of an order after the sale (`order.fulfilled`, `order.shipped`,
+/// `order.delivered`, `order.canceled`, `order.refunded`, `return.received`): the order, its
+/// status after the change, and the fulfilment, shipment, refund or return it is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderChange {
+    pub order_id: String,
+    /// The human order number, such as `#1001`.
+    pub number: String,
+    pub status: OrderState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Money>,
+}
+
 /// The payload of `customer.created`: ids and times only, never personal data (an event
 /// outlives the erasure of the customer it names).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,8 +189,11 @@ pub struct PromotionExhausted {
 pub enum OrderState {
     PendingPayment,
     Placed,
-    PaymentFailed,
-    Cancelled,
+    OnHold,
+    Completed,
+    /// Version 1 payloads said `payment_failed` or `cancelled`.
+    #[serde(alias = "payment_failed", alias = "cancelled")]
+    Canceled,
 }
 
 /// Why a stored event could not be read back. Readers skip such an event with a warning
@@ -182,6 +226,12 @@ impl Event {
             Event::CustomerErased(_) => CUSTOMER_ERASED,
             Event::PriceListChanged(_) => PRICE_LIST_CHANGED,
             Event::PromotionExhausted(_) => PROMOTION_EXHAUSTED,
+            Event::OrderFulfilled(_) => ORDER_FULFILLED,
+            Event::OrderShipped(_) => ORDER_SHIPPED,
+            Event::OrderDelivered(_) => ORDER_DELIVERED,
+            Event::OrderCanceled(_) => ORDER_CANCELED,
+            Event::OrderRefunded(_) => ORDER_REFUNDED,
+            Event::ReturnReceived(_) => RETURN_RECEIVED,
         }
     }
 
@@ -212,6 +262,12 @@ impl Event {
             Event::CustomerErased(p) => to_json(v, p),
             Event::PriceListChanged(p) => to_json(v, p),
             Event::PromotionExhausted(p) => to_json(v, p),
+            Event::OrderFulfilled(p)
+            | Event::OrderShipped(p)
+            | Event::OrderDelivered(p)
+            | Event::OrderCanceled(p)
+            | Event::OrderRefunded(p)
+            | Event::ReturnReceived(p) => to_json(v, p),
         }
     }
 
@@ -229,8 +285,9 @@ impl Event {
         if found > u64::from(known) {
             return Err(DecodeError::NewerVersion { topic: topic.to_owned(), found, known });
         }
-        // Version 1 is the only version of every topic so far; an older version would be
-        // upcast here, matched on `(topic, found)`.
+        // An older version is upcast here, matched on `(topic, found)`. Version 1 of
+        // `order.placed` and `order.payment_failed` reads as version 2 (its old states are
+        // aliases of `canceled`).
         fn body<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
             serde_json::from_value(value).map_err(|e| e.to_string())
         }
@@ -244,6 +301,12 @@ impl Event {
             CUSTOMER_ERASED => Event::CustomerErased(body(value).map_err(malformed)?),
             PRICE_LIST_CHANGED => Event::PriceListChanged(body(value).map_err(malformed)?),
             PROMOTION_EXHAUSTED => Event::PromotionExhausted(body(value).map_err(malformed)?),
+            ORDER_FULFILLED => Event::OrderFulfilled(body(value).map_err(malformed)?),
+            ORDER_SHIPPED => Event::OrderShipped(body(value).map_err(malformed)?),
+            ORDER_DELIVERED => Event::OrderDelivered(body(value).map_err(malformed)?),
+            ORDER_CANCELED => Event::OrderCanceled(body(value).map_err(malformed)?),
+            ORDER_REFUNDED => Event::OrderRefunded(body(value).map_err(malformed)?),
+            RETURN_RECEIVED => Event::ReturnReceived(body(value).map_err(malformed)?),
             _ => return Err(DecodeError::UnknownTopic(topic.to_owned())),
         })
     }
@@ -268,8 +331,9 @@ mod tests {
         let state = prop_oneof![
             Just(OrderState::PendingPayment),
             Just(OrderState::Placed),
-            Just(OrderState::PaymentFailed),
-            Just(OrderState::Cancelled)
+            Just(OrderState::OnHold),
+            Just(OrderState::Completed),
+            Just(OrderState::Canceled)
         ];
         let currency = prop::sample::select(vec!["EUR", "JPY", "KWD", "USD"]).prop_map(|c| Currency::parse(c).unwrap());
         let total = (0..=Money::MAX_AMOUNT, currency).prop_map(|(a, c)| Money::new(a, c).unwrap());
@@ -288,6 +352,21 @@ mod tests {
                 .prop_map(|(variant_ids, order_id)| Event::StockChanged(StockChanged { variant_ids, order_id })),
             order().prop_map(Event::OrderPlaced),
             order().prop_map(Event::OrderPaymentFailed),
+            (order(), prop::option::of(id("ful")), prop::option::of(0..=Money::MAX_AMOUNT)).prop_map(
+                |(o, resource_id, amount)| {
+                    let amount = amount.map(|a| Money::new(a, o.total.currency()).unwrap());
+                    let change =
+                        OrderChange { order_id: o.order_id, number: o.number, status: o.status, resource_id, amount };
+                    match o.total.amount() % 6 {
+                        0 => Event::OrderFulfilled(change),
+                        1 => Event::OrderShipped(change),
+                        2 => Event::OrderDelivered(change),
+                        3 => Event::OrderCanceled(change),
+                        4 => Event::OrderRefunded(change),
+                        _ => Event::ReturnReceived(change),
+                    }
+                }
+            ),
             (id("cus"), 0i64..4_000_000_000_000_000).prop_map(|(customer_id, micros)| {
                 let created_at = DateTime::from_timestamp_micros(micros).unwrap();
                 Event::CustomerCreated(CustomerCreated { customer_id, created_at })
@@ -339,7 +418,7 @@ mod tests {
         assert_eq!(
             stored,
             serde_json::json!({
-                "v": 1, "order_id": "ord_1", "number": "#1001", "status": "placed",
+                "v": 2, "order_id": "ord_1", "number": "#1001", "status": "placed",
                 "total": {"amount": 4900, "currency": "EUR"}, "cart_id": "crt_1",
             })
         );
@@ -379,7 +458,7 @@ mod tests {
     #[test]
     fn unknown_topics_newer_versions_and_bad_payloads_are_errors() {
         assert!(
-            matches!(Event::decode("order.shipped", "{}"), Err(DecodeError::UnknownTopic(t)) if t == "order.shipped")
+            matches!(Event::decode("order.teleported", "{}"), Err(DecodeError::UnknownTopic(t)) if t == "order.teleported")
         );
         assert!(matches!(
             Event::decode("product.changed", r#"{"v":2,"product_id":"prd_1","action":"updated"}"#),
