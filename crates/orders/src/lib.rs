@@ -1,7 +1,8 @@
 //! Orders (OMS): the order with a snapshot of its lines, prices and totals, its state machine
 //! and the history of its state changes. Owns `orders`, `order_lines`, `order_history`.
 //!
-//! States: `pending_payment` → `placed` (payment captured), `payment_failed` (declined), or
+//! States: `pending_payment` → `placed` (payment captured), `on_hold` (authorised only, held for
+//! review by risk scoring), `payment_failed` (declined), or
 //! `cancelled` (recovery voided an attempt whose outcome was lost). Every transition is one
 //! conditional UPDATE from the expected state, so two actors (a request and the recovery
 //! worker) can never both apply one.
@@ -29,11 +30,18 @@ pub enum OrderStatus {
     Placed,
     PaymentFailed,
     Cancelled,
+    /// Held for review (risk): the payment is authorised, not captured; the stock is allocated.
+    OnHold,
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 4] =
-        [OrderStatus::PendingPayment, OrderStatus::Placed, OrderStatus::PaymentFailed, OrderStatus::Cancelled];
+    pub const ALL: [OrderStatus; 5] = [
+        OrderStatus::PendingPayment,
+        OrderStatus::Placed,
+        OrderStatus::PaymentFailed,
+        OrderStatus::Cancelled,
+        OrderStatus::OnHold,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,6 +49,7 @@ impl OrderStatus {
             OrderStatus::Placed => "placed",
             OrderStatus::PaymentFailed => "payment_failed",
             OrderStatus::Cancelled => "cancelled",
+            OrderStatus::OnHold => "on_hold",
         }
     }
 
@@ -51,7 +60,7 @@ impl OrderStatus {
     /// The transitions the state machine allows.
     pub fn can_become(self, to: OrderStatus) -> bool {
         use OrderStatus::*;
-        matches!((self, to), (PendingPayment, Placed | PaymentFailed | Cancelled))
+        matches!((self, to), (PendingPayment, Placed | PaymentFailed | Cancelled | OnHold))
     }
 }
 
@@ -167,7 +176,7 @@ pub struct OrderLine {
 pub struct PaymentSummary {
     pub id: String,
     pub provider: String,
-    /// `pending`, `unknown`, `captured`, `declined` or `voided`.
+    /// `pending`, `unknown`, `authorized` (held for review), `captured`, `declined` or `voided`.
     pub status: String,
     /// The provider's reference for the charge, once known.
     pub reference: Option<String>,
@@ -224,6 +233,10 @@ pub struct Order {
     /// State changes, oldest first (admin answers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryEntry>>,
+    /// The checkout's risk assessment; `null` for orders placed with scoring off (and before
+    /// it existed).
+    #[serde(default)]
+    pub risk: Option<backroom_risk::Assessment>,
 }
 
 /// What to create.
@@ -246,6 +259,8 @@ pub struct NewOrder {
     pub tax_inclusive: bool,
     pub promotions: Vec<AppliedPromotion>,
     pub shipping_method: Option<ShippingMethod>,
+    /// The checkout's risk assessment (none with scoring off).
+    pub risk: Option<backroom_risk::Assessment>,
 }
 
 struct OrderRow {
@@ -268,6 +283,7 @@ struct OrderRow {
     tax_inclusive: bool,
     promotions: Option<String>,
     shipping_method: Option<String>,
+    risk: Option<String>,
 }
 
 backroom_db::from_row!(OrderRow {
@@ -289,7 +305,8 @@ backroom_db::from_row!(OrderRow {
     region_id,
     tax_inclusive,
     promotions,
-    shipping_method
+    shipping_method,
+    risk
 });
 
 /// The personal part of an order, sealed as one value under the order's data key.
@@ -370,7 +387,7 @@ backroom_db::from_row!(LineRow {
 
 const ORDER_COLUMNS: &str = "id, number, status, cart_id, customer_id, key_id, personal, currency, subtotal, tax_total, \
                              shipping_total, total, created_at, updated_at, discount_total, region_id, tax_inclusive, \
-                             promotions, shipping_method";
+                             promotions, shipping_method, risk";
 
 /// Creates an order in `pending_payment` inside the caller's transaction, with its data key
 /// and its personal data as [`seal`] made them. The clear `email` and `shipping_address`
@@ -387,9 +404,9 @@ pub async fn create(conn: &mut Conn<'_>, o: &NewOrder, personal: &SealedPersonal
     let sql = format!(
         "INSERT INTO orders (id, number, status, cart_id, email, currency, subtotal, tax_total, shipping_total, total, \
          shipping_address, created_at, updated_at, customer_id, key_id, email_index, personal, discount_total, \
-         region_id, tax_inclusive, promotions, shipping_method) \
+         region_id, tax_inclusive, promotions, shipping_method, risk) \
          VALUES ($1, {number}, 'pending_payment', $2, '', $3, $4, $5, $6, $7, '', $8, $8, $9, $10, $11, $12, $13, $14, \
-         $15, $16, $17)"
+         $15, $16, $17, $18)"
     );
     backroom_db::sql::query(sql.as_str())
         .bind(&o.id)
@@ -409,6 +426,7 @@ pub async fn create(conn: &mut Conn<'_>, o: &NewOrder, personal: &SealedPersonal
         .bind(o.tax_inclusive)
         .bind((!o.promotions.is_empty()).then(|| json(&o.promotions)))
         .bind(o.shipping_method.as_ref().map(json))
+        .bind(o.risk.as_ref().map(json))
         .execute(conn)
         .await
         .map(|_| ())
@@ -604,6 +622,7 @@ pub async fn load(
             tax_inclusive: r.tax_inclusive,
             promotions: r.promotions.as_deref().map(unjson).transpose()?.unwrap_or_default(),
             shipping_method: r.shipping_method.as_deref().map(unjson).transpose()?,
+            risk: r.risk.as_deref().map(unjson).transpose()?,
             tax_total: m(r.tax_total)?,
             shipping_total: m(r.shipping_total)?,
             total: m(r.total)?,
@@ -836,7 +855,7 @@ mod tests {
             let mut state = OrderStatus::PendingPayment;
             let mut moves = 0;
             for a in attempts {
-                let to = OrderStatus::ALL[a];
+                let to = OrderStatus::ALL[a % OrderStatus::ALL.len()];
                 // The conditional UPDATE: applies only from the expected state.
                 if state == OrderStatus::PendingPayment && state.can_become(to) {
                     state = to;

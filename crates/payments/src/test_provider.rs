@@ -4,7 +4,7 @@
 //!
 //! | token | behaviour |
 //! |---|---|
-//! | `tok_visa` | approved and captured |
+//! | `tok_visa` | approved and captured (only authorised when the request says `capture: false`) |
 //! | `tok_declined` | declined (`card_declined`) |
 //! | `tok_insufficient_funds` | declined (`insufficient_funds`) |
 //! | `tok_timeout` | the charge is captured, but the answer is lost |
@@ -54,6 +54,7 @@ impl TestProvider {
             None => ChargeStatus::NotFound,
             Some((status, reason, reference)) => match status.as_str() {
                 "captured" => ChargeStatus::Captured { reference },
+                "authorized" => ChargeStatus::Authorized { reference },
                 "refunded" => ChargeStatus::Refunded { reference },
                 "voided" => ChargeStatus::Voided,
                 _ => ChargeStatus::Declined { reason: reason.unwrap_or_else(|| "card_declined".into()) },
@@ -115,6 +116,7 @@ impl PaymentProvider for TestProvider {
     fn authorize(&self, req: ChargeRequest) -> BoxFuture<'_, ProviderResult> {
         Box::pin(async move {
             let (status, reason) = match req.token.as_str() {
+                "tok_visa" | "tok_timeout" | "tok_slow" if !req.capture => ("authorized", None),
                 "tok_visa" | "tok_timeout" | "tok_slow" => ("captured", None),
                 "tok_declined" => ("declined", Some("card_declined")),
                 "tok_insufficient_funds" => ("declined", Some("insufficient_funds")),
