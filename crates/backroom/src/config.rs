@@ -533,28 +533,27 @@ pub fn risk_settings(env: &dyn Fn(&str) -> Option<String>) -> Result<backroom_ri
             _ => return Err(format!("invalid risk scoring `{raw}` (from BACKROOM_RISK): expected on or off")),
         };
     }
-    let count = |name: &str, default: u32| -> Result<u32, String> {
-        match env(name) {
-            None => Ok(default),
-            Some(raw) => raw.trim().parse().ok().filter(|n| (1..=100_000).contains(n)).ok_or_else(|| {
-                format!("invalid value `{raw}` (from {name}): must be a whole number from 1 to 100000")
-            }),
-        }
-    };
+    let count =
+        |name: &str, default: u32| -> Result<u32, String> {
+            match env(name) {
+                None => Ok(default),
+                Some(raw) => raw.trim().parse().ok().filter(|n| (1..=100_000).contains(n)).ok_or_else(|| {
+                    format!("invalid value `{raw}` (from {name}): must be a whole number from 1 to 100000")
+                }),
+            }
+        };
     s.max_declines = count("BACKROOM_RISK_MAX_DECLINES", s.max_declines)?;
     s.max_attempts = count("BACKROOM_RISK_MAX_ATTEMPTS", s.max_attempts)?;
     s.max_cards = count("BACKROOM_RISK_MAX_CARDS", s.max_cards)?;
-    let score = |name: &str, default: u8| -> Result<u8, String> {
-        match env(name) {
-            None => Ok(default),
-            Some(raw) => raw
-                .trim()
-                .parse()
-                .ok()
-                .filter(|n| (1..=100).contains(n))
-                .ok_or_else(|| format!("invalid score `{raw}` (from {name}): must be a whole number from 1 to 100")),
-        }
-    };
+    let score =
+        |name: &str, default: u8| -> Result<u8, String> {
+            match env(name) {
+                None => Ok(default),
+                Some(raw) => raw.trim().parse().ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| {
+                    format!("invalid score `{raw}` (from {name}): must be a whole number from 1 to 100")
+                }),
+            }
+        };
     s.review_score = score("BACKROOM_RISK_REVIEW_SCORE", s.review_score)?;
     s.block_score = score("BACKROOM_RISK_BLOCK_SCORE", s.block_score)?;
     if let Some(raw) = env("BACKROOM_RISK_REVIEW_ABOVE") {

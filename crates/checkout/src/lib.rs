@@ -558,7 +558,9 @@ impl Checkout {
             order_id: None,
             email_index: email_index.to_owned(),
             client_index: client.address.map(|a| self.vault.keyed_hash("risk/client", &a.to_canonical().to_string())),
-            token_index: self.vault.keyed_hash("risk/token", &format!("{}/{}", req.payment.provider, req.payment.token)),
+            token_index: self
+                .vault
+                .keyed_hash("risk/token", &format!("{}/{}", req.payment.provider, req.payment.token)),
             amount: cart.total,
         };
         let recent = {

@@ -303,7 +303,10 @@ mod tests {
     fn the_decline_limit_blocks_per_email_and_per_client() {
         let s = Settings::default();
         let a = assess(&s, &inputs(Recent { email_declines: 5, ..Recent::default() }));
-        assert_eq!((a.score, a.decision, a.reasons.as_slice()), (100, Decision::Block, &["declines_email".to_owned()][..]));
+        assert_eq!(
+            (a.score, a.decision, a.reasons.as_slice()),
+            (100, Decision::Block, &["declines_email".to_owned()][..])
+        );
         let a = assess(&s, &inputs(Recent { client_declines: 5, ..Recent::default() }));
         assert_eq!(a.decision, Decision::Block);
         assert_eq!(a.reasons, ["declines_client"]);
@@ -351,19 +354,22 @@ mod tests {
         assert_eq!(assess(&strict, &i).decision, Decision::Block);
         // The defaults never review on velocity and a few declines alone.
         i.client_country = None;
-        assert_eq!(assess(&Settings::default(), &i), Assessment {
-            score: 60,
-            decision: Decision::Allow,
-            reasons: vec!["recent_declines".into(), "velocity".into()]
-        });
+        assert_eq!(
+            assess(&Settings::default(), &i),
+            Assessment {
+                score: 60,
+                decision: Decision::Allow,
+                reasons: vec!["recent_declines".into(), "velocity".into()]
+            }
+        );
     }
 
     #[test]
     fn settings_are_parsed_and_checked() {
-        assert_eq!(parse_review_above("EUR:100000, USD:5").unwrap(), vec![
-            eur(100_000),
-            Money::new(5, Currency::parse("USD").unwrap()).unwrap()
-        ]);
+        assert_eq!(
+            parse_review_above("EUR:100000, USD:5").unwrap(),
+            vec![eur(100_000), Money::new(5, Currency::parse("USD").unwrap()).unwrap()]
+        );
         assert!(parse_review_above("").unwrap().is_empty());
         for bad in ["EUR", "EUR:-1", "EUR:1.5", "XYZ:10", "EUR:1,EUR:2", "EUR:abc"] {
             assert!(parse_review_above(bad).is_err(), "{bad:?} accepted");

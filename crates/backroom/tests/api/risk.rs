@@ -54,53 +54,49 @@ fn trusting_the_proxy(s: &mut backroom::config::Settings) {
     s.trusted_proxies = backroom_api::client::TrustedProxies::parse("127.0.0.1, ::1").unwrap();
 }
 
-both!(
-    declines_for_one_email_block_its_next_checkout,
-    settings = trusting_the_proxy,
-    |app: TestApp| async move {
-        let v = variant(&app, "risky", 10).await;
-        let cart = app.cart_with("EUR", &[(&v, 1)]).await;
-        // Five declines for one e-mail, each from another address (so only the e-mail counts).
-        for i in 0..5 {
-            let ip = format!("203.0.113.{i}");
-            app.send(checkout(&app, &cart, &format!("d-{i}"), "mallory@example.com", "tok_declined", Some(&ip), &[]))
-                .await
-                .problem(402, "payment_declined");
-        }
-        let before = stock(&app, &v).await;
-        // The sixth, with a good card from a fresh address: blocked, nothing reserved or charged.
-        let blocked = checkout(&app, &cart, "b-1", "Mallory@Example.com ", "tok_visa", Some("198.51.100.7"), &[]);
-        let body = app.send(blocked.try_clone().unwrap()).await.problem(403, "checkout_blocked");
-        assert!(body.get("risk").is_none(), "the reasons are not told to the client: {body}");
-        assert_eq!(stock(&app, &v).await, before);
-        assert_eq!(before["available"], 10);
-        assert_eq!(before["reserved"], 0);
-        assert_eq!(count(&app, "SELECT COUNT(*) FROM test_provider_charges").await, 5, "only the declines were asked");
-        assert_eq!(count(&app, "SELECT COUNT(*) FROM test_provider_charges WHERE status = 'captured'").await, 0);
-        assert_eq!(count(&app, "SELECT COUNT(*) FROM orders WHERE status = 'placed'").await, 0);
-        assert_eq!(app.get(&format!("/store/carts/{cart}")).await.expect(200)["status"], "open");
-        // The refusal is the key's answer: a replay says it again.
-        let again = app.send(blocked).await;
-        assert_eq!(again.headers.get("idempotency-replayed").unwrap(), "true");
-        again.problem(403, "checkout_blocked");
-        // The attempt is a signal too, and another e-mail from that address is not held back.
-        assert_eq!(count(&app, "SELECT COUNT(*) FROM risk_signals WHERE kind = 'attempt'").await, 6);
-        let order = app
-            .send(checkout(&app, &cart, "ok-1", "ana@example.com", "tok_visa", Some("198.51.100.7"), &[]))
+both!(declines_for_one_email_block_its_next_checkout, settings = trusting_the_proxy, |app: TestApp| async move {
+    let v = variant(&app, "risky", 10).await;
+    let cart = app.cart_with("EUR", &[(&v, 1)]).await;
+    // Five declines for one e-mail, each from another address (so only the e-mail counts).
+    for i in 0..5 {
+        let ip = format!("203.0.113.{i}");
+        app.send(checkout(&app, &cart, &format!("d-{i}"), "mallory@example.com", "tok_declined", Some(&ip), &[]))
             .await
-            .expect(201);
-        assert_eq!(order["status"], "placed");
-        assert_eq!(order["risk"], json!({"score": 0, "decision": "allow", "reasons": []}));
-        // Signals keep keyed hashes only: no e-mail, address or token in clear.
-        let clear = count(
-            &app,
-            "SELECT COUNT(*) FROM risk_signals WHERE email_index LIKE '%@%' OR client_index LIKE '%.%' \
-             OR token_index LIKE 'tok_%'",
-        )
-        .await;
-        assert_eq!(clear, 0);
+            .problem(402, "payment_declined");
     }
-);
+    let before = stock(&app, &v).await;
+    // The sixth, with a good card from a fresh address: blocked, nothing reserved or charged.
+    let blocked = checkout(&app, &cart, "b-1", "Mallory@Example.com ", "tok_visa", Some("198.51.100.7"), &[]);
+    let body = app.send(blocked.try_clone().unwrap()).await.problem(403, "checkout_blocked");
+    assert!(body.get("risk").is_none(), "the reasons are not told to the client: {body}");
+    assert_eq!(stock(&app, &v).await, before);
+    assert_eq!(before["available"], 10);
+    assert_eq!(before["reserved"], 0);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM test_provider_charges").await, 5, "only the declines were asked");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM test_provider_charges WHERE status = 'captured'").await, 0);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM orders WHERE status = 'placed'").await, 0);
+    assert_eq!(app.get(&format!("/store/carts/{cart}")).await.expect(200)["status"], "open");
+    // The refusal is the key's answer: a replay says it again.
+    let again = app.send(blocked).await;
+    assert_eq!(again.headers.get("idempotency-replayed").unwrap(), "true");
+    again.problem(403, "checkout_blocked");
+    // The attempt is a signal too, and another e-mail from that address is not held back.
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM risk_signals WHERE kind = 'attempt'").await, 6);
+    let order = app
+        .send(checkout(&app, &cart, "ok-1", "ana@example.com", "tok_visa", Some("198.51.100.7"), &[]))
+        .await
+        .expect(201);
+    assert_eq!(order["status"], "placed");
+    assert_eq!(order["risk"], json!({"score": 0, "decision": "allow", "reasons": []}));
+    // Signals keep keyed hashes only: no e-mail, address or token in clear.
+    let clear = count(
+        &app,
+        "SELECT COUNT(*) FROM risk_signals WHERE email_index LIKE '%@%' OR client_index LIKE '%.%' \
+             OR token_index LIKE 'tok_%'",
+    )
+    .await;
+    assert_eq!(clear, 0);
+});
 
 both!(
     declines_from_one_client_address_block_its_next_checkout,
@@ -136,13 +132,15 @@ both!(
     }
 );
 
-/// The sixth checkout after five declines from one shopper (one e-mail, one address): the
-/// limit as API.md states it, with the default setting.
+// The sixth checkout after five declines from one shopper (one e-mail, one address): the
+// limit as API.md states it, with the default setting.
 both!(five_declines_block_the_sixth_checkout, |app: TestApp| async move {
     let v = variant(&app, "risky", 10).await;
     let cart = app.cart_with("EUR", &[(&v, 1)]).await;
     for i in 0..5 {
-        app.send(app.checkout_req(&cart, Some(&format!("d-{i}")), "tok_declined")).await.problem(402, "payment_declined");
+        app.send(app.checkout_req(&cart, Some(&format!("d-{i}")), "tok_declined"))
+            .await
+            .problem(402, "payment_declined");
     }
     app.send(app.checkout_req(&cart, Some("v"), "tok_visa")).await.problem(403, "checkout_blocked");
     assert_eq!(stock(&app, &v).await["available"], 10);
@@ -172,7 +170,10 @@ both!(
         assert_eq!(count(&app, "SELECT COUNT(*) FROM test_provider_charges WHERE status = 'authorized'").await, 1);
         // The stock is the order's: allocated, not reserved, not on sale.
         let s = stock(&app, &v).await;
-        assert_eq!((s["allocated"].as_i64(), s["reserved"].as_i64(), s["available"].as_i64()), (Some(3), Some(0), Some(2)));
+        assert_eq!(
+            (s["allocated"].as_i64(), s["reserved"].as_i64(), s["available"].as_i64()),
+            (Some(3), Some(0), Some(2))
+        );
         assert_eq!(app.get(&format!("/store/carts/{cart}")).await.expect(200)["status"], "completed");
         // Staff see it held, with its risk; a replay answers the same order.
         let id = order["id"].as_str().unwrap();
@@ -220,19 +221,25 @@ both!(
         let v = variant(&app, "abroad", 10).await;
         // Shipping to PT from a client in PT: nothing to add.
         let cart = app.cart_with("EUR", &[(&v, 1)]).await;
-        let order =
-            app.send(checkout(&app, &cart, "pt", "ana@example.com", "tok_visa", None, &[("CF-IPCountry", "pt")])).await.expect(201);
+        let order = app
+            .send(checkout(&app, &cart, "pt", "ana@example.com", "tok_visa", None, &[("CF-IPCountry", "pt")]))
+            .await
+            .expect(201);
         assert_eq!(order["risk"]["reasons"], json!([]));
         // From a client in ES: the mismatch's 25 points reach this store's review score.
         let cart = app.cart_with("EUR", &[(&v, 1)]).await;
-        let order =
-            app.send(checkout(&app, &cart, "es", "ana@example.com", "tok_visa", None, &[("CF-IPCountry", "ES")])).await.expect(201);
+        let order = app
+            .send(checkout(&app, &cart, "es", "ana@example.com", "tok_visa", None, &[("CF-IPCountry", "ES")]))
+            .await
+            .expect(201);
         assert_eq!(order["status"], "on_hold");
         assert_eq!(order["risk"], json!({"score": 25, "decision": "review", "reasons": ["country_mismatch"]}));
         // Unknown (`XX`) or no header: no country, no mismatch.
         let cart = app.cart_with("EUR", &[(&v, 1)]).await;
-        let order =
-            app.send(checkout(&app, &cart, "xx", "ana@example.com", "tok_visa", None, &[("CF-IPCountry", "XX")])).await.expect(201);
+        let order = app
+            .send(checkout(&app, &cart, "xx", "ana@example.com", "tok_visa", None, &[("CF-IPCountry", "XX")]))
+            .await
+            .expect(201);
         assert_eq!(order["status"], "placed");
     }
 );
@@ -245,8 +252,10 @@ both!(
     |app: TestApp| async move {
         let v = variant(&app, "abroad", 10).await;
         let cart = app.cart_with("EUR", &[(&v, 1)]).await;
-        let order =
-            app.send(checkout(&app, &cart, "es", "ana@example.com", "tok_visa", None, &[("CF-IPCountry", "ES")])).await.expect(201);
+        let order = app
+            .send(checkout(&app, &cart, "es", "ana@example.com", "tok_visa", None, &[("CF-IPCountry", "ES")]))
+            .await
+            .expect(201);
         assert_eq!(order["status"], "placed");
         assert_eq!(order["risk"]["reasons"], json!([]));
     }

@@ -20,3 +20,21 @@ CREATE INDEX risk_signals_order ON risk_signals(order_id);
 -- orders: the checkout's risk assessment, as JSON ({"score", "decision", "reasons"}); NULL for
 -- orders placed before scoring, or with scoring off.
 ALTER TABLE orders ADD COLUMN risk TEXT;
+
+-- orders may be held for review (`on_hold`), their payment authorised and not captured
+-- (`authorized`, in the attempts and in the test provider's ledger). SQLite cannot alter a CHECK
+-- constraint: rather than rebuild these tables (which would drop any column a migration added
+-- meanwhile, and cascade-delete order lines), the stored definitions get the new values, as
+-- SQLite documents for widening a constraint (lang_altertable.html, "Making Other Kinds Of
+-- Table Schema Changes"). Only the IN lists change; existing rows stay valid. A definition
+-- that no longer ends its list as 0004/0007 wrote it is left alone. `RESET` reloads this
+-- connection's schema; the CREATE TABLE above bumped the schema cookie, so every other
+-- connection reloads it too.
+PRAGMA writable_schema = ON;
+UPDATE sqlite_master
+   SET sql = replace(sql, '''payment_failed'', ''cancelled'')', '''payment_failed'', ''cancelled'', ''on_hold'')')
+ WHERE type = 'table' AND name = 'orders';
+UPDATE sqlite_master
+   SET sql = replace(sql, '''voided'', ''refunded'')', '''voided'', ''refunded'', ''authorized'')')
+ WHERE type = 'table' AND name IN ('payment_attempts', 'test_provider_charges');
+PRAGMA writable_schema = RESET;
