@@ -84,6 +84,11 @@ pub static METRICS: &[Metric] = &[
         ]
     ),
     metric!(Counter "stock_conflicts_total", "Checkouts refused because a line was not in stock"),
+    metric!(
+        Counter "risk_decisions_total",
+        "Checkouts scored by risk scoring, by decision (allow, review, block)",
+        &[&[("decision", "allow")], &[("decision", "review")], &[("decision", "block")]]
+    ),
     metric!(Counter "payment_provider_timeouts_total", "Payment provider calls cut at the provider deadline, by provider", &[]),
     metric!(
         Counter "recovery_settled_total",

@@ -80,7 +80,8 @@ impl Application {
             backroom_payments::Providers::enabled(&db, &settings.payment_providers, settings.provider_timeout)
                 .map_err(anyhow::Error::msg)?;
         let vault = open_vault(&settings, &db).await?;
-        let checkout = backroom_checkout::Checkout::new(db.clone(), providers, settings.checkout, vault);
+        let checkout = backroom_checkout::Checkout::new(db.clone(), providers, settings.checkout, vault)
+            .with_risk(settings.risk.clone());
         let cors = settings
             .cors_origins
             .iter()

@@ -86,7 +86,8 @@ pub const ENV_ONLY_HELP: &str = "Environment only:\n  \
     BACKROOM_ADMIN_TOKEN  A bootstrap key with the owner role (16-200 characters); a secret, so never a flag\n  \
     BACKROOM_MASTER_KEY   32 bytes in base64 that wrap the keys of personal data; without it, a key file is\n  \
                           created in the data directory on first start (back it up: docs/api.md#the-master-key)\n  \
-    BACKROOM_LOG          Log filter, such as info or backroom=debug,sqlx=warn [default: info]\n\n\
+    BACKROOM_LOG          Log filter, such as info or backroom=debug,sqlx=warn [default: info]\n  \
+    BACKROOM_RISK, BACKROOM_RISK_*  Risk scoring: on or off, and its thresholds (docs/risk.md#settings)\n\n\
     Every flag above can also be set in backroom.toml (its long name with _ for -) or as BACKROOM_<NAME>;\n\
     flags win over the environment, which wins over the file. See docs/api.md#settings.";
 
@@ -173,6 +174,8 @@ pub struct Settings {
     /// Webhook and carrier-quote URLs may be on loopback, private and link-local addresses
     /// (`BACKROOM_WEBHOOKS_ALLOW_PRIVATE`); `false` by default, which refuses them.
     pub webhooks_allow_private: bool,
+    /// Risk scoring (`BACKROOM_RISK`, `BACKROOM_RISK_*`; environment only, docs/risk.md).
+    pub risk: backroom_risk::Settings,
 }
 
 /// Defaults of the HTTP edge.
@@ -210,6 +213,7 @@ impl Default for Settings {
             customers: backroom_customers::Settings::default(),
             search_follow_interval: SEARCH_FOLLOW_INTERVAL,
             webhooks_allow_private: false,
+            risk: backroom_risk::Settings::default(),
         }
     }
 }
@@ -235,6 +239,7 @@ impl std::fmt::Debug for Settings {
             .field("max_in_flight", &self.max_in_flight)
             .field("customers", &self.customers)
             .field("webhooks_allow_private", &self.webhooks_allow_private)
+            .field("risk", &self.risk)
             .finish()
     }
 }
@@ -482,6 +487,7 @@ impl Settings {
         if metrics_listen == Some(listen) {
             return Err(format!("the metrics listen address {listen} must differ from the listen address"));
         }
+        let risk = risk_settings(&|name| std::env::var(name).ok())?;
         Ok(Settings {
             listen,
             data_dir,
@@ -505,6 +511,7 @@ impl Settings {
             customers,
             search_follow_interval: SEARCH_FOLLOW_INTERVAL,
             webhooks_allow_private,
+            risk,
         })
     }
 
@@ -513,6 +520,54 @@ impl Settings {
         std::fs::create_dir_all(&self.data_dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", self.data_dir.display()))
     }
+}
+
+/// The risk settings from the environment (`env` reads a variable; every one is optional),
+/// each checked: docs/risk.md lists them.
+pub fn risk_settings(env: &dyn Fn(&str) -> Option<String>) -> Result<backroom_risk::Settings, String> {
+    let mut s = backroom_risk::Settings::default();
+    if let Some(raw) = env("BACKROOM_RISK") {
+        s.enabled = match raw.trim() {
+            "on" => true,
+            "off" => false,
+            _ => return Err(format!("invalid risk scoring `{raw}` (from BACKROOM_RISK): expected on or off")),
+        };
+    }
+    let count =
+        |name: &str, default: u32| -> Result<u32, String> {
+            match env(name) {
+                None => Ok(default),
+                Some(raw) => raw.trim().parse().ok().filter(|n| (1..=100_000).contains(n)).ok_or_else(|| {
+                    format!("invalid value `{raw}` (from {name}): must be a whole number from 1 to 100000")
+                }),
+            }
+        };
+    s.max_declines = count("BACKROOM_RISK_MAX_DECLINES", s.max_declines)?;
+    s.max_attempts = count("BACKROOM_RISK_MAX_ATTEMPTS", s.max_attempts)?;
+    s.max_cards = count("BACKROOM_RISK_MAX_CARDS", s.max_cards)?;
+    let score =
+        |name: &str, default: u8| -> Result<u8, String> {
+            match env(name) {
+                None => Ok(default),
+                Some(raw) => raw.trim().parse().ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| {
+                    format!("invalid score `{raw}` (from {name}): must be a whole number from 1 to 100")
+                }),
+            }
+        };
+    s.review_score = score("BACKROOM_RISK_REVIEW_SCORE", s.review_score)?;
+    s.block_score = score("BACKROOM_RISK_BLOCK_SCORE", s.block_score)?;
+    if let Some(raw) = env("BACKROOM_RISK_REVIEW_ABOVE") {
+        s.review_above = backroom_risk::parse_review_above(&raw)
+            .map_err(|e| format!("invalid review limits `{raw}` (from BACKROOM_RISK_REVIEW_ABOVE): {e}"))?;
+    }
+    if let Some(raw) = env("BACKROOM_RISK_COUNTRY_HEADER").filter(|r| !r.trim().is_empty()) {
+        s.country_header = Some(
+            backroom_risk::parse_header_name(&raw)
+                .map_err(|e| format!("invalid header (from BACKROOM_RISK_COUNTRY_HEADER): {e}"))?,
+        );
+    }
+    s.check().map_err(|e| format!("invalid risk settings: {e}"))?;
+    Ok(s)
 }
 
 /// A comma list of known provider names, each once; empty items (and an empty list) are
@@ -626,6 +681,39 @@ mod tests {
         let e = with("yes").unwrap_err();
         assert!(e.contains("--webhooks-allow-private") && e.contains("true or false"), "{e}");
         assert_eq!(parse_file("webhooks_allow_private = true\n").unwrap().webhooks_allow_private, Some(true));
+    }
+
+    #[test]
+    fn risk_settings_are_checked() {
+        let with = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+            risk_settings(&move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        };
+        assert_eq!(with(&[]).unwrap(), backroom_risk::Settings::default());
+        let s = with(&[
+            ("BACKROOM_RISK", "off"),
+            ("BACKROOM_RISK_MAX_DECLINES", "3"),
+            ("BACKROOM_RISK_REVIEW_ABOVE", "EUR:100000,USD:100000"),
+            ("BACKROOM_RISK_COUNTRY_HEADER", "CF-IPCountry"),
+            ("BACKROOM_RISK_REVIEW_SCORE", "40"),
+        ])
+        .unwrap();
+        assert!(!s.enabled);
+        assert_eq!((s.max_declines, s.review_score, s.review_above.len()), (3, 40, 2));
+        assert_eq!(s.country_header.as_deref(), Some("cf-ipcountry"));
+        for (name, bad, says) in [
+            ("BACKROOM_RISK", "maybe", "expected on or off"),
+            ("BACKROOM_RISK_MAX_DECLINES", "0", "from 1 to 100000"),
+            ("BACKROOM_RISK_MAX_CARDS", "many", "from 1 to 100000"),
+            ("BACKROOM_RISK_REVIEW_ABOVE", "EUR100000", "CURRENCY:AMOUNT"),
+            ("BACKROOM_RISK_REVIEW_ABOVE", "ZZZ:5", "not a currency"),
+            ("BACKROOM_RISK_BLOCK_SCORE", "101", "from 1 to 100"),
+            ("BACKROOM_RISK_REVIEW_SCORE", "95", "must not be above"),
+            ("BACKROOM_RISK_COUNTRY_HEADER", "CF IPCountry", "header name"),
+        ] {
+            let e = with(&[(name, bad)]).unwrap_err();
+            assert!(e.contains(name) && e.contains(says), "{name}={bad}: {e}");
+        }
     }
 
     #[test]

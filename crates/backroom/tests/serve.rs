@@ -87,6 +87,11 @@ fn provider_and_edge_settings_are_checked_at_start() {
         ("BACKROOM_MAX_CONNECTIONS", "lots", "must be a whole number"),
         ("BACKROOM_MAX_IN_FLIGHT", "0", "must be a whole number"),
         ("BACKROOM_WRITER_JOB_TIMEOUT", "1ms", "must be at least"),
+        ("BACKROOM_RISK", "maybe", "invalid risk scoring"),
+        ("BACKROOM_RISK_MAX_DECLINES", "0", "must be a whole number"),
+        ("BACKROOM_RISK_REVIEW_ABOVE", "EUR100000", "invalid review limits"),
+        ("BACKROOM_RISK_REVIEW_SCORE", "95", "must not be above"),
+        ("BACKROOM_RISK_COUNTRY_HEADER", "CF IPCountry", "invalid header"),
     ] {
         let out = backroom(dir.path()).env(name, value).arg("serve").output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{name}={value}");

@@ -322,6 +322,9 @@ impl Server {
             // Every simulated shopper comes from this one address: limits off, unless the
             // scenario's own settings (`env`, below) turn them on (`login-flood`).
             .env("BACKROOM_RATE_LIMITS", "off")
+            // The same few shoppers buy thousands of times from one address (some declined on
+            // purpose): risk scoring off too, or its velocity rules would hold or block them.
+            .env("BACKROOM_RISK", "off")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)

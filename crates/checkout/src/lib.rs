@@ -8,11 +8,17 @@
 //! 4. One transaction: `placed` + reservations become allocations + outbox events; or, on a
 //!    decline, release everything and reopen the cart.
 //! 5. [`Checkout::recover`] settles attempts whose answer was lost by asking the provider.
+//!
+//! Between 1 and 2 the checkout is scored (`backroom_risk`, docs/risk.md): a blocked one ends
+//! there (`checkout_blocked`, nothing reserved or charged); a reviewed one is only authorised
+//! and its order waits `on_hold`.
 
 pub mod idempotency;
 
 use idempotency::Begin;
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use backroom_cart::{Cart, CartStatus};
@@ -25,6 +31,7 @@ use backroom_kernel::id::{AttemptId, OrderId};
 use backroom_kernel::{Code, Error, FieldError, Money, Result, error::Problems, now};
 use backroom_orders::{Address, NewOrder, Order, OrderLine, OrderStatus};
 use backroom_payments::{AttemptStatus, ChargeRequest, ChargeStatus, PaymentProvider, Providers};
+use backroom_risk::{Assessment, Decision};
 use backroom_vault::Vault;
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +77,12 @@ pub enum Outcome {
     Placed {
         order: Box<Order>,
     },
+    /// Held for review (risk): the payment is authorised, not captured; the order is `on_hold`.
+    OnHold {
+        order: Box<Order>,
+    },
+    /// Refused by risk scoring; nothing reserved or charged.
+    CheckoutBlocked,
     /// The provider's answer was lost; recovery will settle the order.
     PaymentPending {
         order: Box<Order>,
@@ -149,6 +162,16 @@ pub struct Recovered {
     pub refunds: usize,
 }
 
+/// Who a checkout comes from, for risk scoring.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Client {
+    /// The client's address, as the rate limits see it; `None` when not known.
+    pub address: Option<IpAddr>,
+    /// The client's country (ISO 3166-1 alpha-2), when the trusted header
+    /// (`BACKROOM_RISK_COUNTRY_HEADER`) gave one.
+    pub country: Option<String>,
+}
+
 /// The checkout service.
 #[derive(Clone)]
 pub struct Checkout {
@@ -159,6 +182,7 @@ pub struct Checkout {
     settings: Settings,
     vault: Vault,
     carts: backroom_cart::Carts,
+    risk: Arc<backroom_risk::Settings>,
 }
 
 fn dur(d: Duration) -> chrono::TimeDelta {
@@ -175,7 +199,19 @@ impl Checkout {
             providers,
             settings,
             vault,
+            risk: Arc::new(backroom_risk::Settings::default()),
         }
+    }
+
+    /// This checkout with these risk settings (the defaults otherwise).
+    pub fn with_risk(mut self, risk: backroom_risk::Settings) -> Self {
+        self.risk = Arc::new(risk);
+        self
+    }
+
+    /// The risk settings.
+    pub fn risk_settings(&self) -> &backroom_risk::Settings {
+        &self.risk
     }
 
     /// The vault that seals orders' personal data.
@@ -219,9 +255,22 @@ impl Checkout {
     ///
     /// Outcomes are stored under the key without personal data; a replay reads the order's
     /// e-mail and address from the order itself (so an erased customer's replay shows `null`).
-    #[tracing::instrument(skip(self, hash, req), fields(cart_id = %cart_id))]
     pub async fn run(&self, cart_id: &str, key: &str, hash: &str, req: &CheckoutRequest) -> Result<Answer> {
-        Ok(match self.run_keyed(cart_id, key, hash, req).await? {
+        self.run_from(cart_id, key, hash, req, &Client::default()).await
+    }
+
+    /// [`Checkout::run`] for a request from `client` (its address and country feed the risk
+    /// rules).
+    #[tracing::instrument(skip(self, hash, req, client), fields(cart_id = %cart_id))]
+    pub async fn run_from(
+        &self,
+        cart_id: &str,
+        key: &str,
+        hash: &str,
+        req: &CheckoutRequest,
+        client: &Client,
+    ) -> Result<Answer> {
+        Ok(match self.run_keyed(cart_id, key, hash, req, client).await? {
             Answer::Replay(mut outcome) => {
                 if let Some(order) = outcome.order_mut() {
                     let mut r = self.db.read().await?;
@@ -239,19 +288,38 @@ impl Checkout {
         })
     }
 
-    async fn run_keyed(&self, cart_id: &str, key: &str, hash: &str, req: &CheckoutRequest) -> Result<Answer> {
+    async fn run_keyed(
+        &self,
+        cart_id: &str,
+        key: &str,
+        hash: &str,
+        req: &CheckoutRequest,
+        client: &Client,
+    ) -> Result<Answer> {
         let key = Key { scope: cart_id.to_owned(), key: key.to_owned(), hash: hash.to_owned() };
         let email_index = self.vault.email_index(&req.email);
         let (cart, lines) = match self.prepare(cart_id, req, &email_index).await? {
-            Prepared::Ended(outcome) => return self.end_without_order(key, outcome).await,
+            Prepared::Ended(outcome) => return self.end_without_order(key, outcome, None).await,
             Prepared::Ready { cart, lines } => (cart, lines),
         };
+        // 1b. Risk: scored before anything is reserved or charged.
+        let (risk, mut signal) = match self.score(&cart, req, &email_index, client).await? {
+            Some((assessment, signal)) => (Some(assessment), Some(signal)),
+            None => (None, None),
+        };
+        let decision = risk.as_ref().map_or(Decision::Allow, |a| a.decision);
+        if decision == Decision::Block {
+            return self.end_without_order(key, Outcome::CheckoutBlocked, signal).await;
+        }
         let promotion = cart.pricing.promotion.clone().filter(|_| !cart.promotions.is_empty());
 
         // 2. Reserve, create the order and the attempt, claim the key: one job.
         let provider = self.provider(&req.payment.provider)?;
         let order_id = OrderId::generate();
-        let order = new_order(order_id.as_str(), &cart, req)?;
+        let order = new_order(order_id.as_str(), &cart, req, risk)?;
+        if let Some(s) = &mut signal {
+            s.order_id = Some(order_id.to_string());
+        }
         // Sealed here, so the writer does no crypto.
         let personal = backroom_orders::seal(&self.vault, &order)?;
         let attempt_id = AttemptId::generate();
@@ -263,7 +331,7 @@ impl Checkout {
             .write_retrying(|| {
                 let (key, job_order, job_attempt) = (key.clone(), order_id.clone(), attempt_id.clone());
                 let (lines, order, personal) = (lines.clone(), order.clone(), personal.clone());
-                let (promotion, email_index) = (promotion.clone(), email_index.clone());
+                let (promotion, email_index, signal) = (promotion.clone(), email_index.clone(), signal.clone());
                 move |mut conn| {
                     Box::pin(async move {
                         if !backroom_cart::transition(&mut conn, &key.scope, CartStatus::Open, CartStatus::CheckingOut)
@@ -298,6 +366,9 @@ impl Checkout {
                         backroom_orders::create(&mut conn, &order, &personal).await?;
                         backroom_payments::create_attempt(&mut conn, &job_attempt, &job_order, provider_name, amount)
                             .await?;
+                        if let Some(signal) = &signal {
+                            backroom_risk::store::record_attempt(&mut conn, signal).await?;
+                        }
                         match idempotency::claim(&mut conn, &key.scope, &key.key, &key.hash, Some(&order.id), None)
                             .await?
                         {
@@ -312,16 +383,16 @@ impl Checkout {
         match reserved {
             Ok(Begin::New) => {}
             Ok(existing) => return Ok(Answer::from_claim(existing)),
-            Err(outcome) => return self.end_without_order(key, outcome).await,
+            Err(outcome) => return self.end_without_order(key, outcome, None).await,
         }
 
-        // 3. Money moves only now.
+        // 3. Money moves only now; an order held for review is only authorised.
         let answer = provider
             .authorize(ChargeRequest {
                 idempotency_key: attempt_id.to_string(),
                 amount,
                 token: req.payment.token.clone(),
-                capture: true,
+                capture: decision != Decision::Review,
                 order_id: order_id.to_string(),
             })
             .await;
@@ -479,9 +550,55 @@ impl Checkout {
         Ok(Prepared::Ready { cart: Box::new(cart), lines })
     }
 
+    /// Scores the checkout (`None` with scoring off): the last hour's signals for its e-mail,
+    /// client address and payment token, its total and countries.
+    async fn score(
+        &self,
+        cart: &Cart,
+        req: &CheckoutRequest,
+        email_index: &str,
+        client: &Client,
+    ) -> Result<Option<(Assessment, backroom_risk::store::Signal)>> {
+        if !self.risk.enabled {
+            return Ok(None);
+        }
+        let signal = backroom_risk::store::Signal {
+            order_id: None,
+            email_index: email_index.to_owned(),
+            client_index: client.address.map(|a| self.vault.keyed_hash("risk/client", &a.to_canonical().to_string())),
+            token_index: self
+                .vault
+                .keyed_hash("risk/token", &format!("{}/{}", req.payment.provider, req.payment.token)),
+            amount: cart.total,
+        };
+        let recent = {
+            let mut r = self.db.read_fast().await?;
+            backroom_risk::store::recent(&mut r.conn(), &signal, now() - backroom_risk::store::WINDOW).await?
+        };
+        let inputs = backroom_risk::Inputs {
+            total: cart.total,
+            shipping_country: req.shipping_address.country.clone(),
+            client_country: client.country.clone(),
+            recent,
+        };
+        let assessment = backroom_risk::assess(&self.risk, &inputs);
+        metrics::counter!("risk_decisions_total", "decision" => assessment.decision.as_str()).increment(1);
+        if assessment.decision != Decision::Allow {
+            tracing::info!(cart_id = %cart.id, score = assessment.score, decision = assessment.decision.as_str(),
+                reasons = ?assessment.reasons, "risk scoring did not allow a checkout outright");
+        }
+        Ok(Some((assessment, signal)))
+    }
+
     /// Ends a checkout that created no order: one job claims the key with the outcome (a
-    /// changed price is also written to the cart, so the shopper sees it and can confirm).
-    async fn end_without_order(&self, key: Key, outcome: Outcome) -> Result<Answer> {
+    /// changed price is also written to the cart, so the shopper sees it and can confirm), and
+    /// records the attempt's risk signal when it was scored (a blocked checkout).
+    async fn end_without_order(
+        &self,
+        key: Key,
+        outcome: Outcome,
+        signal: Option<backroom_risk::store::Signal>,
+    ) -> Result<Answer> {
         self.db
             .write(move |mut conn| {
                 Box::pin(async move {
@@ -499,7 +616,12 @@ impl Checkout {
                         *cart = now.map(|c| serde_json::to_value(&c)).transpose().map_err(Error::internal)?;
                     }
                     match idempotency::claim(&mut conn, &key.scope, &key.key, &key.hash, None, Some(&outcome)).await? {
-                        Begin::New => Ok(Done::Commit(Answer::New(outcome))),
+                        Begin::New => {
+                            if let Some(signal) = &signal {
+                                backroom_risk::store::record_attempt(&mut conn, signal).await?;
+                            }
+                            Ok(Done::Commit(Answer::New(outcome)))
+                        }
                         other => Ok(Done::Rollback(Answer::from_claim(other))),
                     }
                 })
@@ -586,6 +708,7 @@ impl Checkout {
         let oms = backroom_orders::oms::Oms::new(self.db.clone(), self.providers.clone());
         done.refunds = oms.recover_refunds(cutoff).await?;
         idempotency::prune(&self.db, cutoff).await?;
+        backroom_risk::store::prune(&self.db).await?;
         Ok(done)
     }
 
@@ -616,6 +739,8 @@ impl Checkout {
 fn outcome_name(o: &Outcome) -> &'static str {
     match o {
         Outcome::Placed { .. } => "placed",
+        Outcome::OnHold { .. } => "on_hold",
+        Outcome::CheckoutBlocked => "checkout_blocked",
         Outcome::PaymentPending { .. } => "payment_pending",
         Outcome::PaymentDeclined { .. } => "payment_declined",
         Outcome::InsufficientStock { .. } => "insufficient_stock",
@@ -639,7 +764,7 @@ impl Outcome {
     /// The order this outcome answers with, if any.
     pub fn order_mut(&mut self) -> Option<&mut Order> {
         match self {
-            Outcome::Placed { order } | Outcome::PaymentPending { order } => Some(order),
+            Outcome::Placed { order } | Outcome::PaymentPending { order } | Outcome::OnHold { order } => Some(order),
             _ => None,
         }
     }
@@ -655,7 +780,7 @@ impl Outcome {
     }
 }
 
-fn new_order(order_id: &str, cart: &Cart, req: &CheckoutRequest) -> Result<NewOrder> {
+fn new_order(order_id: &str, cart: &Cart, req: &CheckoutRequest, risk: Option<Assessment>) -> Result<NewOrder> {
     Ok(NewOrder {
         id: order_id.to_owned(),
         cart_id: cart.id.clone(),
@@ -698,6 +823,7 @@ fn new_order(order_id: &str, cart: &Cart, req: &CheckoutRequest) -> Result<NewOr
         tax_inclusive: cart.tax_inclusive,
         promotions: cart.promotions.clone(),
         shipping_method: cart.shipping_method.clone(),
+        risk,
     })
 }
 
@@ -753,9 +879,9 @@ fn status_outcome(status: Option<CartStatus>) -> Outcome {
 fn outcome_of(order: Order) -> Outcome {
     match order.status {
         OrderStatus::Placed => Outcome::Placed { order: Box::new(order) },
+        OrderStatus::OnHold => Outcome::OnHold { order: Box::new(order) },
         OrderStatus::PendingPayment => Outcome::PaymentPending { order: Box::new(order) },
-        // A held order is paid by an authorisation: as placed for the checkout's answer.
-        OrderStatus::OnHold | OrderStatus::Completed => Outcome::Placed { order: Box::new(order) },
+        OrderStatus::Completed => Outcome::Placed { order: Box::new(order) },
         OrderStatus::Canceled => Outcome::PaymentDeclined { reason: "voided".into(), order_id: order.id },
     }
 }
@@ -765,10 +891,11 @@ async fn load_order(conn: &mut Conn<'_>, id: &str) -> Result<Order> {
     backroom_orders::load(conn, None, &[id.to_owned()], false).await?.pop().ok_or(Error::not_found("order"))
 }
 
-/// Step 4 inside a write job: `placed` with allocations (payment `captured`), or `canceled`
-/// with the stock released (payment `voided`); the cart, the attempt, the outbox and the
-/// idempotency key follow. An order no longer in `pending_payment` is left as it is, and so is
-/// one whose customer must still act (3-D Secure).
+/// Step 4 inside a write job: `placed` with allocations (payment `captured`), `on_hold` with
+/// allocations when the payment is only authorised (risk review), or `canceled` with the stock
+/// released (payment `voided`; a decline is a risk signal); the cart, the attempt, the outbox
+/// and the idempotency key follow. An order no longer in `pending_payment` is left as it is,
+/// and so is one whose customer must still act (3-D Secure).
 async fn settle_in(
     conn: &mut Conn<'_>,
     order_id: &OrderId,
@@ -776,8 +903,10 @@ async fn settle_in(
     status: ChargeStatus,
 ) -> Result<Outcome> {
     let (outcome_status, note) = match &status {
-        ChargeStatus::Captured { .. } | ChargeStatus::Authorized { .. } => {
-            (OrderStatus::Placed, "payment captured".to_owned())
+        ChargeStatus::Captured { .. } => (OrderStatus::Placed, "payment captured".to_owned()),
+        // Only authorised: the checkout asked so because risk scoring sent it to review.
+        ChargeStatus::Authorized { .. } => {
+            (OrderStatus::OnHold, "payment authorised, not captured; held for review".to_owned())
         }
         // The money went back before the order was placed (a refund in the provider's own
         // dashboard, say): no paid order, so the stock goes back too.
@@ -795,8 +924,11 @@ async fn settle_in(
     }
     let from = [AttemptStatus::Pending, AttemptStatus::Unknown];
     let (attempt, reference, reason, cart_to) = match &status {
-        ChargeStatus::Captured { reference } | ChargeStatus::Authorized { reference } => {
+        ChargeStatus::Captured { reference } => {
             (AttemptStatus::Captured, Some(reference.as_str()), None, CartStatus::Completed)
+        }
+        ChargeStatus::Authorized { reference } => {
+            (AttemptStatus::Authorized, Some(reference.as_str()), None, CartStatus::Completed)
         }
         ChargeStatus::Refunded { reference } => {
             (AttemptStatus::Refunded, Some(reference.as_str()), Some("refunded"), CartStatus::Open)
@@ -807,14 +939,17 @@ async fn settle_in(
         }
     };
     backroom_payments::transition(conn, attempt_id, &from, attempt, reference, reason).await?;
-    // The order's payment: captured, or no money taken (a refund before placing gave it back).
-    let payment_status = if outcome_status == OrderStatus::Placed {
-        backroom_orders::PaymentStatus::Captured
-    } else {
-        backroom_orders::PaymentStatus::Voided
+    // The order's payment: captured, authorised (held), or no money taken.
+    let payment_status = match outcome_status {
+        OrderStatus::Placed => backroom_orders::PaymentStatus::Captured,
+        OrderStatus::OnHold => backroom_orders::PaymentStatus::Authorized,
+        _ => backroom_orders::PaymentStatus::Voided,
     };
     backroom_orders::oms::set_payment_status(conn, order_id.as_str(), payment_status).await?;
-    let changed = if outcome_status == OrderStatus::Placed {
+    if matches!(status, ChargeStatus::Declined { .. }) {
+        backroom_risk::store::record_decline(conn, order_id.as_str()).await?;
+    }
+    let changed = if matches!(outcome_status, OrderStatus::Placed | OrderStatus::OnHold) {
         reservations::allocate(conn, order_id, ACTOR).await?
     } else {
         // No order was placed: its promotion use goes back too.
@@ -823,19 +958,22 @@ async fn settle_in(
     };
     let order = load_order(conn, order_id.as_str()).await?;
     backroom_cart::transition(conn, &order.cart_id, CartStatus::CheckingOut, cart_to).await?;
-    let summary = outbox::OrderOutcome {
-        order_id: order.id.clone(),
-        number: order.number.clone(),
-        status: backroom_orders::oms::event_state(order.status),
-        total: order.total,
-        cart_id: order.cart_id.clone(),
-    };
-    let event = if order.status == OrderStatus::Placed {
-        outbox::Event::OrderPlaced(summary)
-    } else {
-        outbox::Event::OrderPaymentFailed(summary)
-    };
-    outbox::enqueue(conn, &event).await?;
+    // An order held for review raises no order event until a person decides on it.
+    if order.status != OrderStatus::OnHold {
+        let summary = outbox::OrderOutcome {
+            order_id: order.id.clone(),
+            number: order.number.clone(),
+            status: backroom_orders::oms::event_state(order.status),
+            total: order.total,
+            cart_id: order.cart_id.clone(),
+        };
+        let event = if order.status == OrderStatus::Placed {
+            outbox::Event::OrderPlaced(summary)
+        } else {
+            outbox::Event::OrderPaymentFailed(summary)
+        };
+        outbox::enqueue(conn, &event).await?;
+    }
     if !changed.is_empty() {
         let stock = outbox::StockChanged { variant_ids: changed, order_id: Some(order.id.clone()) };
         outbox::enqueue(conn, &outbox::Event::StockChanged(stock)).await?;

@@ -71,6 +71,8 @@ codes! {
         "the provider declined; the problem has `reason` and `order_id`"),
     Forbidden = (403, "forbidden", "Forbidden",
         "the key's role lacks the permission"),
+    CheckoutBlocked = (403, "checkout_blocked", "Checkout blocked",
+        "risk scoring refused the checkout (too many declined payments for the e-mail or from the client address within an hour, or a score at `BACKROOM_RISK_BLOCK_SCORE`; see docs/risk.md); nothing reserved or charged, the cart stays open"),
     NotFound = (404, "not_found", "Not found",
         "unknown id, handle or route"),
     MethodNotAllowed = (405, "method_not_allowed", "Method not allowed",

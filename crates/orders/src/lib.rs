@@ -205,7 +205,7 @@ pub struct OrderLine {
 pub struct PaymentSummary {
     pub id: String,
     pub provider: String,
-    /// `pending`, `unknown`, `captured`, `declined` or `voided`.
+    /// `pending`, `unknown`, `authorized` (held for review), `captured`, `declined` or `voided`.
     pub status: String,
     /// The provider's reference for the charge, once known.
     pub reference: Option<String>,
@@ -281,6 +281,10 @@ pub struct Order {
     /// Returns, oldest first (admin answers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub returns: Option<Vec<oms::Return>>,
+    /// The checkout's risk assessment; `null` for orders placed with scoring off (and before
+    /// it existed).
+    #[serde(default)]
+    pub risk: Option<backroom_risk::Assessment>,
 }
 
 /// What to create.
@@ -303,6 +307,8 @@ pub struct NewOrder {
     pub tax_inclusive: bool,
     pub promotions: Vec<AppliedPromotion>,
     pub shipping_method: Option<ShippingMethod>,
+    /// The checkout's risk assessment (none with scoring off).
+    pub risk: Option<backroom_risk::Assessment>,
 }
 
 struct OrderRow {
@@ -328,6 +334,7 @@ struct OrderRow {
     payment_status: String,
     fulfillment_status: String,
     refunded_total: i64,
+    risk: Option<String>,
 }
 
 backroom_db::from_row!(OrderRow {
@@ -352,7 +359,8 @@ backroom_db::from_row!(OrderRow {
     shipping_method,
     payment_status,
     fulfillment_status,
-    refunded_total
+    refunded_total,
+    risk
 });
 
 /// The personal part of an order, sealed as one value under the order's data key.
@@ -443,7 +451,7 @@ backroom_db::from_row!(LineRow {
 
 const ORDER_COLUMNS: &str = "id, number, status, cart_id, customer_id, key_id, personal, currency, subtotal, tax_total, \
                              shipping_total, total, created_at, updated_at, discount_total, region_id, tax_inclusive, \
-                             promotions, shipping_method, payment_status, fulfillment_status, refunded_total";
+                             promotions, shipping_method, payment_status, fulfillment_status, refunded_total, risk";
 
 /// Creates an order in `pending_payment` inside the caller's transaction, with its data key
 /// and its personal data as [`seal`] made them. The clear `email` and `shipping_address`
@@ -460,9 +468,9 @@ pub async fn create(conn: &mut Conn<'_>, o: &NewOrder, personal: &SealedPersonal
     let sql = format!(
         "INSERT INTO orders (id, number, status, cart_id, email, currency, subtotal, tax_total, shipping_total, total, \
          shipping_address, created_at, updated_at, customer_id, key_id, email_index, personal, discount_total, \
-         region_id, tax_inclusive, promotions, shipping_method) \
+         region_id, tax_inclusive, promotions, shipping_method, risk) \
          VALUES ($1, {number}, 'pending_payment', $2, '', $3, $4, $5, $6, $7, '', $8, $8, $9, $10, $11, $12, $13, $14, \
-         $15, $16, $17)"
+         $15, $16, $17, $18)"
     );
     backroom_db::sql::query(sql.as_str())
         .bind(&o.id)
@@ -482,6 +490,7 @@ pub async fn create(conn: &mut Conn<'_>, o: &NewOrder, personal: &SealedPersonal
         .bind(o.tax_inclusive)
         .bind((!o.promotions.is_empty()).then(|| json(&o.promotions)))
         .bind(o.shipping_method.as_ref().map(json))
+        .bind(o.risk.as_ref().map(json))
         .execute(conn)
         .await
         .map(|_| ())
@@ -687,6 +696,7 @@ pub async fn load(
             tax_inclusive: r.tax_inclusive,
             promotions: r.promotions.as_deref().map(unjson).transpose()?.unwrap_or_default(),
             shipping_method: r.shipping_method.as_deref().map(unjson).transpose()?,
+            risk: r.risk.as_deref().map(unjson).transpose()?,
             tax_total: m(r.tax_total)?,
             shipping_total: m(r.shipping_total)?,
             total: m(r.total)?,

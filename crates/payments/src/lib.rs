@@ -217,6 +217,8 @@ pub enum AttemptStatus {
     Voided,
     /// The charge was given back before the order was placed: not a paid order.
     Refunded,
+    /// Authorised, not captured (an order held for review).
+    Authorized,
 }
 
 impl AttemptStatus {
@@ -228,11 +230,12 @@ impl AttemptStatus {
             AttemptStatus::Declined => "declined",
             AttemptStatus::Voided => "voided",
             AttemptStatus::Refunded => "refunded",
+            AttemptStatus::Authorized => "authorized",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Unknown, Self::Captured, Self::Declined, Self::Voided, Self::Refunded]
+        [Self::Pending, Self::Unknown, Self::Captured, Self::Declined, Self::Voided, Self::Refunded, Self::Authorized]
             .into_iter()
             .find(|a| a.as_str() == s)
     }

@@ -4,7 +4,7 @@
 //!
 //! | token | behaviour |
 //! |---|---|
-//! | `tok_visa` | approved and captured |
+//! | `tok_visa` | approved and captured (only authorised when the request says `capture: false`) |
 //! | `tok_declined` | declined (`card_declined`) |
 //! | `tok_insufficient_funds` | declined (`insufficient_funds`) |
 //! | `tok_timeout` | the charge is captured, but the answer is lost |

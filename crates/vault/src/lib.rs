@@ -372,6 +372,18 @@ impl Vault {
         mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The keyed hash (hex) of `value` for `purpose` (such as `risk/token`), as it is: for
+    /// values compared only for equality and never shown (risk signals' client addresses and
+    /// payment tokens). The purpose keeps the hashes of different kinds of value apart, and
+    /// apart from [`Vault::email_index`].
+    pub fn keyed_hash(&self, purpose: &str, value: &str) -> String {
+        let mut mac = <hmac::Hmac<Sha256>>::new_from_slice(&self.0.index_key.bytes).expect("HMAC takes any key length");
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(value.as_bytes());
+        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Rewraps every stored data key from `old` to `new` in one transaction; the sealed fields
     /// and the e-mail index stay as they are. Run with the store stopped
     /// (`backroom master-key rotate`); returns how many keys were rewrapped.

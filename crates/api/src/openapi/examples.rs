@@ -245,7 +245,8 @@ pub fn order() -> Value {
             "reference": "ch_01m8pssb3c04h50mw93ksyqxe0"
         },
         "created_at": "2025-06-02T09:32:05.184411Z",
-        "updated_at": "2025-06-02T09:32:05.206385Z"
+        "updated_at": "2025-06-02T09:32:05.206385Z",
+        "risk": {"score": 0, "decision": "allow", "reasons": []}
     })
 }
 

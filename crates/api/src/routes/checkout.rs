@@ -14,6 +14,7 @@ use backroom_orders::{Order, OrderFilter, OrderStatus};
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::client::ClientAddr;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery, Shopper, Staff};
 use crate::routes::Routes;
@@ -306,7 +307,7 @@ pub async fn choose_shipping(
 /// payment released what it allocated; the other outcomes allocated nothing).
 fn touched(outcome: &Outcome) -> Touched {
     match outcome {
-        Outcome::Placed { order } | Outcome::PaymentPending { order } => {
+        Outcome::Placed { order } | Outcome::PaymentPending { order } | Outcome::OnHold { order } => {
             Touched::variants(order.items.iter().map(|l| l.variant_id.clone()).collect())
         }
         _ => Touched::nothing(),
@@ -316,6 +317,13 @@ fn touched(outcome: &Outcome) -> Touched {
 fn respond(outcome: &Outcome) -> Response {
     match outcome {
         Outcome::Placed { order } => (StatusCode::CREATED, Json(order)).into_response(),
+        Outcome::OnHold { order } => (StatusCode::CREATED, Json(order)).into_response(),
+        Outcome::CheckoutBlocked => ApiError::custom(
+            Code::CheckoutBlocked,
+            "this checkout was refused by the store's risk checks; nothing was reserved or charged",
+            serde_json::Value::Null,
+        )
+        .into_response(),
         Outcome::PaymentPending { order } => (StatusCode::ACCEPTED, Json(order)).into_response(),
         Outcome::PaymentDeclined { order_id, reason } => ApiError::custom(
             Code::PaymentDeclined,
@@ -375,18 +383,23 @@ fn respond(outcome: &Outcome) -> Response {
 /// (with `Idempotency-Replayed: true`) and never charges twice. When the charge's answer is lost,
 /// the order is `202 pending_payment` and recovery settles it. A declined payment leaves the cart
 /// open for another try; a shortage or a changed price reserves and charges nothing.
+///
+/// Every checkout is scored for risk before anything is reserved (the order's `risk`): a
+/// blocked one is `403 checkout_blocked`; one held for review is only authorised and its order
+/// is `on_hold` until staff approve or reject it.
 #[utoipa::path(post, path = "/store/carts/{id}/checkout", tag = "carts", params(("id" = String, Path),
         ("Idempotency-Key" = String, Header, description = "1–255 printable ASCII characters; the same key replays the first answer",
             max_length = 255, pattern = "^[!-~]([ -~]*[!-~])?$")),
     request_body(content = CheckoutRequest, description = "Who buys, where it goes, and the payment token", example = json!(crate::openapi::examples::checkout())),
     responses(
         (status = 401, description = "`unauthenticated`: an `Authorization` header that is not a live customer token (send none to shop anonymously)", body = Problem, content_type = "application/problem+json"), 
-        (status = 201, description = "Paid: the order, `placed`", body = Order, links(
+        (status = 201, description = "Paid: the order, `placed`; or, held for review by risk scoring, `on_hold` with its payment `authorized` (not captured) and its stock allocated", body = Order, links(
             ("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id"))))), example = json!(crate::openapi::examples::order())),
         (status = 202, description = "The payment's answer was lost: the order, `pending_payment`; recovery settles it", body = Order, links(
             ("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))))),
         (status = 400, description = "`idempotency_key_required`: no valid `Idempotency-Key`; `malformed_json`: the body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "`payment_declined`: the provider declined (see `reason`); the cart is open for another try", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::examples::payment_declined())),
+        (status = 403, description = "`checkout_blocked`: risk scoring refused the checkout (docs/risk.md); nothing was reserved or charged, the cart stays open", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such cart", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`insufficient_stock` (see `items`): nothing was reserved; `price_changed` (see `items`): the cart has the new prices, nothing was charged; `cart_completed`, `cart_checking_out`, `idempotency_key_in_use`", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::examples::insufficient_stock())),
         (status = 422, description = "`validation_failed` (see `errors`), `idempotency_key_reused`, `payment_provider_unavailable`, `cart_total_too_large`, `card_data_refused`", body = Problem, content_type = "application/problem+json", example = json!(crate::openapi::examples::validation_failed()))))]
@@ -394,6 +407,7 @@ pub async fn checkout(
     State(s): State<AppState>,
     Path(cart_id): Path<String>,
     shopper: Shopper,
+    client: ClientAddr,
     headers: HeaderMap,
     ApiJson(req): ApiJson<CheckoutRequest>,
 ) -> ApiResult<Response> {
@@ -411,7 +425,20 @@ pub async fn checkout(
     s.checkout.validate(&req)?;
     let canonical = serde_json::to_string(&req).map_err(Error::internal)?;
     let hash = idempotency::request_hash(&canonical);
-    match s.checkout.run(&cart_id, &key, &hash, &req).await {
+    // Risk scoring's view of the client: its address as the rate limits see it, and its
+    // country only from the header the operator named as trusted.
+    let client = backroom_checkout::Client {
+        address: Some(client.0).filter(|a| !a.is_unspecified()),
+        country: s
+            .checkout
+            .risk_settings()
+            .country_header
+            .as_deref()
+            .and_then(|name| headers.get(name))
+            .and_then(|v| v.to_str().ok())
+            .and_then(backroom_risk::client_country),
+    };
+    match s.checkout.run_from(&cart_id, &key, &hash, &req, &client).await {
         Ok(Answer::Reused) => Err(ApiError::custom(
             Code::IdempotencyKeyReused,
             "this Idempotency-Key was used with a different request body",

@@ -24,6 +24,7 @@ mod pricing;
 mod pricing_admin;
 mod providers;
 mod rate_limits;
+mod risk;
 mod roles;
 mod search;
 mod shipping_admin;
