@@ -4,6 +4,7 @@
 //! Every provider call carries the attempt's idempotency key (P2), so asking twice never
 //! charges twice, and a lost answer can be recovered by asking for the status of the key.
 
+pub mod stripe;
 mod test_provider;
 
 use std::future::Future;
@@ -31,6 +32,7 @@ pub struct ChargeRequest {
     pub token: String,
     /// Capture at once (sale) rather than only authorise.
     pub capture: bool,
+    pub order_id: String,
 }
 
 /// A provider's answer about a charge.
@@ -51,6 +53,11 @@ pub enum ChargeStatus {
     },
     /// The provider has no charge under this key.
     NotFound,
+    /// The customer must act (3-D Secure); `client_secret` goes to the storefront.
+    RequiresAction {
+        reference: String,
+        client_secret: String,
+    },
 }
 
 /// The provider could not be asked or its answer was lost; the outcome is unknown.
@@ -71,6 +78,25 @@ impl std::fmt::Display for ProviderError {
 
 pub type ProviderResult = std::result::Result<ChargeStatus, ProviderError>;
 
+/// A refund to make: `idempotency_key` is the refund's own id (`ref_…`), so asking twice
+/// never refunds twice; `charge_key` is the payment attempt's id (the charge's idempotency key).
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    pub idempotency_key: String,
+    pub charge_key: String,
+    pub amount: Money,
+}
+
+/// A provider's answer about a refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundStatus {
+    Succeeded { reference: String },
+    Pending { reference: String },
+    Failed { reason: String },
+}
+
+pub type RefundResult = std::result::Result<RefundStatus, ProviderError>;
+
 /// A payment provider. Every method is idempotent by `idempotency_key`.
 pub trait PaymentProvider: Send + Sync {
     fn name(&self) -> &'static str;
@@ -80,14 +106,14 @@ pub trait PaymentProvider: Send + Sync {
     fn capture<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult>;
     /// Cancels an authorisation, or makes sure a charge under this key never happens.
     fn void<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult>;
-    /// Gives captured money back.
-    fn refund<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult>;
+    /// Gives back `amount` of a captured charge (partial refunds allowed).
+    fn refund<'a>(&'a self, req: &'a RefundRequest) -> BoxFuture<'a, RefundResult>;
     /// What happened to the charge under this key.
     fn status<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult>;
 }
 
 /// The provider names `BACKROOM_PAYMENT_PROVIDERS` may list in this build.
-pub const KNOWN_PROVIDERS: &[&str] = &["test"];
+pub const KNOWN_PROVIDERS: &[&str] = &["test", "stripe"];
 
 /// How long a provider call may take by default (`BACKROOM_PROVIDER_TIMEOUT`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,11 +127,33 @@ impl Providers {
     /// The providers named (each one of [`KNOWN_PROVIDERS`]), every call of each bounded by
     /// `timeout`: an answer that does not come in time is a lost answer
     /// ([`ProviderError::Timeout`]), settled later by recovery.
+    /// `stripe` needs its settings: use [`Providers::enabled_with_stripe`] for it.
     pub fn enabled(db: &Db, names: &[String], timeout: Duration) -> std::result::Result<Self, String> {
+        Self::enabled_with_stripe(db, names, timeout, None)
+    }
+
+    /// [`Providers::enabled`], with Stripe's settings (`BACKROOM_STRIPE_*`) for `stripe`:
+    /// naming `stripe` without them is an error that says which setting is missing.
+    pub fn enabled_with_stripe(
+        db: &Db,
+        names: &[String],
+        timeout: Duration,
+        stripe: Option<&stripe::StripeConfig>,
+    ) -> std::result::Result<Self, String> {
         let mut out: Vec<Arc<dyn PaymentProvider>> = Vec::new();
         for name in names {
             let provider: Arc<dyn PaymentProvider> = match name.as_str() {
                 "test" => Arc::new(TestProvider::new(db.clone())),
+                "stripe" => match stripe {
+                    Some(config) => Arc::new(stripe::StripeProvider::new(config.clone())?),
+                    None => {
+                        return Err(
+                            "the payment provider `stripe` is enabled but BACKROOM_STRIPE_SECRET_KEY is not set \
+                                    (the secret API key of your Stripe account, sk_live_… or sk_test_…)"
+                                .into(),
+                        );
+                    }
+                },
                 other => {
                     return Err(format!(
                         "unknown payment provider `{other}`: this build has {}",
@@ -138,7 +186,11 @@ struct Deadline {
 }
 
 impl Deadline {
-    fn bound<'a>(&'a self, call: &'static str, f: BoxFuture<'a, ProviderResult>) -> BoxFuture<'a, ProviderResult> {
+    fn bound<'a, T: Send + 'a>(
+        &'a self,
+        call: &'static str,
+        f: BoxFuture<'a, std::result::Result<T, ProviderError>>,
+    ) -> BoxFuture<'a, std::result::Result<T, ProviderError>> {
         Box::pin(async move {
             match tokio::time::timeout(self.limit, f).await {
                 Ok(r) => r,
@@ -166,8 +218,8 @@ impl PaymentProvider for Deadline {
     fn void<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult> {
         self.bound("void", self.inner.void(idempotency_key))
     }
-    fn refund<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult> {
-        self.bound("refund", self.inner.refund(idempotency_key))
+    fn refund<'a>(&'a self, req: &'a RefundRequest) -> BoxFuture<'a, RefundResult> {
+        self.bound("refund", self.inner.refund(req))
     }
     fn status<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult> {
         self.bound("status", self.inner.status(idempotency_key))
@@ -321,4 +373,10 @@ pub async fn unsettled(db: &Db, pending_before: DateTime<Utc>, limit: i64) -> Re
     );
     let mut r = db.read().await?;
     backroom_db::sql::query(sql).bind(pending_before).bind(limit).fetch_all(&mut r.conn()).await.map_err(storage)
+}
+
+/// An attempt by its id.
+pub async fn attempt(conn: &mut Conn<'_>, id: &str) -> Result<Option<Attempt>> {
+    let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM payment_attempts WHERE id = $1");
+    backroom_db::sql::query(sql).bind(id).fetch_optional(conn).await.map_err(storage)
 }

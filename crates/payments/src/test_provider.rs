@@ -18,7 +18,10 @@ use backroom_db::writer::Done;
 use backroom_db::{Db, on_conn, storage};
 use backroom_kernel::{id, now};
 
-use crate::{BoxFuture, ChargeRequest, ChargeStatus, PaymentProvider, ProviderError, ProviderResult};
+use crate::{
+    BoxFuture, ChargeRequest, ChargeStatus, PaymentProvider, ProviderError, ProviderResult, RefundRequest,
+    RefundResult, RefundStatus,
+};
 
 pub struct TestProvider {
     db: Db,
@@ -146,8 +149,9 @@ impl PaymentProvider for TestProvider {
         })
     }
 
-    fn refund<'a>(&'a self, idempotency_key: &'a str) -> BoxFuture<'a, ProviderResult> {
+    fn refund<'a>(&'a self, req: &'a RefundRequest) -> BoxFuture<'a, RefundResult> {
         Box::pin(async move {
+            let idempotency_key = req.charge_key.as_str();
             let key = idempotency_key.to_owned();
             self.db
                 .write_followup(move |mut conn| {
@@ -165,7 +169,10 @@ impl PaymentProvider for TestProvider {
                 })
                 .await
                 .map_err(unavailable)?;
-            self.lookup(idempotency_key).await
+            Ok(match self.lookup(idempotency_key).await? {
+                ChargeStatus::Refunded { reference } => RefundStatus::Succeeded { reference },
+                other => RefundStatus::Failed { reason: format!("nothing captured to refund ({other:?})") },
+            })
         })
     }
 

@@ -22,6 +22,7 @@ pub mod price_lists;
 pub mod pricing;
 pub mod shipping;
 pub mod store;
+pub mod stripe_webhooks;
 
 use std::collections::BTreeSet;
 
@@ -45,6 +46,7 @@ pub fn all() -> Routes {
     shipping::routes(&mut r);
     price_lists::routes(&mut r);
     pricing::routes(&mut r);
+    stripe_webhooks::routes(&mut r);
     r
 }
 

@@ -27,3 +27,4 @@ mod roles;
 mod search;
 mod shipping_admin;
 mod stock;
+mod stripe;

@@ -95,8 +95,13 @@ both!(
         let id = pending["id"].as_str().unwrap().to_owned();
         let attempt = pending["payment"]["id"].as_str().unwrap().to_owned();
         // The money is given back at the provider before recovery learns of the charge.
-        let refunded = backroom_payments::TestProvider::new(app.db.clone()).refund(&attempt).await.unwrap();
-        assert!(matches!(refunded, backroom_payments::ChargeStatus::Refunded { .. }), "{refunded:?}");
+        let refund = backroom_payments::RefundRequest {
+            idempotency_key: "ref_1".into(),
+            charge_key: attempt.clone(),
+            amount: backroom_kernel::Money::new(4900, backroom_kernel::Currency::parse("EUR").unwrap()).unwrap(),
+        };
+        let refunded = backroom_payments::TestProvider::new(app.db.clone()).refund(&refund).await.unwrap();
+        assert!(matches!(refunded, backroom_payments::RefundStatus::Succeeded { .. }), "{refunded:?}");
         let done = app.checkout.recover().await.unwrap();
         assert_eq!((done.placed, done.failed), (0, 1), "{done:?}");
         let order: Value = app.admin_get(&format!("/admin/orders/{id}")).await.expect(200);
