@@ -5,6 +5,9 @@
 # its own database). Otherwise it starts a throw-away PostgreSQL 15 cluster in a temporary
 # directory, installing Debian's postgresql-15 first if the server binaries are missing and
 # this is a root shell with apt. It never silently skips the PostgreSQL half.
+# Stripe: starts localstripe (a fake Stripe, installed pinned into the test virtualenv by
+# scripts/localstripe.sh) on a free loopback port unless $BACKROOM_TEST_STRIPE_URL is set, and
+# stops it at the end; the Stripe tests fail, never skip, under CI without it.
 # After `cargo test` it runs scripts/schemathesis.sh (property-based API tests, both databases),
 # then scripts/readme.sh (the README's commands as written; no link outside the repository).
 set -euo pipefail
@@ -20,6 +23,9 @@ find_pg_bin() {
 }
 
 cleanup() {
+  if [ -n "${STARTED_LOCALSTRIPE:-}" ]; then
+    ./scripts/localstripe.sh stop || true
+  fi
   if [ -n "${PGDATA_DIR:-}" ] && [ -d "$PGDATA_DIR" ]; then
     run_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m immediate stop >/dev/null 2>&1 || true
     rm -rf "$PGDATA_DIR"
@@ -61,6 +67,15 @@ if [ -z "${BACKROOM_TEST_DATABASE_URL:-}" ]; then
 fi
 
 log "PostgreSQL for tests: ${BACKROOM_TEST_DATABASE_URL%%@*}@…"
+
+trap cleanup EXIT
+if [ -z "${BACKROOM_TEST_STRIPE_URL:-}" ]; then
+  log "starting localstripe (a fake Stripe) for the Stripe tests"
+  STRIPE_EXPORT=$(./scripts/localstripe.sh start) || { log "could not start localstripe"; exit 1; }
+  eval "$STRIPE_EXPORT"
+  STARTED_LOCALSTRIPE=1
+fi
+log "fake Stripe for tests: $BACKROOM_TEST_STRIPE_URL"
 cargo test --workspace --locked "$@"
 
 # The API against its own OpenAPI document, on SQLite and on this PostgreSQL (schemathesis,

@@ -105,6 +105,9 @@ pub struct Services {
     /// Carrier quotes of shipping options, and whether their URLs may be private
     /// (`BACKROOM_WEBHOOKS_ALLOW_PRIVATE`).
     pub carriers: backroom_pricing::Carriers,
+    /// The signing secret of Stripe's webhook endpoint (`BACKROOM_STRIPE_WEBHOOK_SECRET`);
+    /// without it `POST /webhooks/stripe` refuses every event.
+    pub stripe_webhook_secret: Option<backroom_payments::stripe::Secret>,
 }
 
 impl AppState {
@@ -145,6 +148,7 @@ impl AppState {
             request_timeout: Duration::from_secs(30),
             metrics_here: true,
             carriers: backroom_pricing::Carriers::default(),
+            stripe_webhook_secret: None,
             db,
         }))
     }
@@ -190,6 +194,11 @@ impl AppState {
     /// Whether `/metrics` is served by this router (`false` when it has a listener of its own).
     pub fn with_metrics_here(self, here: bool) -> Self {
         self.with(|s| s.metrics_here = here)
+    }
+
+    /// Checks Stripe's webhooks with this signing secret (`whsec_…`).
+    pub fn with_stripe_webhook_secret(self, secret: Option<backroom_payments::stripe::Secret>) -> Self {
+        self.with(|s| s.stripe_webhook_secret = secret)
     }
 }
 

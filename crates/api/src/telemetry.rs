@@ -135,6 +135,14 @@ pub static METRICS: &[Metric] = &[
     metric!(Gauge "outbox_pending_events", "Outbox events not yet delivered"),
     metric!(Gauge "outbox_dead_events", "Outbox events given up on after too many failed deliveries"),
     metric!(Gauge "outbox_lag_seconds", "Age of the oldest undelivered outbox event"),
+    // Stripe
+    metric!(
+        Counter "stripe_webhooks_total",
+        "Stripe webhook deliveries, by result (applied, refunds, duplicate, unmatched, ignored, invalid_signature, malformed, error)",
+        &[&[("result", "applied")], &[("result", "duplicate")], &[("result", "invalid_signature")]]
+    ),
+    metric!(Counter "stripe_refunds_seen_total", "Refunds that Stripe reported in charge.refunded events"),
+    metric!(Counter "stripe_api_errors_total", "Failed calls to Stripe's API (before any retry), by call and kind (transport, server)", &[]),
 ];
 
 /// Gives every metric its help text and registers the known label sets at zero. Called

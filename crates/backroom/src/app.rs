@@ -76,9 +76,14 @@ impl Application {
         settings.ensure_data_dir().map_err(anyhow::Error::msg)?;
         let db = crate::open_db_with(crate::connect_options(&settings)).await?;
         let search = crate::open_search(&settings.data_dir)?;
-        let providers =
-            backroom_payments::Providers::enabled(&db, &settings.payment_providers, settings.provider_timeout)
-                .map_err(anyhow::Error::msg)?;
+        let stripe = settings.stripe_config();
+        let providers = backroom_payments::Providers::enabled_with_stripe(
+            &db,
+            &settings.payment_providers,
+            settings.provider_timeout,
+            stripe.as_ref(),
+        )
+        .map_err(anyhow::Error::msg)?;
         let vault = open_vault(&settings, &db).await?;
         let checkout = backroom_checkout::Checkout::new(db.clone(), providers, settings.checkout, vault)
             .with_risk(settings.risk.clone());
@@ -95,6 +100,7 @@ impl Application {
             .with_rate_limits(settings.rate_limits)
             .with_request_timeout(settings.request_timeout)
             .with_metrics_here(settings.metrics_listen.is_none())
+            .with_stripe_webhook_secret(settings.stripe_webhook_secret.clone())
             .with_carriers(backroom_pricing::Carriers::new(backroom_pricing::CarrierConfig {
                 allow_private: settings.webhooks_allow_private,
                 ..Default::default()
@@ -127,6 +133,11 @@ impl Application {
     pub async fn run(self, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) {
         let Application { settings, db, state, router } = self;
         warn_about_providers(&settings.payment_providers);
+        if settings.payment_providers.iter().any(|p| p == "stripe") && settings.stripe_webhook_secret.is_none() {
+            tracing::warn!(
+                "stripe is enabled without BACKROOM_STRIPE_WEBHOOK_SECRET: POST /webhooks/stripe refuses every event, so 3-D Secure payments are settled only by recovery"
+            );
+        }
         let (max_connections, fd_limit) = crate::server::connection_cap(settings.max_connections);
         if max_connections < settings.max_connections {
             tracing::warn!(max_connections, fd_limit, "connections capped below the file-descriptor limit");

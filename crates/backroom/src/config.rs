@@ -23,7 +23,7 @@ pub struct Flags {
     /// Settings file [env: BACKROOM_CONFIG] [default: ./backroom.toml when it exists]
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
-    /// Payment providers to enable, a comma list of: test [env: BACKROOM_PAYMENT_PROVIDERS] [default: none]
+    /// Payment providers to enable, a comma list of: test, stripe [env: BACKROOM_PAYMENT_PROVIDERS] [default: none]
     #[arg(long, global = true)]
     pub payment_providers: Option<String>,
     /// A second address that serves /metrics, which the main address then does not [env: BACKROOM_METRICS_LISTEN] [default: none]
@@ -176,6 +176,14 @@ pub struct Settings {
     pub webhooks_allow_private: bool,
     /// Risk scoring (`BACKROOM_RISK`, `BACKROOM_RISK_*`; environment only, docs/risk.md).
     pub risk: backroom_risk::Settings,
+    /// Stripe's secret API key (`BACKROOM_STRIPE_SECRET_KEY`); needed when `stripe` is
+    /// enabled. Never printed.
+    pub stripe_secret_key: Option<backroom_payments::stripe::Secret>,
+    /// The signing secret of Stripe's webhook endpoint (`BACKROOM_STRIPE_WEBHOOK_SECRET`).
+    /// Never printed.
+    pub stripe_webhook_secret: Option<backroom_payments::stripe::Secret>,
+    /// Where Stripe's API is (`BACKROOM_STRIPE_API_BASE`); tests point it at a local fake.
+    pub stripe_api_base: String,
 }
 
 /// Defaults of the HTTP edge.
@@ -214,6 +222,9 @@ impl Default for Settings {
             search_follow_interval: SEARCH_FOLLOW_INTERVAL,
             webhooks_allow_private: false,
             risk: backroom_risk::Settings::default(),
+            stripe_secret_key: None,
+            stripe_webhook_secret: None,
+            stripe_api_base: backroom_payments::stripe::DEFAULT_API_BASE.into(),
         }
     }
 }
@@ -240,6 +251,9 @@ impl std::fmt::Debug for Settings {
             .field("customers", &self.customers)
             .field("webhooks_allow_private", &self.webhooks_allow_private)
             .field("risk", &self.risk)
+            .field("stripe_secret_key", &self.stripe_secret_key.as_ref().map(|_| "<set>"))
+            .field("stripe_webhook_secret", &self.stripe_webhook_secret.as_ref().map(|_| "<set>"))
+            .field("stripe_api_base", &self.stripe_api_base)
             .finish()
     }
 }
@@ -488,6 +502,16 @@ impl Settings {
             return Err(format!("the metrics listen address {listen} must differ from the listen address"));
         }
         let risk = risk_settings(&|name| std::env::var(name).ok())?;
+        let env_secret = |name: &str| {
+            std::env::var(name).ok().filter(|v| !v.trim().is_empty()).map(backroom_payments::stripe::Secret::new)
+        };
+        let stripe_secret_key = env_secret("BACKROOM_STRIPE_SECRET_KEY");
+        let stripe_webhook_secret = env_secret("BACKROOM_STRIPE_WEBHOOK_SECRET");
+        let stripe_api_base = std::env::var("BACKROOM_STRIPE_API_BASE")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| backroom_payments::stripe::DEFAULT_API_BASE.into());
+        check_stripe(&payment_providers, &stripe_secret_key, &stripe_webhook_secret, &stripe_api_base)?;
         Ok(Settings {
             listen,
             data_dir,
@@ -512,6 +536,18 @@ impl Settings {
             search_follow_interval: SEARCH_FOLLOW_INTERVAL,
             webhooks_allow_private,
             risk,
+            stripe_secret_key,
+            stripe_webhook_secret,
+            stripe_api_base,
+        })
+    }
+
+    /// Stripe's settings, when its secret key is set.
+    pub fn stripe_config(&self) -> Option<backroom_payments::stripe::StripeConfig> {
+        Some(backroom_payments::stripe::StripeConfig {
+            secret_key: self.stripe_secret_key.clone()?,
+            webhook_secret: self.stripe_webhook_secret.clone(),
+            api_base: self.stripe_api_base.clone(),
         })
     }
 
@@ -568,6 +604,29 @@ pub fn risk_settings(env: &dyn Fn(&str) -> Option<String>) -> Result<backroom_ri
     }
     s.check().map_err(|e| format!("invalid risk settings: {e}"))?;
     Ok(s)
+}
+
+/// `stripe` enabled needs its secret key; a set API base must be an http(s) URL.
+fn check_stripe(
+    providers: &[String],
+    key: &Option<backroom_payments::stripe::Secret>,
+    webhook_secret: &Option<backroom_payments::stripe::Secret>,
+    api_base: &str,
+) -> Result<(), String> {
+    match key {
+        None if providers.iter().any(|p| p == "stripe") => Err(
+            "BACKROOM_PAYMENT_PROVIDERS enables stripe, but BACKROOM_STRIPE_SECRET_KEY is not set: give it the secret \
+             API key of your Stripe account (sk_live_… or sk_test_…)"
+                .into(),
+        ),
+        None => Ok(()),
+        Some(key) => backroom_payments::stripe::StripeConfig {
+            secret_key: key.clone(),
+            webhook_secret: webhook_secret.clone(),
+            api_base: api_base.to_owned(),
+        }
+        .check(),
+    }
 }
 
 /// A comma list of known provider names, each once; empty items (and an empty list) are
@@ -648,6 +707,27 @@ mod tests {
         for bad in ["", "tset", "test,", "test,paypal"] {
             assert!(parse_providers(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn stripe_needs_its_secret_key() {
+        use backroom_payments::stripe::Secret;
+        let stripe = vec!["stripe".to_owned()];
+        let key = Some(Secret::new("sk_test_123"));
+        let err = check_stripe(&stripe, &None, &None, "https://api.stripe.com").unwrap_err();
+        assert!(err.contains("BACKROOM_STRIPE_SECRET_KEY"), "{err}");
+        assert!(check_stripe(&stripe, &key, &None, "https://api.stripe.com").is_ok());
+        assert!(check_stripe(&["test".to_owned()], &None, &None, "https://api.stripe.com").is_ok());
+        let err = check_stripe(&stripe, &key, &None, "ftp://nope").unwrap_err();
+        assert!(err.contains("BACKROOM_STRIPE_API_BASE"), "{err}");
+        assert_eq!(parse_providers("test,stripe").unwrap(), ["test", "stripe"]);
+        // Neither secret shows in the settings' Debug output.
+        let settings = Settings {
+            stripe_secret_key: Some(Secret::new("sk_live_topsecret")),
+            stripe_webhook_secret: Some(Secret::new("whsec_topsecret")),
+            ..Settings::default()
+        };
+        assert!(!format!("{settings:?}").contains("topsecret"));
     }
 
     #[test]

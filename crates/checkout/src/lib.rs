@@ -399,6 +399,39 @@ impl Checkout {
 
         // 4. Settle.
         let outcome = match answer {
+            Ok(ChargeStatus::RequiresAction { reference, client_secret }) => {
+                // The customer must act (3-D Secure): the order waits in `pending_payment`
+                // and the answer carries what the storefront needs. The provider's webhook (or
+                // recovery, asking later) settles it; the stored answer keeps `next_action`,
+                // so a replay shows it too.
+                self.db
+                    .write_followup(move |mut conn| {
+                        Box::pin(async move {
+                            backroom_payments::transition(
+                                &mut conn,
+                                &attempt_id,
+                                &[AttemptStatus::Pending],
+                                AttemptStatus::Pending,
+                                Some(&reference),
+                                None,
+                            )
+                            .await?;
+                            let mut order = load_order(&mut conn, order_id.as_str()).await?;
+                            let outcome = match order.status {
+                                OrderStatus::PendingPayment => {
+                                    if let Some(p) = order.payment.as_mut() {
+                                        p.next_action = Some(backroom_orders::NextAction { client_secret });
+                                    }
+                                    Outcome::PaymentPending { order: Box::new(order) }
+                                }
+                                _ => outcome_of(order),
+                            };
+                            idempotency::finish(&mut conn, &key.scope, &key.key, &outcome).await?;
+                            Ok(Done::Commit(outcome))
+                        })
+                    })
+                    .await?
+            }
             Ok(status) => self.settle(&order_id, &attempt_id, status).await?,
             Err(e) => {
                 tracing::warn!(%order_id, error = %e, "payment answer lost; recovery will settle the order");
@@ -676,6 +709,15 @@ impl Checkout {
                 continue;
             };
             let mut status = provider.status(attempt.id.as_str()).await;
+            if matches!(status, Ok(ChargeStatus::RequiresAction { .. })) {
+                // The customer has not finished 3-D Secure. The order waits (the provider's
+                // webhook settles it) until its reservation runs out; then the payment is
+                // cancelled, so it cannot complete later, and the stock goes back.
+                if attempt.created_at >= now() - dur(self.settings.reservation_ttl) {
+                    continue;
+                }
+                status = provider.void(attempt.id.as_str()).await;
+            }
             if matches!(status, Ok(ChargeStatus::NotFound)) {
                 status = provider.void(attempt.id.as_str()).await;
             }
@@ -989,4 +1031,113 @@ async fn settle_in(
     };
     idempotency::finish_for_order(conn, order_id.as_str(), &outcome).await?;
     Ok(outcome)
+}
+
+/// What a Stripe webhook event did ([`Checkout::stripe_payment_event`],
+/// [`Checkout::stripe_refund_event`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum WebhookEffect {
+    /// The event id was seen before: nothing done.
+    Duplicate,
+    /// Not about a payment of this store (no such attempt, or not a Stripe one): the event is
+    /// recorded as seen, nothing else changes.
+    Unmatched,
+    /// Applied to the attempt's order; its outcome now (unchanged if it was settled already).
+    Settled(Box<Outcome>),
+    /// Refunds made at Stripe were handed to [`stripe_refunds_seen`].
+    Refunds,
+}
+
+impl WebhookEffect {
+    /// A short name for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WebhookEffect::Duplicate => "duplicate",
+            WebhookEffect::Unmatched => "unmatched",
+            WebhookEffect::Settled(_) => "applied",
+            WebhookEffect::Refunds => "refunds",
+        }
+    }
+}
+
+impl Checkout {
+    /// A PaymentIntent event from Stripe (`payment_intent.succeeded`,
+    /// `payment_intent.payment_failed`): settles the pending order of `attempt_id` with
+    /// `status` through the same path as the checkout request and recovery. One write job
+    /// records the event id (insert-if-absent) and applies the effect, so a redelivery, or two
+    /// deliveries at once, change the order once.
+    pub async fn stripe_payment_event(
+        &self,
+        event_id: &str,
+        kind: &str,
+        attempt_id: &str,
+        status: ChargeStatus,
+    ) -> Result<WebhookEffect> {
+        let (event_id, kind, attempt_id) = (event_id.to_owned(), kind.to_owned(), attempt_id.to_owned());
+        self.db
+            .write_retrying(|| {
+                let (event_id, kind, attempt_id, status) =
+                    (event_id.clone(), kind.clone(), attempt_id.clone(), status.clone());
+                move |mut conn| {
+                    Box::pin(async move {
+                        if !backroom_payments::stripe::record_event(&mut conn, &event_id, &kind).await? {
+                            return Ok(Done::Rollback(WebhookEffect::Duplicate));
+                        }
+                        let attempt = backroom_payments::attempt(&mut conn, &attempt_id).await?;
+                        let Some(attempt) = attempt.filter(|a| a.provider == "stripe") else {
+                            return Ok(Done::Commit(WebhookEffect::Unmatched));
+                        };
+                        let outcome = settle_in(&mut conn, &attempt.order_id, &attempt.id, status).await?;
+                        Ok(Done::Commit(WebhookEffect::Settled(Box::new(outcome))))
+                    }) as backroom_db::writer::BoxFuture<'_, _>
+                }
+            })
+            .await
+    }
+
+    /// A `charge.refunded` event from Stripe: records the event id and hands the refunds to
+    /// [`stripe_refunds_seen`], in one write job.
+    pub async fn stripe_refund_event(
+        &self,
+        event_id: &str,
+        kind: &str,
+        refunds: backroom_payments::stripe::ChargeRefunds,
+    ) -> Result<WebhookEffect> {
+        let (event_id, kind) = (event_id.to_owned(), kind.to_owned());
+        self.db
+            .write_retrying(|| {
+                let (event_id, kind, refunds) = (event_id.clone(), kind.clone(), refunds.clone());
+                move |mut conn| {
+                    Box::pin(async move {
+                        if !backroom_payments::stripe::record_event(&mut conn, &event_id, &kind).await? {
+                            return Ok(Done::Rollback(WebhookEffect::Duplicate));
+                        }
+                        stripe_refunds_seen(&mut conn, &refunds).await?;
+                        Ok(Done::Commit(WebhookEffect::Refunds))
+                    }) as backroom_db::writer::BoxFuture<'_, _>
+                }
+            })
+            .await
+    }
+}
+
+/// Refunds made at Stripe (its dashboard, or Backroom's own refunds coming back as events),
+/// inside the write job that records the event. For now this only says so (a log line and
+/// `stripe_refunds_seen_total`): the orders module's refunds (`refunded_total`, the refunds
+/// table) take it over, matching each refund id so that Backroom's own refunds are not
+/// counted twice.
+pub async fn stripe_refunds_seen(
+    _conn: &mut Conn<'_>,
+    refunds: &backroom_payments::stripe::ChargeRefunds,
+) -> Result<()> {
+    metrics::counter!("stripe_refunds_seen_total").increment(refunds.refunds.len() as u64);
+    tracing::info!(
+        payment_intent = ?refunds.payment_intent,
+        charge = refunds.charge_id,
+        amount_refunded = refunds.amount_refunded,
+        currency = refunds.currency,
+        refunds = ?refunds.refunds,
+        "Stripe reports refunds of a charge"
+    );
+    Ok(())
 }

@@ -63,6 +63,8 @@ codes! {
         "the body is not valid JSON (syntax)"),
     IdempotencyKeyRequired = (400, "idempotency_key_required", "Idempotency key required",
         "checkout without an `Idempotency-Key` of 1–255 printable ASCII characters"),
+    InvalidSignature = (400, "invalid_signature", "Invalid signature",
+        "a `POST /webhooks/stripe` whose `Stripe-Signature` is missing, malformed, older or newer than 5 minutes, or matches no `v1` HMAC-SHA256 of the body with the webhook secret (or no secret is set); nothing is done"),
     Unauthenticated = (401, "unauthenticated", "Unauthenticated",
         "`/admin/*` without a valid `Authorization: Bearer` key, or a customer's route without a live customer token (none, unknown, signed out, expired, or of an erased customer); the answer has `WWW-Authenticate: Bearer`"),
     InvalidCredentials = (401, "invalid_credentials", "Invalid credentials",

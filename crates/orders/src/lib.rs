@@ -209,6 +209,17 @@ pub struct PaymentSummary {
     pub status: String,
     /// The provider's reference for the charge, once known.
     pub reference: Option<String>,
+    /// What the customer must do before the payment can complete (3-D Secure): shown while the
+    /// order waits in `pending_payment` after a checkout that the provider answered so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_action: Option<NextAction>,
+}
+
+/// A step the customer takes with the provider's own client (Stripe.js `handleNextAction`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NextAction {
+    /// The PaymentIntent's client secret, for the storefront's Stripe.js.
+    pub client_secret: String,
 }
 
 /// One state change.
@@ -640,6 +651,7 @@ pub async fn load(
                     provider: a.provider,
                     status: a.status,
                     reference: a.reference,
+                    next_action: None,
                 },
             )
         })

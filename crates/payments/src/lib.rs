@@ -4,6 +4,7 @@
 //! Every provider call carries the attempt's idempotency key (P2), so asking twice never
 //! charges twice, and a lost answer can be recovered by asking for the status of the key.
 
+pub mod stripe;
 mod test_provider;
 
 use std::future::Future;
@@ -113,7 +114,7 @@ pub trait PaymentProvider: Send + Sync {
 }
 
 /// The provider names `BACKROOM_PAYMENT_PROVIDERS` may list in this build.
-pub const KNOWN_PROVIDERS: &[&str] = &["test"];
+pub const KNOWN_PROVIDERS: &[&str] = &["test", "stripe"];
 
 /// How long a provider call may take by default (`BACKROOM_PROVIDER_TIMEOUT`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -127,11 +128,33 @@ impl Providers {
     /// The providers named (each one of [`KNOWN_PROVIDERS`]), every call of each bounded by
     /// `timeout`: an answer that does not come in time is a lost answer
     /// ([`ProviderError::Timeout`]), settled later by recovery.
+    /// `stripe` needs its settings: use [`Providers::enabled_with_stripe`] for it.
     pub fn enabled(db: &Db, names: &[String], timeout: Duration) -> std::result::Result<Self, String> {
+        Self::enabled_with_stripe(db, names, timeout, None)
+    }
+
+    /// [`Providers::enabled`], with Stripe's settings (`BACKROOM_STRIPE_*`) for `stripe`:
+    /// naming `stripe` without them is an error that says which setting is missing.
+    pub fn enabled_with_stripe(
+        db: &Db,
+        names: &[String],
+        timeout: Duration,
+        stripe: Option<&stripe::StripeConfig>,
+    ) -> std::result::Result<Self, String> {
         let mut out: Vec<Arc<dyn PaymentProvider>> = Vec::new();
         for name in names {
             let provider: Arc<dyn PaymentProvider> = match name.as_str() {
                 "test" => Arc::new(TestProvider::new(db.clone())),
+                "stripe" => match stripe {
+                    Some(config) => Arc::new(stripe::StripeProvider::new(config.clone())?),
+                    None => {
+                        return Err(
+                            "the payment provider `stripe` is enabled but BACKROOM_STRIPE_SECRET_KEY is not set \
+                                    (the secret API key of your Stripe account, sk_live_… or sk_test_…)"
+                                .into(),
+                        );
+                    }
+                },
                 other => {
                     return Err(format!(
                         "unknown payment provider `{other}`: this build has {}",
@@ -354,4 +377,10 @@ pub async fn unsettled(db: &Db, pending_before: DateTime<Utc>, limit: i64) -> Re
     );
     let mut r = db.read().await?;
     backroom_db::sql::query(sql).bind(pending_before).bind(limit).fetch_all(&mut r.conn()).await.map_err(storage)
+}
+
+/// An attempt by its id.
+pub async fn attempt(conn: &mut Conn<'_>, id: &str) -> Result<Option<Attempt>> {
+    let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM payment_attempts WHERE id = $1");
+    backroom_db::sql::query(sql).bind(id).fetch_optional(conn).await.map_err(storage)
 }

@@ -24,6 +24,7 @@ pub mod pricing;
 pub mod shipping;
 pub mod stock_batch;
 pub mod store;
+pub mod stripe_webhooks;
 
 use std::collections::BTreeSet;
 
@@ -47,8 +48,7 @@ pub fn all() -> Routes {
     shipping::routes(&mut r);
     price_lists::routes(&mut r);
     pricing::routes(&mut r);
-    stock_batch::routes(&mut r);
-    oms::routes(&mut r);
+    stripe_webhooks::routes(&mut r);
     r
 }
 

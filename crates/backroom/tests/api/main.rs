@@ -29,4 +29,4 @@ mod roles;
 mod search;
 mod shipping_admin;
 mod stock;
-mod stock_batch;
+mod stripe;
