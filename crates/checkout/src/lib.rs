@@ -1122,22 +1122,34 @@ impl Checkout {
 }
 
 /// Refunds made at Stripe (its dashboard, or Backroom's own refunds coming back as events),
-/// inside the write job that records the event. For now this only says so (a log line and
-/// `stripe_refunds_seen_total`): the orders module's refunds (`refunded_total`, the refunds
-/// table) take it over, matching each refund id so that Backroom's own refunds are not
-/// counted twice.
+/// inside the write job that records the event: each refund id Backroom does not know yet is
+/// recorded on the order as a `succeeded` refund (`refunded_total`, `payment_status`,
+/// `order.refunded`); a refund Backroom made itself carries the same id and is not counted
+/// twice. A charge no order of this store paid, or in another currency, is logged and left.
 pub async fn stripe_refunds_seen(
-    _conn: &mut Conn<'_>,
+    conn: &mut Conn<'_>,
     refunds: &backroom_payments::stripe::ChargeRefunds,
 ) -> Result<()> {
     metrics::counter!("stripe_refunds_seen_total").increment(refunds.refunds.len() as u64);
-    tracing::info!(
-        payment_intent = ?refunds.payment_intent,
-        charge = refunds.charge_id,
-        amount_refunded = refunds.amount_refunded,
-        currency = refunds.currency,
-        refunds = ?refunds.refunds,
-        "Stripe reports refunds of a charge"
-    );
+    let attempt = match (&refunds.attempt_id, &refunds.payment_intent) {
+        (Some(a), _) => Some(a.clone()),
+        (None, Some(intent)) => backroom_payments::attempt_by_reference(conn, "stripe", intent).await?.map(|a| a.id.to_string()),
+        (None, None) => None,
+    };
+    let currency = backroom_kernel::Currency::parse(&refunds.currency.to_ascii_uppercase()).ok();
+    let (Some(attempt), Some(currency)) = (attempt, currency) else {
+        tracing::warn!(charge = refunds.charge_id, "Stripe reports refunds of a charge no order of this store paid");
+        return Ok(());
+    };
+    for (refund_id, amount) in &refunds.refunds {
+        let Ok(amount) = Money::new(*amount, currency) else { continue };
+        match backroom_orders::oms::record_provider_refund_in(conn, &attempt, refund_id, amount).await {
+            Ok(_) => {}
+            Err(e @ (Error::NotFound { .. } | Error::Validation(_))) => {
+                tracing::warn!(charge = refunds.charge_id, refund = refund_id, error = %e, "a Stripe refund not recorded");
+            }
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }

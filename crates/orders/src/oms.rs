@@ -942,6 +942,8 @@ impl Oms {
                         }
                     }
                     history(&mut conn, &order_id, OrderStatus::Canceled, "canceled by staff", ts).await?;
+                    // A canceled order is no sale: its promotion use goes back (docs/pricing.md).
+                    backroom_pricing::uses::release(&mut conn, &order_id).await?;
                     let mut refund = None;
                     if o.payment.captured() {
                         let rest = o.total - o.refunds_held;
@@ -1567,47 +1569,8 @@ pub async fn record_provider_refund(
             let (attempt_id, reference) = (attempt_id.clone(), reference.clone());
             move |mut conn| {
                 Box::pin(async move {
-                    let existing: Option<(String, String)> = backroom_db::sql::query(
-                        "SELECT order_id, id FROM order_refunds WHERE attempt_id = $1 AND provider_reference = $2",
-                    )
-                    .bind(&attempt_id)
-                    .bind(&reference)
-                    .fetch_optional(&mut conn)
-                    .await
-                    .map_err(storage)?;
-                    if let Some(found) = existing {
-                        return Ok(Done::Commit(found));
-                    }
-                    let order: Option<(String,)> =
-                        backroom_db::sql::query("SELECT order_id FROM payment_attempts WHERE id = $1")
-                            .bind(&attempt_id)
-                            .fetch_optional(&mut conn)
-                            .await
-                            .map_err(storage)?;
-                    let (order_id,) = order.ok_or(Error::not_found("payment attempt"))?;
-                    let o = Locked::take(&mut conn, &order_id).await?;
-                    if amount.currency() != o.currency {
-                        return Err(Error::field("amount.currency", "is not the order's currency"));
-                    }
-                    let refund_id = id::new("ref");
-                    let ts = now();
-                    backroom_db::sql::query(
-                        "INSERT INTO order_refunds (id, order_id, attempt_id, amount, currency, status, reason, \
-                         provider_reference, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, 'succeeded', 'provider', $6, $7, $7)",
-                    )
-                    .bind(&refund_id)
-                    .bind(&order_id)
-                    .bind(&attempt_id)
-                    .bind(amount.amount())
-                    .bind(o.currency.code())
-                    .bind(&reference)
-                    .bind(ts)
-                    .execute(&mut conn)
-                    .await
-                    .map_err(storage)?;
-                    refunded(&mut conn, &order_id, amount.amount(), &refund_id, true).await?;
-                    Ok(Done::Commit((order_id, refund_id)))
+                    let found = record_provider_refund_in(&mut conn, &attempt_id, &reference, amount).await?;
+                    Ok(Done::Commit(found))
                 }) as backroom_db::writer::BoxFuture<'_, _>
             }
         })
@@ -1616,4 +1579,58 @@ pub async fn record_provider_refund(
     let a = AfterSale::load(&mut r.conn(), std::slice::from_ref(&order_id)).await?;
     let (_, refunds, _) = AfterSale::of(a, &order_id);
     refunds.into_iter().find(|r| r.id == refund_id).ok_or(Error::not_found("refund"))
+}
+
+/// [`record_provider_refund`] inside the caller's write job (a provider's webhook records its
+/// event id in the same job): answers `(order id, refund id)`.
+pub async fn record_provider_refund_in(
+    conn: &mut Conn<'_>,
+    attempt_id: &str,
+    reference: &str,
+    amount: Money,
+) -> Result<(String, String)> {
+    if amount.amount() <= 0 {
+        return Err(Error::field("amount", "must be more than zero"));
+    }
+    let existing: Option<(String, String)> = backroom_db::sql::query(
+        "SELECT order_id, id FROM order_refunds WHERE attempt_id = $1 AND provider_reference = $2",
+    )
+    .bind(attempt_id)
+    .bind(reference)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(storage)?;
+    if let Some(found) = existing {
+        return Ok(found);
+    }
+    let order: Option<(String,)> =
+        backroom_db::sql::query("SELECT order_id FROM payment_attempts WHERE id = $1")
+            .bind(attempt_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(storage)?;
+    let (order_id,) = order.ok_or(Error::not_found("payment attempt"))?;
+    let o = Locked::take(&mut *conn, &order_id).await?;
+    if amount.currency() != o.currency {
+        return Err(Error::field("amount.currency", "is not the order's currency"));
+    }
+    let refund_id = id::new("ref");
+    let ts = now();
+    backroom_db::sql::query(
+        "INSERT INTO order_refunds (id, order_id, attempt_id, amount, currency, status, reason, \
+         provider_reference, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'succeeded', 'provider', $6, $7, $7)",
+    )
+    .bind(&refund_id)
+    .bind(&order_id)
+    .bind(attempt_id)
+    .bind(amount.amount())
+    .bind(o.currency.code())
+    .bind(reference)
+    .bind(ts)
+    .execute(&mut *conn)
+    .await
+    .map_err(storage)?;
+    refunded(&mut *conn, &order_id, amount.amount(), &refund_id, true).await?;
+    Ok((order_id, refund_id))
 }

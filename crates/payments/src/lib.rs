@@ -368,6 +368,12 @@ pub async fn attempts_for_orders(conn: &mut Conn<'_>, order_ids: &[String]) -> R
         .map_err(storage)
 }
 
+/// The attempt of `provider` whose provider reference is `reference` (a Stripe PaymentIntent).
+pub async fn attempt_by_reference(conn: &mut Conn<'_>, provider: &str, reference: &str) -> Result<Option<Attempt>> {
+    let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM payment_attempts WHERE provider = $1 AND reference = $2");
+    backroom_db::sql::query(sql).bind(provider).bind(reference).fetch_optional(conn).await.map_err(storage)
+}
+
 /// Attempts whose outcome is not known: `unknown` ones, and `pending` ones older than
 /// `pending_before` (their request died or is hung). Oldest first.
 pub async fn unsettled(db: &Db, pending_before: DateTime<Utc>, limit: i64) -> Result<Vec<Attempt>> {

@@ -476,7 +476,13 @@ both!(a_return_restocks_and_refunds_the_lines_share_after_discount_with_tax, |ap
     assert!(ledger["items"][0]["reason"].as_str().unwrap().starts_with("returned from"), "{ledger}");
 });
 
-both!(held_orders_are_approved_or_rejected, |app: TestApp| async move {
+both!(
+    held_orders_are_approved_or_rejected,
+    // Every order above 10.00 EUR is held for review by risk scoring (docs/risk.md).
+    settings = |s: &mut backroom::config::Settings| {
+        s.risk.review_above = backroom_risk::parse_review_above("EUR:1000").unwrap();
+    },
+    |app: TestApp| async move {
     let p = app.product("lamp", &["LAMP-1"]).await;
     let v = p["variants"][0]["id"].as_str().unwrap().to_owned();
     app.stock(&v, 5).await;
@@ -484,12 +490,11 @@ both!(held_orders_are_approved_or_rejected, |app: TestApp| async move {
     let mut held = Vec::new();
     for key in ["h-1", "h-2"] {
         let order = order_of(&app, &[(&v, 1)], key, "tok_visa").await;
-        // Stands in for the risk review (another branch builds it): the order is held with its
-        // payment only authorised.
-        exec(&app, "UPDATE orders SET status = 'on_hold', payment_status = 'authorized' WHERE id = $1", &id(&order))
-            .await;
+        // Held: the payment only authorised, the stock allocated, no `order.placed` yet.
+        assert_eq!((order["status"].as_str(), order["payment_status"].as_str()), (Some("on_hold"), Some("authorized")));
+        assert_eq!(order["risk"]["decision"], "review");
         let attempt = order["payment"]["id"].as_str().unwrap().to_owned();
-        exec(&app, "UPDATE test_provider_charges SET status = 'authorized' WHERE idempotency_key = $1", &attempt).await;
+        assert_eq!(provider.captures(&attempt).await.unwrap(), 0);
         held.push((id(&order), attempt));
     }
     assert_eq!(stock_of(&app, &v).await, (5, 0, 2));
@@ -511,8 +516,10 @@ both!(held_orders_are_approved_or_rejected, |app: TestApp| async move {
     app.admin_post(&format!("/admin/orders/{two}/approve"), json!({})).await.problem(409, "order_state_conflict");
     app.admin_post("/admin/orders/ord_nope/approve", json!({})).await.problem(404, "not_found");
     assert_eq!(events(&app, "order.canceled").await, 1);
-    assert_eq!(events(&app, "order.placed").await, 3);
-});
+    // Only the approved order was ever placed.
+    assert_eq!(events(&app, "order.placed").await, 1);
+    }
+);
 
 both!(a_refund_made_in_the_providers_dashboard_shows_on_the_order, |app: TestApp| async move {
     let p = app.product("vase", &["VASE-1"]).await;
@@ -577,4 +584,33 @@ both!(only_the_orders_role_and_above_act_on_orders, |app: TestApp| async move {
         .await
         .expect(201);
     assert_eq!(r["status"], "succeeded");
+});
+
+async fn checkout_with_code(app: &TestApp, v: &str, code: &str, key: &str) -> crate::support::Res {
+    let cart = app.cart_with("EUR", &[(v, 1)]).await;
+    app.send(app.client.post(app.url(&format!("/store/carts/{cart}/promotions"))).json(&json!({"code": code})))
+        .await
+        .expect(200);
+    app.send(app.checkout_req(&cart, Some(key), "tok_visa")).await
+}
+
+async fn uses_of_first_promotion(app: &TestApp) -> Value {
+    app.admin_get("/admin/promotions").await.expect(200)["items"][0]["used"].clone()
+}
+
+both!(canceling_an_order_gives_its_promotion_use_back, |app: TestApp| async move {
+    let p = app.product("mug", &["MUG-1"]).await;
+    let v = p["variants"][0]["id"].as_str().unwrap().to_owned();
+    app.stock(&v, 5).await;
+    app.admin_post("/admin/promotions", json!({"code": "ONE", "type": "percentage", "value": 10, "usage_limit": 1}))
+        .await
+        .expect(201);
+    let first = checkout_with_code(&app, &v, "ONE", "p-1").await.expect(201);
+    assert_eq!(first["promotions"][0]["code"], "ONE");
+    assert_eq!(uses_of_first_promotion(&app).await, 1);
+    app.admin_post(&format!("/admin/orders/{}/cancel", id(&first)), json!({})).await.expect(200);
+    // The use went back with the cancel: the code serves one more order.
+    assert_eq!(uses_of_first_promotion(&app).await, 0);
+    let second = checkout_with_code(&app, &v, "ONE", "p-2").await.expect(201);
+    assert_eq!(second["promotions"][0]["code"], "ONE");
 });
