@@ -204,6 +204,39 @@ both!(a_stripe_payment_is_captured, settings = with_stripe, |app: TestApp| async
     assert_eq!(refunds["data"][0]["amount"], 1000, "{refunds}");
     // An attempt Stripe never saw.
     assert_eq!(provider.status("pay_never_sent").await.unwrap(), backroom_payments::ChargeStatus::NotFound);
+
+    // A refund through Backroom's own API goes to Stripe keyed by its `ref_` id.
+    let order_id = order["id"].as_str().unwrap();
+    let ours = app
+        .send(
+            app.client
+                .post(app.url(&format!("/admin/orders/{order_id}/refunds")))
+                .bearer_auth(crate::support::ADMIN_TOKEN)
+                .header("Idempotency-Key", "r-1")
+                .json(&json!({"amount": {"amount": 700, "currency": "EUR"}, "reason": "goodwill"})),
+        )
+        .await
+        .expect(201);
+    assert_eq!(ours["status"], "succeeded", "{ours}");
+    // Stripe then reports every refund of the charge (`charge.refunded`): the one made above
+    // straight at the provider (as in Stripe's dashboard) is recorded on the order; Backroom's
+    // own (the same `re_` id) is not counted twice; a redelivery changes nothing.
+    let listed = fake.get(&format!("/v1/refunds?payment_intent={intent_id}")).await;
+    let refunds: Vec<Value> =
+        listed["data"].as_array().unwrap().iter().map(|r| json!({"id": r["id"], "amount": r["amount"]})).collect();
+    assert_eq!(refunds.len(), 2, "{listed}");
+    let event = |id: &str| {
+        json!({"id": id, "type": "charge.refunded", "data": {"object": {"id": "ch_dash", "object": "charge",
+            "payment_intent": intent_id, "amount_refunded": 1700, "currency": "eur",
+            "metadata": {"attempt_id": attempt}, "refunds": {"data": refunds}}}})
+    };
+    assert_eq!(deliver(&app, &event("evt_dash_1"), now()).await.expect(200)["result"], "refunds");
+    assert_eq!(deliver(&app, &event("evt_dash_1"), now()).await.expect(200)["result"], "duplicate");
+    assert_eq!(deliver(&app, &event("evt_dash_2"), now()).await.expect(200)["result"], "refunds");
+    let seen = app.admin_get(&format!("/admin/orders/{order_id}")).await.expect(200);
+    assert_eq!(seen["refunded_total"]["amount"], 1700, "{seen}");
+    assert_eq!(seen["payment_status"], "partially_refunded");
+    assert_eq!(seen["refunds"].as_array().unwrap().len(), 2, "{seen}");
 });
 
 both!(a_declined_stripe_card_releases_the_stock, settings = with_stripe, |app: TestApp| async move {
