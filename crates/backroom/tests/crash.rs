@@ -2,6 +2,11 @@
 //! and restarted, several rounds; then the promises are checked against the database:
 //! no acknowledged order lost, nothing stuck in `pending_payment`, no capture without a placed
 //! order (and at most one per order), stock conserved, an `order.placed` event per order.
+//! Staff work alongside the shoppers: they refund placed orders a euro at a time (and send
+//! earlier refund requests again with their keys) and fulfil their units, so the check also
+//! covers the after-sale path: no acknowledged refund or fulfilment lost, no refund pending
+//! after recovery, none made twice at the provider or made there without a record, the refund
+//! totals adding up, and the fulfilled units gone from `on_hand` and `allocated`.
 //!
 //! Rounds: 20 on SQLite and 10 on PostgreSQL, or `BACKROOM_CRASH_ROUNDS` on each (the
 //! 1,000-round soak in docs/benchmarks.md is this test with `BACKROOM_CRASH_ROUNDS=1000`).
@@ -25,6 +30,8 @@ const ON_HAND: i64 = 40;
 /// Units added to every variant at the start of each round.
 const RESTOCK: i64 = 8;
 const CLIENTS: usize = 8;
+/// Staff members refunding and fulfilling while the shoppers buy.
+const STAFF: usize = 2;
 
 fn start(dir: &std::path::Path, db_url: &str) -> (Child, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_backroom"));
@@ -54,6 +61,102 @@ struct Acks {
     pending: HashSet<String>,
     declined: usize,
     sold_out: usize,
+    /// The lines of the orders answered 201: (order, line id, quantity).
+    lines: Vec<(String, String, i64)>,
+}
+
+/// What staff were told.
+#[derive(Default)]
+struct StaffAcks {
+    /// Every refund request sent: its key and order (answered or not, so it can be sent again).
+    sent: Vec<(String, String)>,
+    /// Refund key → the refund id answered with 201.
+    refunds: HashMap<String, String>,
+    /// Refund requests refused because the order has no more to give back.
+    exceeded: usize,
+    /// Fulfilment ids answered with 201.
+    fulfilments: HashSet<String>,
+    /// Fulfilments refused because the line had no units left (a lost answer's units).
+    fulfil_refused: usize,
+}
+
+/// One staff member: refunds 1 EUR of an acknowledged order with a new key, sends an earlier
+/// refund request again, or fulfils one unit of a line, until the deadline or the server dies.
+async fn staff(base: String, acks: Arc<Mutex<Acks>>, staff: Arc<Mutex<StaffAcks>>, round: usize, deadline: Instant) {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        n += 1;
+        let (pick, replay) = {
+            let a = acks.lock().unwrap();
+            let s = staff.lock().unwrap();
+            let mut rng = rand::rng();
+            if a.lines.is_empty() {
+                (None, None)
+            } else {
+                let line = a.lines[rng.random_range(0..a.lines.len())].clone();
+                let replay = (!s.sent.is_empty() && rng.random_range(0..4) == 0)
+                    .then(|| s.sent[rng.random_range(0..s.sent.len())].clone());
+                (Some((line, rng.random_range(0..3) == 0)), replay)
+            }
+        };
+        let Some(((order, item, _qty), fulfil)) = pick else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        if fulfil && replay.is_none() {
+            let Ok(r) = http
+                .post(format!("{base}/admin/orders/{order}/fulfillments"))
+                .bearer_auth(TOKEN)
+                .json(&json!({"items": [{"item_id": item, "quantity": 1}]}))
+                .send()
+                .await
+            else {
+                return;
+            };
+            let status = r.status().as_u16();
+            let Ok(body) = r.json::<Value>().await else { return };
+            let mut s = staff.lock().unwrap();
+            match status {
+                201 => {
+                    s.fulfilments.insert(body["id"].as_str().unwrap().to_owned());
+                }
+                // Every unit of the line left already.
+                422 => s.fulfil_refused += 1,
+                other => panic!("unexpected fulfilment answer {other}: {body}"),
+            }
+            continue;
+        }
+        let (key, order) = replay.unwrap_or_else(|| (format!("crash-refund-{round}-{n}-{order}"), order));
+        staff.lock().unwrap().sent.push((key.clone(), order.clone()));
+        let Ok(r) = http
+            .post(format!("{base}/admin/orders/{order}/refunds"))
+            .bearer_auth(TOKEN)
+            .header("Idempotency-Key", &key)
+            .json(&json!({"amount": {"amount": 100, "currency": "EUR"}, "reason": "crash test"}))
+            .send()
+            .await
+        else {
+            return;
+        };
+        let status = r.status().as_u16();
+        let Ok(body) = r.json::<Value>().await else { return };
+        let mut s = staff.lock().unwrap();
+        match status {
+            201 => {
+                let id = body["id"].as_str().unwrap().to_owned();
+                if let Some(first) = s.refunds.get(&key) {
+                    assert_eq!(first, &id, "the same key answered another refund");
+                }
+                s.refunds.insert(key, id);
+            }
+            422 if body["code"] == "refund_exceeds_captured" => {
+                assert!(!s.refunds.contains_key(&key), "an answered refund key was refused later: {body}");
+                s.exceeded += 1;
+            }
+            other => panic!("unexpected refund answer {other}: {body}"),
+        }
+    }
 }
 
 async fn client(base: String, variants: Vec<String>, acks: Arc<Mutex<Acks>>, deadline: Instant) {
@@ -104,7 +207,12 @@ async fn client(base: String, variants: Vec<String>, acks: Arc<Mutex<Acks>>, dea
         let mut a = acks.lock().unwrap();
         match status {
             201 => {
-                a.placed.insert(body["id"].as_str().unwrap().to_owned());
+                let id = body["id"].as_str().unwrap().to_owned();
+                for line in body["items"].as_array().unwrap() {
+                    let item = line["id"].as_str().unwrap().to_owned();
+                    a.lines.push((id.clone(), item, line["quantity"].as_i64().unwrap()));
+                }
+                a.placed.insert(id);
             }
             202 => {
                 a.pending.insert(body["id"].as_str().unwrap().to_owned());
@@ -170,12 +278,25 @@ async fn crash_rounds(db_url: String, default_rounds: usize) {
     }
 
     let acks = Arc::new(Mutex::new(Acks::default()));
+    let staff_acks = Arc::new(Mutex::new(StaffAcks::default()));
     let mut base = base;
-    let mut on_hand = ON_HAND;
+    // What was counted in: fulfilments take units out of `on_hand`, so a restock adds to the
+    // level read back rather than setting a figure of its own.
+    let mut counted_in = ON_HAND;
     for round in 0..rounds {
         if round > 0 {
-            on_hand += RESTOCK;
+            counted_in += RESTOCK;
             for v in &variant_ids {
+                let level: Value = http
+                    .get(format!("{base}/admin/variants/{v}/stock"))
+                    .bearer_auth(TOKEN)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let on_hand = level["on_hand"].as_i64().unwrap() + RESTOCK;
                 let r = http
                     .put(format!("{base}/admin/variants/{v}/stock"))
                     .bearer_auth(TOKEN)
@@ -188,9 +309,12 @@ async fn crash_rounds(db_url: String, default_rounds: usize) {
         }
         let kill_after = Duration::from_millis(rand::rng().random_range(150..700));
         let deadline = Instant::now() + Duration::from_secs(5);
-        let tasks: Vec<_> = (0..CLIENTS)
+        let mut tasks: Vec<_> = (0..CLIENTS)
             .map(|_| tokio::spawn(client(base.clone(), variant_ids.clone(), acks.clone(), deadline)))
             .collect();
+        tasks.extend(
+            (0..STAFF).map(|_| tokio::spawn(staff(base.clone(), acks.clone(), staff_acks.clone(), round, deadline))),
+        );
         tokio::time::sleep(kill_after).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -214,6 +338,15 @@ async fn crash_rounds(db_url: String, default_rounds: usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(stuck, 0, "orders stuck in pending_payment after recovery");
+    let mut pending_refunds = i64::MAX;
+    for _ in 0..100 {
+        pending_refunds = scalar(&db, "SELECT COUNT(*) FROM order_refunds WHERE status = 'pending'").await;
+        if pending_refunds == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pending_refunds, 0, "refunds still pending after recovery");
 
     let acks = std::mem::take(&mut *acks.lock().unwrap());
     let placed: HashSet<String> =
@@ -226,11 +359,14 @@ async fn crash_rounds(db_url: String, default_rounds: usize) {
         assert!(all.contains(id), "acknowledged pending order {id} is missing");
     }
     // Every capture belongs to exactly one placed order, and every placed order has one.
+    // (A charge refunded in full says `refunded` at the provider.)
     let captured_keys =
-        strings(&db, "SELECT idempotency_key FROM test_provider_charges WHERE status = 'captured'").await;
+        strings(&db, "SELECT idempotency_key FROM test_provider_charges WHERE status IN ('captured', 'refunded')")
+            .await;
     let placed_attempts: HashSet<String> = strings(
         &db,
-        "SELECT a.id FROM payment_attempts a JOIN orders o ON o.id = a.order_id WHERE o.status = 'placed' AND a.status = 'captured'",
+        "SELECT a.id FROM payment_attempts a JOIN orders o ON o.id = a.order_id \
+         WHERE o.status = 'placed' AND a.status IN ('captured', 'refunded')",
     )
     .await
     .into_iter()
@@ -240,6 +376,52 @@ async fn crash_rounds(db_url: String, default_rounds: usize) {
         assert!(placed_attempts.contains(k), "capture {k} without a placed order");
     }
     assert_eq!(placed_attempts.len(), placed.len(), "every placed order has one captured attempt");
+    // Refunds: every one answered is there and succeeded; each succeeded refund was made once
+    // at the provider with its amount, and the provider made none without a record; the
+    // order's totals are the sums of its refunds and never pass what it cost.
+    let staff_acks = std::mem::take(&mut *staff_acks.lock().unwrap());
+    let succeeded: HashSet<String> =
+        strings(&db, "SELECT id FROM order_refunds WHERE status = 'succeeded'").await.into_iter().collect();
+    for (key, id) in &staff_acks.refunds {
+        assert!(succeeded.contains(id), "acknowledged refund {id} ({key}) did not succeed");
+    }
+    let checks: [(&str, &'static str); 5] = [
+        (
+            "succeeded refunds without exactly one provider refund of their amount",
+            "SELECT COUNT(*) FROM order_refunds r WHERE r.status = 'succeeded' AND 1 <> \
+             (SELECT COUNT(*) FROM test_provider_refunds p WHERE p.idempotency_key = r.id AND p.amount = r.amount)",
+        ),
+        (
+            "provider refunds without a succeeded refund on the order",
+            "SELECT COUNT(*) FROM test_provider_refunds p WHERE NOT EXISTS \
+             (SELECT 1 FROM order_refunds r WHERE r.id = p.idempotency_key AND r.status = 'succeeded')",
+        ),
+        (
+            "orders whose refunded_total is not the sum of their succeeded refunds",
+            "SELECT COUNT(*) FROM orders o WHERE o.refunded_total <> \
+             (SELECT COALESCE(SUM(r.amount), 0) FROM order_refunds r WHERE r.order_id = o.id AND r.status = 'succeeded')",
+        ),
+        (
+            "orders whose refunds_held is not the sum of their refunds that did not fail",
+            "SELECT COUNT(*) FROM orders o WHERE o.refunds_held <> \
+             (SELECT COALESCE(SUM(r.amount), 0) FROM order_refunds r WHERE r.order_id = o.id AND r.status <> 'failed')",
+        ),
+        ("orders refunded beyond their total", "SELECT COUNT(*) FROM orders WHERE refunded_total > total"),
+    ];
+    for (what, sql) in checks {
+        assert_eq!(scalar(&db, sql).await, 0, "{what}");
+    }
+    let refunded = scalar(&db, "SELECT COALESCE(CAST(SUM(refunded_total) AS BIGINT), 0) FROM orders").await;
+    // Fulfilments: every one answered is there; its units left `on_hand` and `allocated`.
+    let fulfilments: HashSet<String> = strings(&db, "SELECT id FROM order_fulfillments").await.into_iter().collect();
+    for id in &staff_acks.fulfilments {
+        assert!(fulfilments.contains(id), "acknowledged fulfilment {id} is missing");
+    }
+    let fulfilled: HashMap<String, i64> =
+        pairs(&db, "SELECT variant_id, CAST(SUM(quantity) AS BIGINT) FROM order_fulfillment_items GROUP BY variant_id")
+            .await
+            .into_iter()
+            .collect();
     // Stock adds up.
     let levels: HashMap<String, i64> =
         pairs(&db, "SELECT variant_id, on_hand FROM stock_levels").await.into_iter().collect();
@@ -256,10 +438,11 @@ async fn crash_rounds(db_url: String, default_rounds: usize) {
     .into_iter()
     .collect();
     for v in &variant_ids {
-        assert_eq!(levels[v], on_hand, "on_hand of {v}");
+        let out = fulfilled.get(v).copied().unwrap_or(0);
+        assert_eq!(levels[v], counted_in - out, "on_hand of {v}: counted in less fulfilled");
         assert_eq!(reserved[v], 0, "nothing stays reserved for {v}");
-        assert_eq!(allocated[v], sold.get(v).copied().unwrap_or(0), "allocated = sold for {v}");
-        assert!(allocated[v] <= on_hand, "no oversell of {v}");
+        assert_eq!(allocated[v], sold.get(v).copied().unwrap_or(0) - out, "allocated = sold less fulfilled for {v}");
+        assert!(allocated[v] <= levels[v], "no oversell of {v}");
     }
     let events = backroom_db::outbox::list(&db, "order.placed").await.unwrap();
     let with_event: HashSet<String> = events
@@ -275,6 +458,17 @@ async fn crash_rounds(db_url: String, default_rounds: usize) {
         acks.declined,
         acks.sold_out,
         captured_keys.len()
+    );
+    eprintln!(
+        "staff: {} refund requests sent, {} answered 201, {} refunds succeeded ({refunded} cents), {} refused as \
+         exceeding; {} fulfilments answered, {} in the database, {} refused",
+        staff_acks.sent.len(),
+        staff_acks.refunds.len(),
+        succeeded.len(),
+        staff_acks.exceeded,
+        staff_acks.fulfilments.len(),
+        fulfilments.len(),
+        staff_acks.fulfil_refused
     );
     child.kill().unwrap();
     child.wait().unwrap();

@@ -1133,7 +1133,9 @@ pub async fn stripe_refunds_seen(
     metrics::counter!("stripe_refunds_seen_total").increment(refunds.refunds.len() as u64);
     let attempt = match (&refunds.attempt_id, &refunds.payment_intent) {
         (Some(a), _) => Some(a.clone()),
-        (None, Some(intent)) => backroom_payments::attempt_by_reference(conn, "stripe", intent).await?.map(|a| a.id.to_string()),
+        (None, Some(intent)) => {
+            backroom_payments::attempt_by_reference(conn, "stripe", intent).await?.map(|a| a.id.to_string())
+        }
         (None, None) => None,
     };
     let currency = backroom_kernel::Currency::parse(&refunds.currency.to_ascii_uppercase()).ok();

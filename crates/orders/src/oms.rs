@@ -1603,12 +1603,11 @@ pub async fn record_provider_refund_in(
     if let Some(found) = existing {
         return Ok(found);
     }
-    let order: Option<(String,)> =
-        backroom_db::sql::query("SELECT order_id FROM payment_attempts WHERE id = $1")
-            .bind(attempt_id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(storage)?;
+    let order: Option<(String,)> = backroom_db::sql::query("SELECT order_id FROM payment_attempts WHERE id = $1")
+        .bind(attempt_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(storage)?;
     let (order_id,) = order.ok_or(Error::not_found("payment attempt"))?;
     let o = Locked::take(&mut *conn, &order_id).await?;
     if amount.currency() != o.currency {

@@ -21,18 +21,6 @@ fn usd(amount: i64) -> Value {
     json!({"amount": amount, "currency": "USD"})
 }
 
-/// Runs one statement on the test's database (standing in for paths other branches build).
-async fn exec(app: &TestApp, sql: &str, arg: &str) {
-    match app.db.pools() {
-        backroom_db::Pools::Sqlite { writer, .. } => {
-            sqlx::query(sql).bind(arg).execute(writer).await.unwrap();
-        }
-        backroom_db::Pools::Postgres(pool) => {
-            sqlx::query(sql).bind(arg).execute(pool).await.unwrap();
-        }
-    }
-}
-
 /// (on_hand, reserved, allocated) of a variant, summed over locations.
 async fn stock_of(app: &TestApp, v: &str) -> (i64, i64, i64) {
     let s = app.admin_get(&format!("/admin/variants/{v}/stock")).await.expect(200);
@@ -483,41 +471,47 @@ both!(
         s.risk.review_above = backroom_risk::parse_review_above("EUR:1000").unwrap();
     },
     |app: TestApp| async move {
-    let p = app.product("lamp", &["LAMP-1"]).await;
-    let v = p["variants"][0]["id"].as_str().unwrap().to_owned();
-    app.stock(&v, 5).await;
-    let provider = backroom_payments::TestProvider::new(app.db.clone());
-    let mut held = Vec::new();
-    for key in ["h-1", "h-2"] {
-        let order = order_of(&app, &[(&v, 1)], key, "tok_visa").await;
-        // Held: the payment only authorised, the stock allocated, no `order.placed` yet.
-        assert_eq!((order["status"].as_str(), order["payment_status"].as_str()), (Some("on_hold"), Some("authorized")));
-        assert_eq!(order["risk"]["decision"], "review");
-        let attempt = order["payment"]["id"].as_str().unwrap().to_owned();
-        assert_eq!(provider.captures(&attempt).await.unwrap(), 0);
-        held.push((id(&order), attempt));
-    }
-    assert_eq!(stock_of(&app, &v).await, (5, 0, 2));
-    let (one, one_attempt) = &held[0];
-    app.admin_post(&format!("/admin/orders/{one}/fulfillments"), json!({"items": [{"item_id": "x", "quantity": 1}]}))
+        let p = app.product("lamp", &["LAMP-1"]).await;
+        let v = p["variants"][0]["id"].as_str().unwrap().to_owned();
+        app.stock(&v, 5).await;
+        let provider = backroom_payments::TestProvider::new(app.db.clone());
+        let mut held = Vec::new();
+        for key in ["h-1", "h-2"] {
+            let order = order_of(&app, &[(&v, 1)], key, "tok_visa").await;
+            // Held: the payment only authorised, the stock allocated, no `order.placed` yet.
+            assert_eq!(
+                (order["status"].as_str(), order["payment_status"].as_str()),
+                (Some("on_hold"), Some("authorized"))
+            );
+            assert_eq!(order["risk"]["decision"], "review");
+            let attempt = order["payment"]["id"].as_str().unwrap().to_owned();
+            assert_eq!(provider.captures(&attempt).await.unwrap(), 0);
+            held.push((id(&order), attempt));
+        }
+        assert_eq!(stock_of(&app, &v).await, (5, 0, 2));
+        let (one, one_attempt) = &held[0];
+        app.admin_post(
+            &format!("/admin/orders/{one}/fulfillments"),
+            json!({"items": [{"item_id": "x", "quantity": 1}]}),
+        )
         .await
         .problem(409, "order_state_conflict");
-    let o = app.admin_post(&format!("/admin/orders/{one}/approve"), json!({})).await.expect(200);
-    assert_eq!((o["status"].as_str(), o["payment_status"].as_str()), (Some("placed"), Some("captured")));
-    assert_eq!(provider.captures(one_attempt).await.unwrap(), 1);
-    app.admin_post(&format!("/admin/orders/{one}/approve"), json!({})).await.problem(409, "order_state_conflict");
-    app.admin_post(&format!("/admin/orders/{one}/reject"), json!({})).await.problem(409, "order_state_conflict");
+        let o = app.admin_post(&format!("/admin/orders/{one}/approve"), json!({})).await.expect(200);
+        assert_eq!((o["status"].as_str(), o["payment_status"].as_str()), (Some("placed"), Some("captured")));
+        assert_eq!(provider.captures(one_attempt).await.unwrap(), 1);
+        app.admin_post(&format!("/admin/orders/{one}/approve"), json!({})).await.problem(409, "order_state_conflict");
+        app.admin_post(&format!("/admin/orders/{one}/reject"), json!({})).await.problem(409, "order_state_conflict");
 
-    let (two, two_attempt) = &held[1];
-    let o = app.admin_post(&format!("/admin/orders/{two}/reject"), json!({})).await.expect(200);
-    assert_eq!((o["status"].as_str(), o["payment_status"].as_str()), (Some("canceled"), Some("voided")));
-    assert_eq!(provider.status(two_attempt).await.unwrap(), backroom_payments::ChargeStatus::Voided);
-    assert_eq!(stock_of(&app, &v).await, (5, 0, 1));
-    app.admin_post(&format!("/admin/orders/{two}/approve"), json!({})).await.problem(409, "order_state_conflict");
-    app.admin_post("/admin/orders/ord_nope/approve", json!({})).await.problem(404, "not_found");
-    assert_eq!(events(&app, "order.canceled").await, 1);
-    // Only the approved order was ever placed.
-    assert_eq!(events(&app, "order.placed").await, 1);
+        let (two, two_attempt) = &held[1];
+        let o = app.admin_post(&format!("/admin/orders/{two}/reject"), json!({})).await.expect(200);
+        assert_eq!((o["status"].as_str(), o["payment_status"].as_str()), (Some("canceled"), Some("voided")));
+        assert_eq!(provider.status(two_attempt).await.unwrap(), backroom_payments::ChargeStatus::Voided);
+        assert_eq!(stock_of(&app, &v).await, (5, 0, 1));
+        app.admin_post(&format!("/admin/orders/{two}/approve"), json!({})).await.problem(409, "order_state_conflict");
+        app.admin_post("/admin/orders/ord_nope/approve", json!({})).await.problem(404, "not_found");
+        assert_eq!(events(&app, "order.canceled").await, 1);
+        // Only the approved order was ever placed.
+        assert_eq!(events(&app, "order.placed").await, 1);
     }
 );
 
