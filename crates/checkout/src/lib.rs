@@ -1145,6 +1145,14 @@ pub async fn stripe_refunds_seen(
     };
     for (refund_id, amount) in &refunds.refunds {
         let Ok(amount) = Money::new(*amount, currency) else { continue };
+        // One Backroom asked for (its id in the refund's metadata): its own follow-up, or the
+        // recovery pass, records Stripe's answer; counting it here too could count it twice
+        // when this event overtakes that answer.
+        if let Some(own) = refunds.requested.get(refund_id)
+            && backroom_orders::oms::is_refund_of(conn, &attempt, own).await?
+        {
+            continue;
+        }
         match backroom_orders::oms::record_provider_refund_in(conn, &attempt, refund_id, amount).await {
             Ok(_) => {}
             Err(e @ (Error::NotFound { .. } | Error::Validation(_))) => {

@@ -1581,6 +1581,20 @@ pub async fn record_provider_refund(
     refunds.into_iter().find(|r| r.id == refund_id).ok_or(Error::not_found("refund"))
 }
 
+/// Whether `refund_id` is one of Backroom's own refunds of the payment attempt (a provider
+/// names it in its refund's metadata); such a refund is settled by its follow-up or by
+/// recovery, never recorded again from a provider's report.
+pub async fn is_refund_of(conn: &mut Conn<'_>, attempt_id: &str, refund_id: &str) -> Result<bool> {
+    let found: Option<(String,)> =
+        backroom_db::sql::query("SELECT id FROM order_refunds WHERE id = $1 AND attempt_id = $2")
+            .bind(refund_id)
+            .bind(attempt_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(storage)?;
+    Ok(found.is_some())
+}
+
 /// [`record_provider_refund`] inside the caller's write job (a provider's webhook records its
 /// event id in the same job): answers `(order id, refund id)`.
 pub async fn record_provider_refund_in(

@@ -420,7 +420,13 @@ impl StripeProvider {
         let Some(intent) = self.find(&req.charge_key).await? else {
             return Ok(RefundStatus::Failed { reason: "no Stripe payment under this attempt".into() });
         };
-        let form = [("payment_intent", intent.id.clone()), ("amount", req.amount.amount().to_string())];
+        // `metadata[refund_id]`: Stripe's `charge.refunded` then names Backroom's refund, so a
+        // webhook that arrives before this call's answer is recorded does not count it twice.
+        let form = [
+            ("payment_intent", intent.id.clone()),
+            ("amount", req.amount.amount().to_string()),
+            ("metadata[refund_id]", req.idempotency_key.clone()),
+        ];
         match self
             .call::<Refund>("refund", reqwest::Method::POST, "/v1/refunds", &form, Some(&req.idempotency_key))
             .await?
@@ -591,6 +597,9 @@ pub struct ChargeRefunds {
     pub currency: String,
     /// Each refund: its id (`re_…`) and amount.
     pub refunds: Vec<(String, i64)>,
+    /// Refunds that Backroom asked for itself: the refund's id (`re_…`) → Backroom's refund id
+    /// (`ref_…`, from the refund's `metadata.refund_id`).
+    pub requested: HashMap<String, String>,
 }
 
 impl ChargeRefunds {
@@ -601,6 +610,8 @@ impl ChargeRefunds {
             id: String,
             #[serde(default)]
             amount: i64,
+            #[serde(default)]
+            metadata: HashMap<String, String>,
         }
         #[derive(Deserialize)]
         struct RefundList {
@@ -622,13 +633,18 @@ impl ChargeRefunds {
             refunds: Option<RefundList>,
         }
         let c: Charge = serde_json::from_value(charge.clone()).ok()?;
+        let items = c.refunds.map(|r| r.data).unwrap_or_default();
         Some(ChargeRefunds {
             payment_intent: c.payment_intent,
             attempt_id: c.metadata.get("attempt_id").cloned(),
             charge_id: c.id,
             amount_refunded: c.amount_refunded,
             currency: c.currency.to_uppercase(),
-            refunds: c.refunds.map(|r| r.data.into_iter().map(|i| (i.id, i.amount)).collect()).unwrap_or_default(),
+            requested: items
+                .iter()
+                .filter_map(|i| Some((i.id.clone(), i.metadata.get("refund_id")?.clone())))
+                .collect(),
+            refunds: items.into_iter().map(|i| (i.id, i.amount)).collect(),
         })
     }
 }
@@ -762,13 +778,15 @@ mod tests {
         let charge = serde_json::json!({
             "id": "ch_1", "object": "charge", "payment_intent": "pi_1", "amount_refunded": 1500,
             "currency": "eur", "metadata": {},
-            "refunds": {"object": "list", "data": [{"id": "re_1", "amount": 1000}, {"id": "re_2", "amount": 500}]}
+            "refunds": {"object": "list", "data": [{"id": "re_1", "amount": 1000},
+                {"id": "re_2", "amount": 500, "metadata": {"refund_id": "ref_2"}}]}
         });
         let r = ChargeRefunds::parse(&charge).unwrap();
         assert_eq!(r.payment_intent.as_deref(), Some("pi_1"));
         assert_eq!(r.amount_refunded, 1500);
         assert_eq!(r.currency, "EUR");
         assert_eq!(r.refunds, vec![("re_1".to_owned(), 1000), ("re_2".to_owned(), 500)]);
+        assert_eq!(r.requested, HashMap::from([("re_2".to_owned(), "ref_2".to_owned())]));
         assert!(ChargeRefunds::parse(&serde_json::json!("nope")).is_none());
     }
 }

@@ -29,4 +29,5 @@ mod roles;
 mod search;
 mod shipping_admin;
 mod stock;
+mod stock_batch;
 mod stripe;
