@@ -133,7 +133,7 @@ both!(
 );
 
 // The sixth checkout after five declines from one shopper (one e-mail, one address): the
-// limit as API.md states it, with the default setting.
+// limit as docs/risk.md states it, with the default setting.
 both!(five_declines_block_the_sixth_checkout, |app: TestApp| async move {
     let v = variant(&app, "risky", 10).await;
     let cart = app.cart_with("EUR", &[(&v, 1)]).await;
