@@ -87,7 +87,13 @@ pub const ENV_ONLY_HELP: &str = "Environment only:\n  \
     BACKROOM_MASTER_KEY   32 bytes in base64 that wrap the keys of personal data; without it, a key file is\n  \
                           created in the data directory on first start (back it up: docs/api.md#the-master-key)\n  \
     BACKROOM_LOG          Log filter, such as info or backroom=debug,sqlx=warn [default: info]\n  \
-    BACKROOM_RISK, BACKROOM_RISK_*  Risk scoring: on or off, and its thresholds (docs/risk.md#settings)\n\n\
+    BACKROOM_STRIPE_SECRET_KEY      Stripe's secret key (sk_live_… or sk_test_…); required when stripe is enabled\n  \
+    BACKROOM_STRIPE_WEBHOOK_SECRET  The signing secret (whsec_…) of the Stripe webhook endpoint /webhooks/stripe\n  \
+    BACKROOM_STRIPE_API_BASE        Where Stripe's API is [default: https://api.stripe.com] (docs/payments.md)\n  \
+    BACKROOM_RISK         Risk scoring: on or off [default: on]; its thresholds (docs/risk.md#settings):\n  \
+                          BACKROOM_RISK_MAX_DECLINES, BACKROOM_RISK_MAX_ATTEMPTS, BACKROOM_RISK_MAX_CARDS,\n  \
+                          BACKROOM_RISK_REVIEW_ABOVE, BACKROOM_RISK_REVIEW_SCORE, BACKROOM_RISK_BLOCK_SCORE,\n  \
+                          BACKROOM_RISK_COUNTRY_HEADER\n\n\
     Every flag above can also be set in backroom.toml (its long name with _ for -) or as BACKROOM_<NAME>;\n\
     flags win over the environment, which wins over the file. See docs/api.md#settings.";
 
