@@ -108,6 +108,8 @@ pub struct Services {
     /// The signing secret of Stripe's webhook endpoint (`BACKROOM_STRIPE_WEBHOOK_SECRET`);
     /// without it `POST /webhooks/stripe` refuses every event.
     pub stripe_webhook_secret: Option<backroom_payments::stripe::Secret>,
+    /// Outgoing webhooks: endpoints, deliveries, and the dispatcher that the application runs.
+    pub webhooks: backroom_integrations::Webhooks,
 }
 
 impl AppState {
@@ -121,6 +123,12 @@ impl AppState {
         search: Option<std::sync::Arc<backroom_search::SearchIndex>>,
     ) -> Self {
         let vault = checkout.vault().clone();
+        let webhooks = backroom_integrations::Webhooks::new(
+            db.clone(),
+            vault.clone(),
+            Orders::new(db.clone(), vault.clone()),
+            backroom_integrations::Settings::default(),
+        );
         AppState(std::sync::Arc::new(Services {
             catalog: Catalog::new(db.clone()),
             inventory: Inventory::new(db.clone()),
@@ -149,6 +157,7 @@ impl AppState {
             metrics_here: true,
             carriers: backroom_pricing::Carriers::default(),
             stripe_webhook_secret: None,
+            webhooks,
             db,
         }))
     }
@@ -194,6 +203,18 @@ impl AppState {
     /// Whether `/metrics` is served by this router (`false` when it has a listener of its own).
     pub fn with_metrics_here(self, here: bool) -> Self {
         self.with(|s| s.metrics_here = here)
+    }
+
+    /// Sends outgoing webhooks with `settings` (addresses allowed, retry delays, …).
+    pub fn with_webhook_settings(self, settings: backroom_integrations::Settings) -> Self {
+        self.with(|s| {
+            s.webhooks = backroom_integrations::Webhooks::new(
+                s.db.clone(),
+                s.vault.clone(),
+                Orders::new(s.db.clone(), s.vault.clone()),
+                settings,
+            );
+        })
     }
 
     /// Checks Stripe's webhooks with this signing secret (`whsec_…`).

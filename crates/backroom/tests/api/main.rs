@@ -30,3 +30,4 @@ mod search;
 mod shipping_admin;
 mod stock;
 mod stripe;
+mod webhooks;
