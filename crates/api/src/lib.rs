@@ -245,6 +245,11 @@ pub fn metrics_handle() -> PrometheusHandle {
                 )
                 .expect("bucket list is not empty")
                 .set_buckets_for_metric(
+                    Matcher::Full("webhook_delivery_lag_seconds".into()),
+                    &[0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 1800.0, 7200.0, 36000.0, 86400.0],
+                )
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(
                     Matcher::Full("db_writer_commit_seconds".into()),
                     &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0],
                 )
