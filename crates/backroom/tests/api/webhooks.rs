@@ -454,3 +454,46 @@ both!(
         assert_eq!(again["failing_since"], Value::Null);
     }
 );
+
+both!(a_delivery_claimed_by_a_worker_that_died_is_sent_after_its_lease, settings = fast, |app: TestApp| async move {
+    let Some(receiver) = Receiver::start().await else { return };
+    let product = app.product("leased", &["LEASE-1"]).await;
+    let variant = product["variants"][0]["id"].as_str().unwrap().to_owned();
+    // The order comes first: no endpoint yet, so no delivery of it is written.
+    let order = place(&app, &variant, "lease-1").await;
+    let created = endpoint(&app, &receiver.url("/leased"), json!(["order.placed"])).await;
+    let endpoint_id = created["id"].as_str().unwrap().to_owned();
+    receiver.config(json!({"secret": created["secret"]})).await;
+    let event = backroom_db::outbox::list(&app.db, "order.placed").await.unwrap().pop().unwrap();
+    // What a worker killed mid-send leaves behind: a delivery claimed (lease 1 s from now),
+    // one attempt counted, no answer recorded.
+    let now = backroom_kernel::now();
+    let mut tx = app.db.begin().await.unwrap();
+    backroom_db::sql::query(
+        "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, payload, event_created_at, status, \
+         attempts, next_attempt_at, claimed_until, created_at, updated_at) \
+         VALUES ('whd_leased', $1, $2, 'order.placed', $3, $4, 'pending', 1, $5, $6, $5, $5)",
+    )
+    .bind(endpoint_id.as_str())
+    .bind(event.event_id.as_str())
+    .bind(event.payload.as_str())
+    .bind(event.created_at)
+    .bind(now)
+    .bind(now + chrono::Duration::seconds(1))
+    .execute(&mut tx.conn())
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let started = std::time::Instant::now();
+    let received = receiver.until("the leased delivery", |r| !verified_of(r, "order.placed").is_empty()).await;
+    assert!(started.elapsed() >= Duration::from_millis(500), "sent before its lease ran out");
+    let got = verified_of(&received, "order.placed")[0].clone();
+    assert_eq!(got["webhook_id"], event.event_id.as_str());
+    assert_eq!(got["data_id"], order.as_str());
+    let page = app
+        .admin_get_until(&format!("/admin/webhooks/{endpoint_id}/deliveries"), |p| {
+            p["items"][0]["status"] == "delivered"
+        })
+        .await;
+    assert_eq!(page["items"][0]["attempts"], 2, "{page}");
+});
