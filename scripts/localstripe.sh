@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # localstripe: a stateful fake of Stripe's API, for the Stripe tests
 # (crates/backroom/tests/api/stripe.rs read its URL from BACKROOM_TEST_STRIPE_URL).
+# `install` also puts `standardwebhooks` (the reference Python implementation of the Standard
+# Webhooks specification) into the same virtualenv: scripts/webhook_receiver.py, the receiver
+# the webhook tests start, verifies every delivery with it.
 #
 #   scripts/localstripe.sh start   installs it (pinned, into the test virtualenv that
 #                                  scripts/schemathesis.sh uses), starts it on a free loopback
@@ -15,6 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 LOCALSTRIPE_VERSION=1.15.10
+STANDARDWEBHOOKS_VERSION=1.1.0
 # The same virtualenv, with the same schemathesis pin, as scripts/schemathesis.sh.
 SCHEMATHESIS_VERSION=$(sed -n 's/^SCHEMATHESIS_VERSION=//p' scripts/schemathesis.sh)
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -31,6 +35,7 @@ install() {
   [ -x "$VENV/bin/st" ] && [ "$("$VENV/bin/st" --version 2>/dev/null)" = "st, version $SCHEMATHESIS_VERSION" ] && st_ok=1
   [ -x "$VENV/bin/python" ] \
     && [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("localstripe"))' 2>/dev/null)" = "$LOCALSTRIPE_VERSION" ] \
+    && [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("standardwebhooks"))' 2>/dev/null)" = "$STANDARDWEBHOOKS_VERSION" ] \
     && ls_ok=1
   if [ "$st_ok" = 1 ] && [ "$ls_ok" = 1 ]; then return 0; fi
   if [ "$st_ok" = 0 ]; then
@@ -38,11 +43,12 @@ install() {
     rm -rf "$VENV"
     python3 -m venv "$VENV" || die "python3 -m venv failed: install the venv module (Debian: apt-get install python3-venv)"
   else
-    log "installing localstripe $LOCALSTRIPE_VERSION into $VENV"
+    log "installing localstripe $LOCALSTRIPE_VERSION and standardwebhooks $STANDARDWEBHOOKS_VERSION into $VENV"
   fi
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
     "schemathesis==$SCHEMATHESIS_VERSION" "localstripe==$LOCALSTRIPE_VERSION" \
-    || die "could not install localstripe $LOCALSTRIPE_VERSION from PyPI"
+    "standardwebhooks==$STANDARDWEBHOOKS_VERSION" \
+    || die "could not install localstripe $LOCALSTRIPE_VERSION and standardwebhooks $STANDARDWEBHOOKS_VERSION from PyPI"
 }
 
 stop() {

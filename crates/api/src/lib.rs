@@ -108,6 +108,8 @@ pub struct Services {
     /// The signing secret of Stripe's webhook endpoint (`BACKROOM_STRIPE_WEBHOOK_SECRET`);
     /// without it `POST /webhooks/stripe` refuses every event.
     pub stripe_webhook_secret: Option<backroom_payments::stripe::Secret>,
+    /// Outgoing webhooks: endpoints, deliveries, and the dispatcher that the application runs.
+    pub webhooks: backroom_integrations::Webhooks,
 }
 
 impl AppState {
@@ -121,6 +123,12 @@ impl AppState {
         search: Option<std::sync::Arc<backroom_search::SearchIndex>>,
     ) -> Self {
         let vault = checkout.vault().clone();
+        let webhooks = backroom_integrations::Webhooks::new(
+            db.clone(),
+            vault.clone(),
+            Orders::new(db.clone(), vault.clone()),
+            backroom_integrations::Settings::default(),
+        );
         AppState(std::sync::Arc::new(Services {
             catalog: Catalog::new(db.clone()),
             inventory: Inventory::new(db.clone()),
@@ -149,6 +157,7 @@ impl AppState {
             metrics_here: true,
             carriers: backroom_pricing::Carriers::default(),
             stripe_webhook_secret: None,
+            webhooks,
             db,
         }))
     }
@@ -196,6 +205,18 @@ impl AppState {
         self.with(|s| s.metrics_here = here)
     }
 
+    /// Sends outgoing webhooks with `settings` (addresses allowed, retry delays, …).
+    pub fn with_webhook_settings(self, settings: backroom_integrations::Settings) -> Self {
+        self.with(|s| {
+            s.webhooks = backroom_integrations::Webhooks::new(
+                s.db.clone(),
+                s.vault.clone(),
+                Orders::new(s.db.clone(), s.vault.clone()),
+                settings,
+            );
+        })
+    }
+
     /// Checks Stripe's webhooks with this signing secret (`whsec_…`).
     pub fn with_stripe_webhook_secret(self, secret: Option<backroom_payments::stripe::Secret>) -> Self {
         self.with(|s| s.stripe_webhook_secret = secret)
@@ -221,6 +242,11 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .set_buckets_for_metric(
                     Matcher::Full("db_writer_batch_seconds".into()),
                     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0],
+                )
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full("webhook_delivery_lag_seconds".into()),
+                    &[0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 1800.0, 7200.0, 36000.0, 86400.0],
                 )
                 .expect("bucket list is not empty")
                 .set_buckets_for_metric(

@@ -26,6 +26,7 @@ use utoipa::{Modify, OpenApi};
         (name = "shipping", description = "Staff: the ways to ship to each region, with a flat price or a carrier that quotes the price per destination (falling back to its last good quote or the flat price when it is slow or failing)."),
         (name = "pricing", description = "Staff: regions (countries sold to in one currency, prices shown with or without tax), their tax rates per tax class, discount codes (promotions), and price lists: prices of some variants for the signed-in customers of some groups, optionally on a schedule."),
         (name = "stripe", description = "Stripe: the events Stripe sends about payments (`POST /webhooks/stripe`), accepted only with a valid `Stripe-Signature`."),
+        (name = "webhooks", description = "Owners and admins: outgoing webhooks. Endpoints that receive events (orders placed, shipped, refunded, …) signed per the Standard Webhooks specification, retried with growing delays, with their delivery history."),
         (name = "ops", description = "Probes, metrics, this document and its readable reference (`/docs`)."),
     )
 )]

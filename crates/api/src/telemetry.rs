@@ -114,6 +114,15 @@ pub static METRICS: &[Metric] = &[
         &[&[("result", "ok")], &[("result", "timeout")], &[("result", "error")], &[("result", "refused")], &[("result", "breaker_open")]]
     ),
     metric!(Histogram "carrier_quote_seconds", "Time a carrier quote took, fallback included", &[]),
+    // Outgoing webhooks
+    metric!(
+        Counter "webhook_deliveries_total",
+        "Webhook delivery attempts by result (delivered; retry: failed, tried again later; failed: the last attempt failed)",
+        &[&[("result", "delivered")], &[("result", "retry")], &[("result", "failed")]]
+    ),
+    metric!(Counter "webhook_endpoint_failures_total", "Webhook attempts that failed (no 2xx answer within the timeout), all endpoints together"),
+    metric!(Counter "webhook_endpoints_disabled_total", "Webhook endpoints disabled after failing for BACKROOM_WEBHOOK_DISABLE_AFTER"),
+    metric!(Histogram "webhook_delivery_lag_seconds", "Time from an event to its webhook's delivery (retries included)", &[]),
     // The write path
     metric!(Gauge "db_writer_queued_jobs", "Write jobs waiting for the writer"),
     metric!(Counter "db_writer_retries_total", "Write jobs run again after losing a lock conflict (a deadlock victim, a serialization failure)"),

@@ -74,6 +74,11 @@ pub enum Permission {
     /// The outbox and other operational views. Event payloads may hold personal data, so
     /// only roles that may see everything have it.
     OpsRead,
+    /// Webhook endpoints and their delivery history. Deliveries carry orders with their
+    /// personal fields to the endpoint's URL, so only roles that may see everything have it.
+    WebhooksRead,
+    /// Create, change, delete webhook endpoints, rotate their secrets, retry deliveries.
+    WebhooksWrite,
     /// API keys of every role but `owner`: list, create, revoke.
     KeysManage,
     /// API keys with the `owner` role. Only owners hold it, so only an owner mints or
@@ -106,6 +111,8 @@ impl Permission {
         Permission::PersonalDataRead,
         Permission::AuditRead,
         Permission::OpsRead,
+        Permission::WebhooksRead,
+        Permission::WebhooksWrite,
         Permission::KeysManage,
         Permission::OwnerKeys,
     ];
@@ -136,6 +143,8 @@ impl Permission {
             PersonalDataRead => "see names, e-mails, phones and addresses (on orders too; `null` otherwise)",
             AuditRead => "read the audit log",
             OpsRead => "read the outbox (its event payloads may hold personal data)",
+            WebhooksRead => "read webhook endpoints and their deliveries",
+            WebhooksWrite => "create, change and delete webhook endpoints, rotate their secrets, retry deliveries",
             KeysManage => "list, create and revoke API keys (no higher role than one's own)",
             OwnerKeys => "create and revoke `owner` keys",
         }

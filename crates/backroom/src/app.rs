@@ -4,7 +4,7 @@
 //! database (created on PostgreSQL when allowed, migrated), the search index, the enabled
 //! payment providers, the modules, the HTTP router. [`Application::run`] then serves them on
 //! [`Listeners`] with the background work every process does (payment recovery, outbox
-//! delivery, the search follower, the metrics listener) until its shutdown future resolves.
+//! delivery, webhook dispatch, the search follower, the metrics listener) until its shutdown future resolves.
 //!
 //! `backroom serve`, the API tests and the benchmarks' `serve` children all start the store
 //! this way, so a new module is wired here once and everyone runs it.
@@ -104,7 +104,8 @@ impl Application {
             .with_carriers(backroom_pricing::Carriers::new(backroom_pricing::CarrierConfig {
                 allow_private: settings.webhooks_allow_private,
                 ..Default::default()
-            }));
+            }))
+            .with_webhook_settings(settings.webhook_settings());
         let sealed = state.orders.seal_legacy().await?;
         if sealed > 0 {
             tracing::info!(orders = sealed, "sealed the personal data of orders stored in clear by an older release");
@@ -158,7 +159,10 @@ impl Application {
             .search
             .clone()
             .map(|index| tokio::spawn(crate::follower(&state, index).run(settings.search_follow_interval, stopped())));
-        let workers = crate::worker::spawn(db.clone(), state.checkout.clone(), Vec::new(), stop_rx.clone());
+        // Outgoing webhooks: the outbox runner writes deliveries, the dispatcher sends them.
+        let mut workers =
+            crate::worker::spawn(db.clone(), state.checkout.clone(), vec![state.webhooks.consumer()], stop_rx.clone());
+        workers.push(tokio::spawn(state.webhooks.clone().run(stopped())));
         crate::server::serve(listeners.main, router, limits, async move {
             shutdown.await;
             let _ = stop_tx.send(true);

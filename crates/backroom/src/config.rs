@@ -93,7 +93,9 @@ pub const ENV_ONLY_HELP: &str = "Environment only:\n  \
     BACKROOM_RISK         Risk scoring: on or off [default: on]; its thresholds (docs/risk.md#settings):\n  \
                           BACKROOM_RISK_MAX_DECLINES, BACKROOM_RISK_MAX_ATTEMPTS, BACKROOM_RISK_MAX_CARDS,\n  \
                           BACKROOM_RISK_REVIEW_ABOVE, BACKROOM_RISK_REVIEW_SCORE, BACKROOM_RISK_BLOCK_SCORE,\n  \
-                          BACKROOM_RISK_COUNTRY_HEADER\n\n\
+                          BACKROOM_RISK_COUNTRY_HEADER\n  \
+    BACKROOM_WEBHOOK_RETRY_DELAYS   Waits between webhook attempts, such as 5s,5m,30m [default: 5s,5m,30m,2h,5h,10h,10h]\n  \
+    BACKROOM_WEBHOOK_DISABLE_AFTER  A webhook endpoint failing this long is disabled [default: 5d]\n\n\
     Every flag above can also be set in backroom.toml (its long name with _ for -) or as BACKROOM_<NAME>;\n\
     flags win over the environment, which wins over the file. See docs/api.md#settings.";
 
@@ -182,6 +184,12 @@ pub struct Settings {
     pub webhooks_allow_private: bool,
     /// Risk scoring (`BACKROOM_RISK`, `BACKROOM_RISK_*`; environment only, docs/risk.md).
     pub risk: backroom_risk::Settings,
+    /// The waits between webhook attempts (`BACKROOM_WEBHOOK_RETRY_DELAYS`; environment only,
+    /// docs/webhooks.md).
+    pub webhook_retry_delays: Vec<Duration>,
+    /// A webhook endpoint whose every attempt failed this long is disabled
+    /// (`BACKROOM_WEBHOOK_DISABLE_AFTER`; environment only).
+    pub webhook_disable_after: Duration,
     /// Stripe's secret API key (`BACKROOM_STRIPE_SECRET_KEY`); needed when `stripe` is
     /// enabled. Never printed.
     pub stripe_secret_key: Option<backroom_payments::stripe::Secret>,
@@ -228,6 +236,8 @@ impl Default for Settings {
             search_follow_interval: SEARCH_FOLLOW_INTERVAL,
             webhooks_allow_private: false,
             risk: backroom_risk::Settings::default(),
+            webhook_retry_delays: backroom_integrations::RETRY_DELAYS.to_vec(),
+            webhook_disable_after: backroom_integrations::Settings::default().disable_after,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             stripe_api_base: backroom_payments::stripe::DEFAULT_API_BASE.into(),
@@ -257,6 +267,8 @@ impl std::fmt::Debug for Settings {
             .field("customers", &self.customers)
             .field("webhooks_allow_private", &self.webhooks_allow_private)
             .field("risk", &self.risk)
+            .field("webhook_retry_delays", &self.webhook_retry_delays)
+            .field("webhook_disable_after", &self.webhook_disable_after)
             .field("stripe_secret_key", &self.stripe_secret_key.as_ref().map(|_| "<set>"))
             .field("stripe_webhook_secret", &self.stripe_webhook_secret.as_ref().map(|_| "<set>"))
             .field("stripe_api_base", &self.stripe_api_base)
@@ -508,6 +520,7 @@ impl Settings {
             return Err(format!("the metrics listen address {listen} must differ from the listen address"));
         }
         let risk = risk_settings(&|name| std::env::var(name).ok())?;
+        let (webhook_retry_delays, webhook_disable_after) = webhook_settings(&|name| std::env::var(name).ok())?;
         let env_secret = |name: &str| {
             std::env::var(name).ok().filter(|v| !v.trim().is_empty()).map(backroom_payments::stripe::Secret::new)
         };
@@ -542,10 +555,22 @@ impl Settings {
             search_follow_interval: SEARCH_FOLLOW_INTERVAL,
             webhooks_allow_private,
             risk,
+            webhook_retry_delays,
+            webhook_disable_after,
             stripe_secret_key,
             stripe_webhook_secret,
             stripe_api_base,
         })
+    }
+
+    /// The settings of outgoing webhooks.
+    pub fn webhook_settings(&self) -> backroom_integrations::Settings {
+        backroom_integrations::Settings {
+            allow_private: self.webhooks_allow_private,
+            retry_delays: self.webhook_retry_delays.clone(),
+            disable_after: self.webhook_disable_after,
+            ..Default::default()
+        }
     }
 
     /// Stripe's settings, when its secret key is set.
@@ -562,6 +587,38 @@ impl Settings {
         std::fs::create_dir_all(&self.data_dir)
             .map_err(|e| format!("cannot create data directory {}: {e}", self.data_dir.display()))
     }
+}
+
+/// The webhook settings from the environment (`env` reads a variable): the retry delays, a
+/// comma-separated list of durations (`5s,5m,30m`; `none` for no retry), and how long an
+/// endpoint may fail before it is disabled.
+pub fn webhook_settings(env: &dyn Fn(&str) -> Option<String>) -> Result<(Vec<Duration>, Duration), String> {
+    let delays = match env("BACKROOM_WEBHOOK_RETRY_DELAYS").filter(|v| !v.trim().is_empty()) {
+        None => backroom_integrations::RETRY_DELAYS.to_vec(),
+        Some(raw) if raw.trim() == "none" => Vec::new(),
+        Some(raw) => {
+            let delays = raw
+                .split(',')
+                .map(|d| humantime::parse_duration(d.trim()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    format!("invalid webhook retry delays `{raw}` (from BACKROOM_WEBHOOK_RETRY_DELAYS): {e}; expected a list such as 5s,5m,30m")
+                })?;
+            if delays.len() > 20 || delays.iter().any(|d| *d > Duration::from_secs(7 * 24 * 3600)) {
+                return Err(format!(
+                    "invalid webhook retry delays `{raw}` (from BACKROOM_WEBHOOK_RETRY_DELAYS): at most 20, each at most 7d"
+                ));
+            }
+            delays
+        }
+    };
+    let disable_after = match env("BACKROOM_WEBHOOK_DISABLE_AFTER").filter(|v| !v.trim().is_empty()) {
+        None => backroom_integrations::Settings::default().disable_after,
+        Some(raw) => humantime::parse_duration(raw.trim()).map_err(|e| {
+            format!("invalid webhook disable-after `{raw}` (from BACKROOM_WEBHOOK_DISABLE_AFTER): {e}; expected a duration such as 5d")
+        })?,
+    };
+    Ok((delays, disable_after))
 }
 
 /// The risk settings from the environment (`env` reads a variable; every one is optional),
@@ -767,6 +824,22 @@ mod tests {
         let e = with("yes").unwrap_err();
         assert!(e.contains("--webhooks-allow-private") && e.contains("true or false"), "{e}");
         assert_eq!(parse_file("webhooks_allow_private = true\n").unwrap().webhooks_allow_private, Some(true));
+    }
+
+    #[test]
+    fn webhook_settings_are_checked() {
+        let with = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+            webhook_settings(&move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        };
+        assert_eq!(with(&[]).unwrap().0, backroom_integrations::RETRY_DELAYS.to_vec());
+        let (delays, after) =
+            with(&[("BACKROOM_WEBHOOK_RETRY_DELAYS", "100ms, 1s"), ("BACKROOM_WEBHOOK_DISABLE_AFTER", "1h")]).unwrap();
+        assert_eq!(delays, vec![Duration::from_millis(100), Duration::from_secs(1)]);
+        assert_eq!(after, Duration::from_secs(3600));
+        assert!(with(&[("BACKROOM_WEBHOOK_RETRY_DELAYS", "none")]).unwrap().0.is_empty());
+        assert!(with(&[("BACKROOM_WEBHOOK_RETRY_DELAYS", "5s,soon")]).is_err());
+        assert!(with(&[("BACKROOM_WEBHOOK_DISABLE_AFTER", "never")]).is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub async fn stopped(mut stop: watch::Receiver<bool>) {
 }
 
 /// Starts the worker's loops; they end when `stop` turns true. `consumers` are run by the
-/// outbox's at-least-once [`outbox::Delivery`] runner (webhooks and connectors; none yet).
+/// outbox's at-least-once [`outbox::Delivery`] runner (the webhooks' fan-out; connectors later).
 pub fn spawn(
     db: Db,
     checkout: Checkout,

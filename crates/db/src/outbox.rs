@@ -30,7 +30,8 @@ pub use broadcast::Broadcast;
 pub use delivery::Delivery;
 pub use event::{
     Action, CategoryChanged, CustomerCreated, CustomerErased, DecodeError, Event, OrderChange, OrderOutcome,
-    OrderState, PriceListChanged, ProductChanged, PromotionExhausted, StockChanged, TOPICS, version_of,
+    OrderState, PriceListChanged, ProductChanged, PromotionExhausted, StockChanged, TOPICS, WebhookEndpointDisabled,
+    version_of,
 };
 
 use crate::{Conn, Db, Dialect, on_conn, storage};

@@ -133,6 +133,8 @@ codes! {
         "checking out a cart in a region with shipping options before choosing one"),
     RefundExceedsCaptured = (422, "refund_exceeds_captured", "Refund exceeds captured",
         "a refund that, with the refunds not failed, would give back more than was captured; `refundable` says what is left"),
+    WebhookUrlForbidden = (422, "webhook_url_forbidden", "Webhook URL forbidden",
+        "a webhook URL whose host is, or resolves to, a loopback, private, link-local, unspecified, shared or multicast address (IPv4-mapped forms included) while `BACKROOM_WEBHOOKS_ALLOW_PRIVATE` is off, or a cloud metadata address (`169.254.169.254`, `fd00:ec2::254`) whatever the setting"),
     RateLimited = (429, "rate_limited", "Too many requests",
         "a client sent more store requests than its rate limit allows (see \"Rate limits\"), or too many failed logins; retry after `Retry-After` seconds"),
     RequestHeaderFieldsTooLarge = (431, "request_header_fields_too_large", "Request header fields too large",

@@ -1,11 +1,13 @@
 //! The shared kernel of Backroom: small types every module uses and that depend on nothing
 //! else of ours. Money and currencies, typed id generation, pages, the domain error and the one
-//! table of its codes ([`code`]), the clock, and the rule for names and address lines ([`text`]).
+//! table of its codes ([`code`]), the clock, the rule for names and address lines ([`text`]), and which addresses outbound
+//! requests may reach ([`net`]).
 
 pub mod code;
 pub mod error;
 pub mod id;
 pub mod money;
+pub mod net;
 pub mod page;
 pub mod text;
 

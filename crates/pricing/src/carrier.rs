@@ -30,11 +30,11 @@
 //! `carrier_quote_seconds` (the whole call, fallback included).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use backroom_kernel::{Currency, Money};
+use backroom_kernel::{Currency, Money, net};
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde::{Deserialize, Serialize};
@@ -478,65 +478,15 @@ impl Resolve for CheckedResolver {
     }
 }
 
-/// Whether an outbound request (a carrier quote, a webhook) may go to `ip` when private
-/// addresses are not allowed: not loopback, private (RFC 1918, unique local, shared
-/// 100.64/10), link-local, unspecified (`0.0.0.0/8`, `::`), broadcast, multicast,
-/// documentation or reserved; an IPv6 address that carries an IPv4 one (mapped,
-/// compatible, NAT64, 6to4) is judged by that IPv4 address.
+/// Whether a carrier quote may go to `ip` when private addresses are not allowed: the shared
+/// rule of [`backroom_kernel::net::is_public`].
 pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => is_public_v6(v6),
-    }
+    net::is_public(ip)
 }
 
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, c, _] = ip.octets();
-    !(a == 0                                   // "this network", unspecified
-        || a == 10                             // private
-        || a == 127                            // loopback
-        || (a == 100 && (64..128).contains(&b)) // shared (carrier-grade NAT)
-        || (a == 169 && b == 254)              // link-local (cloud metadata)
-        || (a == 172 && (16..32).contains(&b)) // private
-        || (a == 192 && b == 0 && c == 0)      // IETF protocol assignments
-        || (a == 192 && b == 0 && c == 2)      // documentation
-        || (a == 192 && b == 168)              // private
-        || (a == 198 && (b == 18 || b == 19))  // benchmarking
-        || (a == 198 && b == 51 && c == 100)   // documentation
-        || (a == 203 && b == 0 && c == 113)    // documentation
-        || a >= 224) // multicast, reserved, broadcast
-}
-
-fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let s = ip.segments();
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return is_public_v4(v4);
-    }
-    let embedded = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
-    // IPv4-compatible (::a.b.c.d, deprecated; `::` and `::1` among them).
-    if s[..6] == [0; 6] {
-        return s[6] != 0 && is_public_v4(embedded(s[6], s[7]));
-    }
-    // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) reach the IPv4 address they carry.
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return is_public_v4(embedded(s[6], s[7]));
-    }
-    if s[0] == 0x2002 {
-        return is_public_v4(embedded(s[1], s[2]));
-    }
-    !((s[0] & 0xfe00) == 0xfc00      // unique local
-        || (s[0] & 0xffc0) == 0xfe80 // link-local
-        || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
-        || (s[0] & 0xff00) == 0xff00 // multicast
-        || (s[0] == 0x2001 && s[1] == 0x0db8)) // documentation
-}
-
-/// The host of `url` when it is an IP address. The URL parser has already read every form of
-/// an IPv4 address (`2130706433`, `0x7f.1`, `017700000001`) as the dotted one.
+/// The host of `url` when it is an IP address ([`net::literal_ip`]).
 fn literal_ip(url: &Url) -> Option<IpAddr> {
-    let host = url.host_str()?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    host.parse().ok()
+    net::literal_ip(url.host_str()?)
 }
 
 /// Checks a carrier quote URL as it is set: an absolute `http` or `https` URL of at most
@@ -561,12 +511,8 @@ pub fn check_url(raw: &str, allow_private: bool) -> Result<String, &'static str>
         match literal_ip(&url) {
             Some(ip) if !is_public(ip) => return Err(private),
             Some(_) => {}
-            None => {
-                let name = host.trim_end_matches('.').to_ascii_lowercase();
-                if name == "localhost" || name.ends_with(".localhost") {
-                    return Err(private);
-                }
-            }
+            None if net::is_localhost_name(host) => return Err(private),
+            None => {}
         }
     }
     let normalised = url.to_string();
@@ -628,39 +574,6 @@ impl Memory {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn non_public_addresses_are_refused() {
-        for bad in [
-            "127.0.0.1",
-            "127.1.2.3",
-            "0.0.0.0",
-            "10.0.0.1",
-            "172.16.0.1",
-            "172.31.255.255",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "224.0.0.1",
-            "255.255.255.255",
-            "::1",
-            "::",
-            "::ffff:127.0.0.1",
-            "::ffff:10.0.0.1",
-            "::127.0.0.1",
-            "64:ff9b::a9fe:a9fe",
-            "2002:7f00:1::",
-            "fc00::1",
-            "fd12:3456::1",
-            "fe80::1",
-            "ff02::1",
-        ] {
-            assert!(!is_public(bad.parse().unwrap()), "{bad} is public");
-        }
-        for good in ["1.1.1.1", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:1.1.1.1"] {
-            assert!(is_public(good.parse().unwrap()), "{good} is refused");
-        }
-    }
 
     #[test]
     fn quote_urls_are_checked_as_set() {

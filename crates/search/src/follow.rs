@@ -79,7 +79,8 @@ pub fn changes(events: &[Envelope]) -> Changes {
             | Event::OrderDelivered(_)
             | Event::OrderCanceled(_)
             | Event::OrderRefunded(_)
-            | Event::ReturnReceived(_) => {}
+            | Event::ReturnReceived(_)
+            | Event::WebhookEndpointDisabled(_) => {}
         }
     }
     c

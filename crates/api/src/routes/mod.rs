@@ -25,6 +25,7 @@ pub mod shipping;
 pub mod stock_batch;
 pub mod store;
 pub mod stripe_webhooks;
+pub mod webhooks;
 
 use std::collections::BTreeSet;
 
@@ -51,6 +52,7 @@ pub fn all() -> Routes {
     oms::routes(&mut r);
     stock_batch::routes(&mut r);
     stripe_webhooks::routes(&mut r);
+    webhooks::routes(&mut r);
     r
 }
 

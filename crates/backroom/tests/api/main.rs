@@ -31,3 +31,4 @@ mod shipping_admin;
 mod stock;
 mod stock_batch;
 mod stripe;
+mod webhooks;

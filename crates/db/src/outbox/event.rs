@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Every topic with the schema version this build writes (and the newest it reads).
-pub const TOPICS: [(&str, u32); 15] = [
+pub const TOPICS: [(&str, u32); 16] = [
     (PRODUCT_CHANGED, 1),
     (CATEGORY_CHANGED, 1),
     (STOCK_CHANGED, 1),
@@ -35,6 +35,7 @@ pub const TOPICS: [(&str, u32); 15] = [
     (ORDER_CANCELED, 1),
     (ORDER_REFUNDED, 1),
     (RETURN_RECEIVED, 1),
+    (WEBHOOK_ENDPOINT_DISABLED, 1),
 ];
 
 const PRODUCT_CHANGED: &str = "product.changed";
@@ -52,6 +53,7 @@ const ORDER_DELIVERED: &str = "order.delivered";
 const ORDER_CANCELED: &str = "order.canceled";
 const ORDER_REFUNDED: &str = "order.refunded";
 const RETURN_RECEIVED: &str = "return.received";
+const WEBHOOK_ENDPOINT_DISABLED: &str = "webhook_endpoint.disabled";
 
 /// Something that happened in one module that others (search, caches, webhooks,
 /// connectors) must learn about. Written with [`crate::outbox::enqueue`] in the transaction
@@ -90,6 +92,8 @@ pub enum Event {
     OrderRefunded(OrderChange),
     /// `return.received`: units of an order came back (`resource_id`: the return).
     ReturnReceived(OrderChange),
+    /// `webhook_endpoint.disabled`: a webhook endpoint that kept failing was disabled.
+    WebhookEndpointDisabled(WebhookEndpointDisabled),
 }
 
 /// What happened to the thing an event names.
@@ -182,6 +186,17 @@ pub struct PromotionExhausted {
     pub order_id: String,
 }
 
+/// The payload of `webhook_endpoint.disabled`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEndpointDisabled {
+    pub endpoint_id: String,
+    /// Why, for people (`failing since 2025-01-01T00:00:00Z`).
+    pub reason: String,
+    /// Since when every delivery attempt to it failed.
+    pub failing_since: DateTime<Utc>,
+    pub disabled_at: DateTime<Utc>,
+}
+
 /// An order's status as events tell it (the orders module's statuses, as a contract of
 /// their own: a new status is a new event version).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,6 +247,7 @@ impl Event {
             Event::OrderCanceled(_) => ORDER_CANCELED,
             Event::OrderRefunded(_) => ORDER_REFUNDED,
             Event::ReturnReceived(_) => RETURN_RECEIVED,
+            Event::WebhookEndpointDisabled(_) => WEBHOOK_ENDPOINT_DISABLED,
         }
     }
 
@@ -268,6 +284,7 @@ impl Event {
             | Event::OrderCanceled(p)
             | Event::OrderRefunded(p)
             | Event::ReturnReceived(p) => to_json(v, p),
+            Event::WebhookEndpointDisabled(p) => to_json(v, p),
         }
     }
 
@@ -307,6 +324,7 @@ impl Event {
             ORDER_CANCELED => Event::OrderCanceled(body(value).map_err(malformed)?),
             ORDER_REFUNDED => Event::OrderRefunded(body(value).map_err(malformed)?),
             RETURN_RECEIVED => Event::ReturnReceived(body(value).map_err(malformed)?),
+            WEBHOOK_ENDPOINT_DISABLED => Event::WebhookEndpointDisabled(body(value).map_err(malformed)?),
             _ => return Err(DecodeError::UnknownTopic(topic.to_owned())),
         })
     }
@@ -379,6 +397,15 @@ mod tests {
                 price_list_id,
                 action
             })),
+            (id("wh"), "[a-z0-9 :]{0,40}", 0i64..4_000_000_000_000_000).prop_map(|(endpoint_id, reason, micros)| {
+                let at = DateTime::from_timestamp_micros(micros).unwrap();
+                Event::WebhookEndpointDisabled(WebhookEndpointDisabled {
+                    endpoint_id,
+                    reason,
+                    failing_since: at,
+                    disabled_at: at,
+                })
+            }),
             (id("promo"), "[A-Z0-9]{1,20}", 0i64..1_000_000, id("ord")).prop_map(
                 |(promotion_id, code, usage_limit, order_id)| {
                     Event::PromotionExhausted(PromotionExhausted { promotion_id, code, usage_limit, order_id })
