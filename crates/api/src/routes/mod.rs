@@ -48,6 +48,8 @@ pub fn all() -> Routes {
     shipping::routes(&mut r);
     price_lists::routes(&mut r);
     pricing::routes(&mut r);
+    oms::routes(&mut r);
+    stock_batch::routes(&mut r);
     stripe_webhooks::routes(&mut r);
     r
 }
