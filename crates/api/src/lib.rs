@@ -45,6 +45,9 @@ use crate::routes::ops;
 /// The largest request body accepted: 1 MiB.
 pub const MAX_BODY: usize = 1024 * 1024;
 
+/// The storefront's base URL when `BACKROOM_STOREFRONT_URL` is not set.
+pub const DEFAULT_STOREFRONT_URL: &str = "http://localhost:3000";
+
 /// What every handler can reach: the [`Services`] behind one `Arc`. Axum clones the state for
 /// every handler and every middleware that takes it, so a clone must be one counter increment
 /// (cloning the services themselves, each with its own database handle, cost about a quarter
@@ -108,6 +111,9 @@ pub struct Services {
     /// The signing secret of Stripe's webhook endpoint (`BACKROOM_STRIPE_WEBHOOK_SECRET`);
     /// without it `POST /webhooks/stripe` refuses every event.
     pub stripe_webhook_secret: Option<backroom_payments::stripe::Secret>,
+    /// The storefront's base URL, without a trailing `/` (`BACKROOM_STOREFRONT_URL`): the
+    /// product feed links to `{storefront_url}/products/{handle}`.
+    pub storefront_url: std::sync::Arc<str>,
 }
 
 impl AppState {
@@ -149,6 +155,7 @@ impl AppState {
             metrics_here: true,
             carriers: backroom_pricing::Carriers::default(),
             stripe_webhook_secret: None,
+            storefront_url: DEFAULT_STOREFRONT_URL.into(),
             db,
         }))
     }
@@ -194,6 +201,11 @@ impl AppState {
     /// Whether `/metrics` is served by this router (`false` when it has a listener of its own).
     pub fn with_metrics_here(self, here: bool) -> Self {
         self.with(|s| s.metrics_here = here)
+    }
+
+    /// Links the product feed to this storefront (a base URL, without a trailing `/`).
+    pub fn with_storefront_url(self, url: &str) -> Self {
+        self.with(|s| s.storefront_url = url.trim_end_matches('/').into())
     }
 
     /// Checks Stripe's webhooks with this signing secret (`whsec_…`).

@@ -101,6 +101,7 @@ impl Application {
             .with_request_timeout(settings.request_timeout)
             .with_metrics_here(settings.metrics_listen.is_none())
             .with_stripe_webhook_secret(settings.stripe_webhook_secret.clone())
+            .with_storefront_url(&settings.storefront_url)
             .with_carriers(backroom_pricing::Carriers::new(backroom_pricing::CarrierConfig {
                 allow_private: settings.webhooks_allow_private,
                 ..Default::default()

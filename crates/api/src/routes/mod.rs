@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod checkout;
 pub mod customers;
+pub mod feed;
 pub mod oms;
 pub mod ops;
 pub mod price_lists;
@@ -43,6 +44,7 @@ pub fn all() -> Routes {
     ops::routes(&mut r);
     admin::routes(&mut r);
     store::routes(&mut r);
+    feed::routes(&mut r);
     checkout::routes(&mut r);
     customers::routes(&mut r);
     shipping::routes(&mut r);
