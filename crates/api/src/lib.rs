@@ -9,6 +9,7 @@ pub mod client;
 pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod imports;
 pub mod member_prices;
 pub mod openapi;
 pub mod pci;

@@ -110,6 +110,10 @@ impl Application {
         if sealed > 0 {
             tracing::info!(orders = sealed, "sealed the personal data of orders stored in clear by an older release");
         }
+        let interrupted = backroom_api::imports::fail_interrupted(&state).await?;
+        if interrupted > 0 {
+            tracing::warn!(jobs = interrupted, "marked failed the import jobs a stopped server left running");
+        }
         let router = backroom_api::router(state.clone());
         Ok(Application { settings, db, state, router })
     }

@@ -234,3 +234,122 @@ both!(
         }
     }
 );
+
+async fn import(app: &TestApp, csv: &str) -> Value {
+    let req = app
+        .client
+        .post(app.url("/admin/imports/products"))
+        .bearer_auth(crate::support::ADMIN_TOKEN)
+        .header("content-type", "text/csv")
+        .body(csv.to_owned());
+    let started = app.send(req).await.expect(202);
+    let id = started["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("job_"));
+    app.admin_get_until(&format!("/admin/jobs/{id}"), |j| j["status"] != "running").await
+}
+
+async fn export(app: &TestApp) -> String {
+    let (status, headers, body) = app
+        .send_raw(app.client.get(app.url("/admin/exports/products.csv")).bearer_auth(crate::support::ADMIN_TOKEN))
+        .await;
+    assert_eq!(status, 200);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/csv"));
+    String::from_utf8(body).unwrap()
+}
+
+/// A product as the admin API shows it, found by handle.
+async fn by_handle(app: &TestApp, handle: &str) -> Value {
+    let page = app.admin_get("/admin/products?limit=100").await.expect(200);
+    let id = page["items"].as_array().unwrap().iter().find(|p| p["handle"] == handle).expect("imported")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.admin_get(&format!("/admin/products/{id}")).await.expect(200)
+}
+
+const HEADER: &str = "handle,title,description,status,categories,attributes,images,sku,variant_title,options,prices,allow_backorder,weight_g,tax_class,stock\n";
+
+both!(csv_import_reports_bad_rows_updates_on_reimport_and_round_trips_through_export, |app: TestApp| async move {
+    app.admin_post("/admin/categories", json!({"name": "Shirts", "handle": "shirts"})).await.expect(201);
+    let csv = format!(
+        "{HEADER}\
+tee,\"Tee, \"\"classic\"\" & <b>\",\"Soft\ncotton\",published,shirts,\"{{\"\"brand\"\":\"\"Acme\"\"}}\",https://img.example.com/t.jpg,TEE-S,S,\"{{\"\"size\"\":\"\"S\"\"}}\",EUR 12.50|USD 14.00,false,200,standard,5\n\
+tee,,,,,,,TEE-M,M,\"{{\"\"size\"\":\"\"M\"\"}}\",EUR 13.00,true,,standard,\n\
+,Nameless,,draft,,,,NOHANDLE-1,,,EUR 1.00,false,,standard,\n\
+Bad Handle,Bad,,draft,,,,BAD-1,,,EUR 1.00,false,,standard,\n\
+mug,Mug,,draft,,,,MUG-1,,,EUR 8.00,false,,standard,\n\
+broken,Broken,,draft,,,,BROKEN-1,,,EUR abc,false,,standard,\n"
+    );
+    let job = import(&app, &csv).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!((job["processed"].as_i64(), job["total"].as_i64()), (Some(6), Some(6)), "{job}");
+    let rows: Vec<u64> = job["errors"].as_array().unwrap().iter().map(|e| e["row"].as_u64().unwrap()).collect();
+    assert_eq!(rows, vec![4, 5, 7], "{job}");
+    assert!(job["errors"][0]["message"].as_str().unwrap().contains("handle"), "{job}");
+    let tee = by_handle(&app, "tee").await;
+    assert_eq!(tee["title"], "Tee, \"classic\" & <b>");
+    assert_eq!(tee["description"], "Soft\ncotton");
+    assert_eq!(tee["attributes"]["brand"], "Acme");
+    assert_eq!(tee["categories"][0]["handle"], "shirts");
+    assert_eq!(tee["variants"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        tee["variants"][0]["prices"],
+        json!([{"amount": 1250, "currency": "EUR"}, {"amount": 1400, "currency": "USD"}])
+    );
+    let s = tee["variants"][0]["id"].as_str().unwrap();
+    assert_eq!(app.admin_get(&format!("/admin/variants/{s}/stock")).await.expect(200)["on_hand"], 5);
+    assert_eq!(app.product_count().await, 2);
+
+    // The same file again: updated, not duplicated.
+    let again = import(&app, &csv).await;
+    assert_eq!(again["errors"].as_array().unwrap().len(), 3);
+    assert_eq!(app.product_count().await, 2);
+
+    // Export, import the export: nothing changes, and the next export is the same file.
+    let first = export(&app).await;
+    assert!(first.starts_with(HEADER), "{first}");
+    assert_eq!(first.lines().filter(|l| l.starts_with("tee,") || l.starts_with("mug,")).count(), 3, "{first}");
+    let back = import(&app, &first).await;
+    assert_eq!((back["status"].as_str(), back["errors"].as_array().unwrap().len()), (Some("succeeded"), 0), "{back}");
+    assert_eq!(app.product_count().await, 2);
+    assert_eq!(export(&app).await, first);
+    let after = by_handle(&app, "tee").await;
+    for key in ["title", "description", "attributes", "categories", "images", "status"] {
+        assert_eq!(after[key], tee[key], "{key}");
+    }
+
+    // Not CSV, or not a CSV we know.
+    let req =
+        app.client.post(app.url("/admin/imports/products")).bearer_auth(crate::support::ADMIN_TOKEN).json(&json!({}));
+    app.send(req).await.problem(415, "unsupported_media_type");
+    let bad = import(&app, "sku,handle\nX,y\n").await;
+    assert_eq!(bad["status"], "failed", "{bad}");
+    app.admin_get("/admin/jobs/job_nope").await.problem(404, "not_found");
+});
+
+both!(csv_import_of_a_thousand_products_reports_progress_and_finishes, |app: TestApp| async move {
+    let mut csv = HEADER.to_owned();
+    for i in 0..1000 {
+        csv.push_str(&format!("bulk-{i},Bulk {i},,published,,,,BULK-{i},,,EUR 1.{:02},false,,standard,\n", i % 100));
+    }
+    let req = app
+        .client
+        .post(app.url("/admin/imports/products"))
+        .bearer_auth(crate::support::ADMIN_TOKEN)
+        .header("content-type", "text/csv; charset=utf-8")
+        .body(csv);
+    let id = app.send(req).await.expect(202)["id"].as_str().unwrap().to_owned();
+    let mut seen_running = Vec::new();
+    let job = loop {
+        let j = app.admin_get(&format!("/admin/jobs/{id}")).await.expect(200);
+        if j["status"] != "running" {
+            break j;
+        }
+        seen_running.push(j["processed"].as_i64().unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!((job["processed"].as_i64(), job["total"].as_i64()), (Some(1000), Some(1000)));
+    assert!(seen_running.windows(2).all(|w| w[0] <= w[1]), "progress only grows: {seen_running:?}");
+    assert_eq!(app.product_count().await, 1000);
+});
