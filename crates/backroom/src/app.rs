@@ -110,10 +110,6 @@ impl Application {
         if sealed > 0 {
             tracing::info!(orders = sealed, "sealed the personal data of orders stored in clear by an older release");
         }
-        let interrupted = backroom_api::imports::fail_interrupted(&state).await?;
-        if interrupted > 0 {
-            tracing::warn!(jobs = interrupted, "marked failed the import jobs a stopped server left running");
-        }
         let router = backroom_api::router(state.clone());
         Ok(Application { settings, db, state, router })
     }
@@ -137,6 +133,13 @@ impl Application {
     /// store process; then drains open requests, stops the loops and closes the database.
     pub async fn run(self, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) {
         let Application { settings, db, state, router } = self;
+        // Jobs left running by a server that stopped will never finish (not at build: a CLI
+        // import builds the application too, beside a running server).
+        match backroom_api::imports::fail_interrupted(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(jobs = n, "marked failed the import jobs a stopped server left running"),
+            Err(e) => tracing::error!(error = ?e, "could not mark interrupted import jobs failed"),
+        }
         warn_about_providers(&settings.payment_providers);
         if settings.payment_providers.iter().any(|p| p == "stripe") && settings.stripe_webhook_secret.is_none() {
             tracing::warn!(
