@@ -353,3 +353,43 @@ both!(csv_import_of_a_thousand_products_reports_progress_and_finishes, |app: Tes
     assert!(seen_running.windows(2).all(|w| w[0] <= w[1]), "progress only grows: {seen_running:?}");
     assert_eq!(app.product_count().await, 1000);
 });
+
+/// One master key for both servers of the restart test.
+const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+both!(
+    a_job_running_when_the_server_stopped_is_failed_at_the_next_start,
+    settings = |s: &mut backroom::config::Settings| s.master_key = Some(MASTER_KEY.into()),
+    |app: TestApp| async move {
+        // The server is serving (it has looked for interrupted jobs already).
+        app.admin_get("/admin/jobs/job_none").await.problem(404, "not_found");
+        // A job row left `running` (its server was killed), then a server starts on the database.
+        let mut tx = app.db.begin().await.unwrap();
+        backroom_db::sql::query(
+            "INSERT INTO jobs (id, kind, status, processed, total, errors, created_at, updated_at) \
+         VALUES ('job_killed', 'product_import', 'running', 10, 50, '[]', $1, $1)",
+        )
+        .bind(backroom_kernel::now())
+        .execute(&mut tx.conn())
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let running = app.admin_get("/admin/jobs/job_killed").await.expect(200);
+        assert_eq!(running["status"], "running");
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = crate::support::test_settings();
+        settings.data_dir = dir.path().to_owned();
+        settings.listen = "127.0.0.1:0".parse().unwrap();
+        settings.database_url = app.database_url.clone();
+        settings.master_key = Some(MASTER_KEY.into());
+        let listeners = backroom::Listeners::bind(&settings).await.unwrap();
+        let second = backroom::Application::build(settings).await.unwrap();
+        tokio::spawn(second.run(listeners, std::future::pending()));
+
+        let failed = app.admin_get_until("/admin/jobs/job_killed", |j| j["status"] != "running").await;
+        assert_eq!(failed["status"], "failed", "{failed}");
+        assert_eq!((failed["processed"].as_i64(), failed["total"].as_i64()), (Some(10), Some(50)));
+        assert!(failed["errors"][0]["message"].as_str().unwrap().contains("stopped"), "{failed}");
+    }
+);
