@@ -95,7 +95,10 @@ impl Catalog {
         repo::set_attributes(&mut tx.conn(), &id, &valid.attributes).await?;
         check_categories(&mut tx, &valid.category_ids, "category_ids").await?;
         repo::set_categories(&mut tx.conn(), &id, &valid.category_ids).await?;
-        if !valid.images.is_empty() {
+        // The same URLs without alt texts (a CSV carries none) keep the alt texts there are.
+        let same_urls = valid.images.len() == existing.images.len()
+            && valid.images.iter().zip(&existing.images).all(|(v, e)| v.alt.is_empty() && v.url.as_str() == e.url);
+        if !valid.images.is_empty() && !same_urls {
             repo::set_images(&mut tx.conn(), &id, &valid.images).await?;
         }
         let mut new = Vec::new();

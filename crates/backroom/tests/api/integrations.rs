@@ -305,6 +305,16 @@ broken,Broken,,draft,,,,BROKEN-1,,,EUR abc,false,,standard,\n"
     assert_eq!(again["errors"].as_array().unwrap().len(), 3);
     assert_eq!(app.product_count().await, 2);
 
+    // An alt text (which CSV does not carry) survives the round trip.
+    let tee_id = tee["id"].as_str().unwrap();
+    app.admin_patch(
+        &format!("/admin/products/{tee_id}"),
+        json!({"images": [{"url": "https://img.example.com/t.jpg", "alt": "Front"}]}),
+    )
+    .await
+    .expect(200);
+    let tee = by_handle(&app, "tee").await;
+
     // Export, import the export: nothing changes, and the next export is the same file.
     let first = export(&app).await;
     assert!(first.starts_with(HEADER), "{first}");
