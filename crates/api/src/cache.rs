@@ -136,7 +136,64 @@ fn answer(entry: &Entry, req_headers: &HeaderMap) -> Response {
 }
 
 fn is_public_catalog(path: &str) -> bool {
-    path == "/store/products" || path.starts_with("/store/products/") || path == "/store/categories"
+    path == "/store/products"
+        || path.starts_with("/store/products/")
+        || path == "/store/categories"
+        || is_streamed(path)
+}
+
+/// Answers that are streamed: on a miss they go out as they are made, and are kept only
+/// once whole and if no larger than [`MAX_STREAMED`].
+fn is_streamed(path: &str) -> bool {
+    path == "/feeds/products.xml"
+}
+
+/// The largest streamed answer kept.
+const MAX_STREAMED: usize = 16 * 1024 * 1024;
+
+/// Passes a streamed answer on while keeping a copy, and caches the copy at its end unless it
+/// grew past [`MAX_STREAMED`] or failed.
+fn tee(cache: Arc<ResponseCache>, key: String, generation: u64, res: Response) -> Response {
+    use futures_util::StreamExt;
+    let (parts, body) = res.into_parts();
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let start = (body.into_data_stream(), Some(Vec::new()));
+    let stream = futures_util::stream::unfold(Some(start), move |state| {
+        let (cache, key, content_type) = (cache.clone(), key.clone(), content_type.clone());
+        async move {
+            let (mut stream, mut kept) = state?;
+            match stream.next().await {
+                Some(Ok(chunk)) => {
+                    if let Some(k) = kept.as_mut() {
+                        if k.len() + chunk.len() > MAX_STREAMED {
+                            kept = None;
+                        } else {
+                            k.extend_from_slice(&chunk);
+                        }
+                    }
+                    Some((Ok(chunk), Some((stream, kept))))
+                }
+                Some(Err(e)) => Some((Err(e), None)),
+                None => {
+                    if let Some(body) = kept {
+                        let body = Bytes::from(body);
+                        cache.put(key, generation, Entry { etag: etag_of(&body), content_type, body });
+                    }
+                    None
+                }
+            }
+        }
+    });
+    Response::from_parts(parts, Body::from_stream(stream))
+}
+
+/// The path of a cache key (a request URI).
+fn key_path(key: &str) -> String {
+    key.split('?').next().unwrap_or(key).to_owned()
 }
 
 /// The middleware: serves public catalog GETs from the cache, and invalidates the cache
@@ -183,6 +240,11 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
     let res = next.run(req).await;
     // A member's answer (its handler made it private) is never kept.
     if res.status() != StatusCode::OK || res.headers().contains_key(header::CACHE_CONTROL) {
+        return res;
+    }
+    if is_streamed(&key_path(&key)) {
+        let mut res = tee(s.cache.clone(), key, generation, res);
+        res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL));
         return res;
     }
     let (parts, body) = res.into_parts();

@@ -9,6 +9,7 @@ pub mod client;
 pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod imports;
 pub mod member_prices;
 pub mod openapi;
 pub mod pci;
@@ -44,6 +45,9 @@ use crate::routes::ops;
 
 /// The largest request body accepted: 1 MiB.
 pub const MAX_BODY: usize = 1024 * 1024;
+
+/// The storefront's base URL when `BACKROOM_STOREFRONT_URL` is not set.
+pub const DEFAULT_STOREFRONT_URL: &str = "http://localhost:3000";
 
 /// What every handler can reach: the [`Services`] behind one `Arc`. Axum clones the state for
 /// every handler and every middleware that takes it, so a clone must be one counter increment
@@ -110,6 +114,9 @@ pub struct Services {
     pub stripe_webhook_secret: Option<backroom_payments::stripe::Secret>,
     /// Outgoing webhooks: endpoints, deliveries, and the dispatcher that the application runs.
     pub webhooks: backroom_integrations::Webhooks,
+    /// The storefront's base URL, without a trailing `/` (`BACKROOM_STOREFRONT_URL`): the
+    /// product feed links to `{storefront_url}/products/{handle}`.
+    pub storefront_url: std::sync::Arc<str>,
 }
 
 impl AppState {
@@ -158,6 +165,7 @@ impl AppState {
             carriers: backroom_pricing::Carriers::default(),
             stripe_webhook_secret: None,
             webhooks,
+            storefront_url: DEFAULT_STOREFRONT_URL.into(),
             db,
         }))
     }
@@ -215,6 +223,11 @@ impl AppState {
                 settings,
             );
         })
+    }
+
+    /// Links the product feed to this storefront (a base URL, without a trailing `/`).
+    pub fn with_storefront_url(self, url: &str) -> Self {
+        self.with(|s| s.storefront_url = url.trim_end_matches('/').into())
     }
 
     /// Checks Stripe's webhooks with this signing secret (`whsec_…`).

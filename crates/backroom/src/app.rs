@@ -101,6 +101,7 @@ impl Application {
             .with_request_timeout(settings.request_timeout)
             .with_metrics_here(settings.metrics_listen.is_none())
             .with_stripe_webhook_secret(settings.stripe_webhook_secret.clone())
+            .with_storefront_url(&settings.storefront_url)
             .with_carriers(backroom_pricing::Carriers::new(backroom_pricing::CarrierConfig {
                 allow_private: settings.webhooks_allow_private,
                 ..Default::default()
@@ -133,6 +134,13 @@ impl Application {
     /// store process; then drains open requests, stops the loops and closes the database.
     pub async fn run(self, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) {
         let Application { settings, db, state, router } = self;
+        // Jobs left running by a server that stopped will never finish (not at build: a CLI
+        // import builds the application too, beside a running server).
+        match backroom_api::imports::fail_interrupted(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(jobs = n, "marked failed the import jobs a stopped server left running"),
+            Err(e) => tracing::error!(error = ?e, "could not mark interrupted import jobs failed"),
+        }
         warn_about_providers(&settings.payment_providers);
         if settings.payment_providers.iter().any(|p| p == "stripe") && settings.stripe_webhook_secret.is_none() {
             tracing::warn!(

@@ -79,6 +79,9 @@ pub struct Flags {
     /// Whether webhook and carrier-quote URLs may be on loopback, private and link-local addresses: true or false [env: BACKROOM_WEBHOOKS_ALLOW_PRIVATE] [default: false]
     #[arg(long, global = true)]
     pub webhooks_allow_private: Option<String>,
+    /// The storefront's base URL; the product feed links to <url>/products/<handle> [env: BACKROOM_STOREFRONT_URL] [default: http://localhost:3000]
+    #[arg(long, global = true)]
+    pub storefront_url: Option<String>,
 }
 
 /// What `--help` says of the settings that are never flags.
@@ -124,6 +127,7 @@ struct FileSettings {
     max_in_flight: Option<i64>,
     customer_session_ttl: Option<String>,
     webhooks_allow_private: Option<bool>,
+    storefront_url: Option<String>,
 }
 
 /// Checked settings.
@@ -182,6 +186,9 @@ pub struct Settings {
     /// Webhook and carrier-quote URLs may be on loopback, private and link-local addresses
     /// (`BACKROOM_WEBHOOKS_ALLOW_PRIVATE`); `false` by default, which refuses them.
     pub webhooks_allow_private: bool,
+    /// The storefront's base URL without a trailing `/` (`BACKROOM_STOREFRONT_URL`); the
+    /// product feed links to `{storefront_url}/products/{handle}`.
+    pub storefront_url: String,
     /// Risk scoring (`BACKROOM_RISK`, `BACKROOM_RISK_*`; environment only, docs/risk.md).
     pub risk: backroom_risk::Settings,
     /// The waits between webhook attempts (`BACKROOM_WEBHOOK_RETRY_DELAYS`; environment only,
@@ -235,6 +242,7 @@ impl Default for Settings {
             customers: backroom_customers::Settings::default(),
             search_follow_interval: SEARCH_FOLLOW_INTERVAL,
             webhooks_allow_private: false,
+            storefront_url: backroom_api::DEFAULT_STOREFRONT_URL.into(),
             risk: backroom_risk::Settings::default(),
             webhook_retry_delays: backroom_integrations::RETRY_DELAYS.to_vec(),
             webhook_disable_after: backroom_integrations::Settings::default().disable_after,
@@ -516,6 +524,20 @@ impl Settings {
                 }
             },
         };
+        let (storefront_url, src) = pick(
+            &flags.storefront_url,
+            "BACKROOM_STOREFRONT_URL",
+            &file.storefront_url,
+            Some(backroom_api::DEFAULT_STOREFRONT_URL.into()),
+        )
+        .expect("has a default");
+        let storefront_url = storefront_url.trim().trim_end_matches('/').to_owned();
+        let scheme_ok = storefront_url.starts_with("http://") || storefront_url.starts_with("https://");
+        if !scheme_ok || storefront_url.contains(char::is_whitespace) || storefront_url.len() > 500 {
+            return Err(format!(
+                "invalid storefront URL `{storefront_url}` (from {src}): expected http:// or https:// and a host, such as https://shop.example.com"
+            ));
+        }
         if metrics_listen == Some(listen) {
             return Err(format!("the metrics listen address {listen} must differ from the listen address"));
         }
@@ -554,6 +576,7 @@ impl Settings {
             customers,
             search_follow_interval: SEARCH_FOLLOW_INTERVAL,
             webhooks_allow_private,
+            storefront_url,
             risk,
             webhook_retry_delays,
             webhook_disable_after,

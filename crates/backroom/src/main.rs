@@ -38,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Import data from a file.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
     /// Print the OpenAPI document.
     Openapi,
     /// Rebuild this process's search index from the database.
@@ -64,6 +69,16 @@ enum AdminCommand {
         /// A label to recognise the key by.
         #[arg(long, default_value = "cli")]
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Create or update products from a CSV file (the columns are in docs/integrations.md),
+    /// with a progress bar; as `POST /admin/imports/products` does. Refused rows are listed.
+    Products {
+        /// The CSV file.
+        file: std::path::PathBuf,
     },
 }
 
@@ -189,6 +204,34 @@ async fn rotate_master_key(
     Ok(())
 }
 
+/// `backroom import products FILE.csv`: the import job of the API, run here with a progress
+/// bar.
+async fn import_products(settings: Settings, file: &std::path::Path) -> anyhow::Result<()> {
+    let csv = std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let app = backroom::Application::build(settings).await?;
+    let state = app.state();
+    let id = backroom_api::imports::create_job(state, "product_import").await?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows ({per_sec}, {eta} left)")
+            .expect("a valid template"),
+    );
+    let job = backroom_api::imports::run_import(state, &id, &csv, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .await?;
+    bar.finish_and_clear();
+    for e in &job.errors {
+        eprintln!("row {}: {}", e.row, e.message);
+    }
+    println!("{} ({}): {} of {} rows read, {} refused", job.status, job.id, job.processed, job.total, job.errors.len());
+    if job.status != "succeeded" {
+        anyhow::bail!("the import failed");
+    }
+    Ok(())
+}
+
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     if let Command::Serve = command {
         // The ports first: one in use is reported before anything is created or migrated.
@@ -203,6 +246,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         app.run(listeners, shutdown()).await;
         return Ok(());
+    }
+    if let Command::Import { command: ImportCommand::Products { file } } = &command {
+        return import_products(settings, file).await;
     }
     if settings.database_url.starts_with("sqlite:") {
         settings.ensure_data_dir().map_err(anyhow::Error::msg)?;
@@ -220,6 +266,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("{token}");
             eprintln!("created API key {} ({}); the key above is shown only this once", key.id, role);
         }
+        Command::Import { .. } => unreachable!("imported above"),
         Command::Openapi | Command::Bench { .. } | Command::MasterKey { command: MasterKeyCommand::Generate } => {
             unreachable!("handled before start-up")
         }

@@ -138,6 +138,22 @@ fn default_database_is_sqlite_in_the_data_dir() {
     assert!(dir.path().join("elsewhere/backroom.db").exists());
 }
 
+#[test]
+fn import_products_from_csv_reports_refused_rows_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("p.csv");
+    std::fs::write(&csv, "handle,title,status,sku,prices,stock\nshirt,Shirt,published,SH-1,EUR 10.00,3\n,Nope,draft,X-1,EUR 1.00,\nshirt,,,SH-2,EUR 11.00,\n").unwrap();
+    for _ in 0..2 {
+        let (code, out, err) = run(backroom(dir.path()).args(["import", "products"]).arg(&csv));
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("succeeded") && out.contains("3 of 3 rows read, 1 refused"), "{out}");
+        assert!(err.contains("row 3: handle is empty"), "{err}");
+    }
+    let (code, _, err) = run(backroom(dir.path()).args(["import", "products", "missing.csv"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("missing.csv"), "{err}");
+}
+
 /// Places one paid order through a fresh `serve` over `db_url`; answers its id.
 async fn place_order(dir: &std::path::Path, db_url: &str, owner: &str, email: &str) -> String {
     let mut cmd = backroom(dir);

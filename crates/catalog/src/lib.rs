@@ -69,6 +69,67 @@ impl Catalog {
         Ok(ids)
     }
 
+    /// Creates the product with `input`'s handle, or brings the existing one in line with
+    /// `input`, in one transaction (CSV imports): its fields, attributes, categories and
+    /// images (when `input` has any) are replaced; each variant is matched by SKU among the
+    /// product's own and updated, or added. Variants the input leaves out are kept. Answers
+    /// the product and whether it was created. A SKU of another product is `409 conflict`.
+    #[tracing::instrument(skip_all, fields(handle = ?input.handle))]
+    pub async fn upsert_product(&self, input: &NewProduct) -> Result<(Product, bool)> {
+        let valid = validate::new_product(input)?;
+        let mut tx = self.db.begin().await?;
+        let Some(id) = repo::find_product_id(&mut tx.conn(), valid.handle.as_str()).await? else {
+            let id = insert_new(&mut tx, &valid).await?;
+            let product = load_one(&mut tx, &id).await?;
+            tx.commit().await?;
+            return Ok((product, true));
+        };
+        let existing = load_one(&mut tx, &id).await?;
+        let ts = now();
+        let sets = [
+            Set::Text("title", valid.title.as_str()),
+            Set::Text("description", &valid.description),
+            Set::Text("status", valid.status.as_str()),
+        ];
+        repo::update_row(&mut tx.conn(), "products", &id, &sets, ts, "").await?;
+        repo::set_attributes(&mut tx.conn(), &id, &valid.attributes).await?;
+        check_categories(&mut tx, &valid.category_ids, "category_ids").await?;
+        repo::set_categories(&mut tx.conn(), &id, &valid.category_ids).await?;
+        // The same URLs without alt texts (a CSV carries none) keep the alt texts there are.
+        let same_urls = valid.images.len() == existing.images.len()
+            && valid.images.iter().zip(&existing.images).all(|(v, e)| v.alt.is_empty() && v.url.as_str() == e.url);
+        if !valid.images.is_empty() && !same_urls {
+            repo::set_images(&mut tx.conn(), &id, &valid.images).await?;
+        }
+        let mut new = Vec::new();
+        for v in &valid.variants {
+            match existing.variants.iter().find(|e| e.sku == v.sku.as_str()) {
+                Some(e) => {
+                    let sets = [
+                        Set::Text("title", v.title.as_str()),
+                        Set::Bool("allow_backorder", v.allow_backorder),
+                        Set::Text("tax_class", v.tax_class.as_str()),
+                        Set::Int("weight_g", v.weight_g),
+                    ];
+                    repo::update_row(&mut tx.conn(), "variants", &e.id, &sets, ts, "").await?;
+                    repo::set_options(&mut tx.conn(), &e.id, &v.options).await?;
+                    repo::set_prices(&mut tx.conn(), &e.id, &v.prices).await?;
+                }
+                None => new.push(v.clone()),
+            }
+        }
+        if !new.is_empty() {
+            check_skus_free(&mut tx, new.iter().map(|v| v.sku.as_str()), None).await?;
+            let position =
+                repo::next_variant_position(&mut tx.conn(), &id).await?.ok_or(Error::not_found("product"))?;
+            repo::insert_variants(&mut tx.conn(), &id, &new, position, ts).await?;
+        }
+        changed(&mut tx, &id, Action::Updated).await?;
+        let product = load_one(&mut tx, &id).await?;
+        tx.commit().await?;
+        Ok((product, false))
+    }
+
     /// A product by id (any status).
     pub async fn product(&self, id: &str) -> Result<Product> {
         let mut r = self.db.read().await?;

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 
 use backroom_db::{Conn, Db, Dialect, on_conn, storage};
 use backroom_kernel::id::OrderId;
-use backroom_kernel::{Currency, Error, Money, Page, PageRequest, Result, id, now};
+use backroom_kernel::{Currency, Error, FieldError, Money, Page, PageRequest, Result, id, now};
 use backroom_pricing::{AppliedPromotion, ShippingMethod};
 use backroom_vault::{DataKey, NewKey, Vault};
 use chrono::{DateTime, Utc};
@@ -743,6 +743,7 @@ pub struct OrderFilter {
     email: Option<String>,
     number: Option<i64>,
     customer_id: Option<String>,
+    updated_since: Option<DateTime<Utc>>,
 }
 
 impl OrderFilter {
@@ -777,13 +778,28 @@ impl OrderFilter {
             }
         });
         p.finish()?;
-        Ok(OrderFilter { status, email, number, customer_id: None })
+        Ok(OrderFilter { status, email, number, customer_id: None, updated_since: None })
+    }
+
+    /// Only orders whose `updated_at` is at or after `since`, listed oldest change first by
+    /// `(updated_at, id)` (the order pollers page in; see docs/integrations.md).
+    pub fn updated_since(mut self, since: DateTime<Utc>) -> Self {
+        self.updated_since = Some(since);
+        self
     }
 
     /// Only the orders of this customer's account.
     pub fn customer(customer_id: &str) -> Self {
         OrderFilter { customer_id: Some(customer_id.to_owned()), ..Default::default() }
     }
+}
+
+/// The `(updated_at, id)` of a cursor given out by an `updated_since` listing:
+/// `<microseconds since 1970>_<order id>`.
+fn change_cursor(key: &str) -> Option<(DateTime<Utc>, String)> {
+    let (micros, id) = key.split_once('_')?;
+    let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+    (!id.is_empty()).then(|| (at, id.to_owned()))
 }
 
 /// The orders service (reads).
@@ -817,10 +833,22 @@ impl Orders {
         self.list(&OrderFilter::customer(customer_id), page).await
     }
 
-    /// Newest first, narrowed by `filter`.
+    /// Newest first, narrowed by `filter`; with [`OrderFilter::updated_since`], by
+    /// `(updated_at, id)` ascending instead, the cursor holding both (an order changed while a
+    /// poller pages moves past the cursor and shows up again later, never skipped).
     pub async fn list(&self, filter: &OrderFilter, page: &PageRequest) -> Result<Page<Order>> {
         let mut r = self.db.read().await?;
         let email_index = filter.email.as_deref().map(|e| self.vault.email_index(e));
+        let since = match (filter.updated_since, &page.after) {
+            (None, _) => None,
+            (Some(since), None) => Some((since, None)),
+            (Some(_), Some(after)) => {
+                let (at, id) = change_cursor(&after.0).ok_or_else(|| {
+                    Error::validation(vec![FieldError::new("cursor", "is not a cursor this API gave out")])
+                })?;
+                Some((at, Some(id)))
+            }
+        };
         let ids: Vec<String> = on_conn!(&mut r.conn(), c, DB => {
             let mut qb = sqlx::QueryBuilder::<DB>::new("SELECT id FROM orders WHERE 1 = 1");
             if let Some(status) = filter.status {
@@ -840,15 +868,36 @@ impl Orders {
                 qb.push(" AND number = ");
                 qb.push_bind(number);
             }
-            if let Some(after) = &page.after {
-                qb.push(" AND id < ");
-                qb.push_bind(after.0.as_str());
+            match &since {
+                None => {
+                    if let Some(after) = &page.after {
+                        qb.push(" AND id < ");
+                        qb.push_bind(after.0.as_str());
+                    }
+                    qb.push(" ORDER BY id DESC LIMIT ");
+                }
+                Some((at, None)) => {
+                    qb.push(" AND updated_at >= ");
+                    qb.push_bind(*at);
+                    qb.push(" ORDER BY updated_at, id LIMIT ");
+                }
+                Some((at, Some(id))) => {
+                    qb.push(" AND (updated_at > ");
+                    qb.push_bind(*at);
+                    qb.push(" OR (updated_at = ");
+                    qb.push_bind(*at);
+                    qb.push(" AND id > ");
+                    qb.push_bind(id.as_str());
+                    qb.push(")) ORDER BY updated_at, id LIMIT ");
+                }
             }
-            qb.push(" ORDER BY id DESC LIMIT ");
             qb.push_bind(i64::from(page.limit) + 1);
             qb.build_query_scalar().fetch_all(&mut *c).await.map_err(storage)?
         });
         let orders = load(&mut r.conn(), Some(&self.vault), &ids, false).await?;
+        if since.is_some() {
+            return Ok(page.finish(orders, |o| format!("{}_{}", o.updated_at.timestamp_micros(), o.id)));
+        }
         Ok(page.finish(orders, |o| o.id.clone()))
     }
 
@@ -874,6 +923,8 @@ impl Orders {
 
     /// Seals the personal data of orders written by releases that kept it in clear, and empties
     /// the clear columns; a batch per transaction. Run at start (the application builder).
+    /// `updated_at` is left as it is: the order reads the same through the API afterwards, and
+    /// pollers (`updated_since`) would otherwise fetch every old order again.
     pub async fn seal_legacy(&self) -> Result<u64> {
         let mut sealed = 0;
         loop {
@@ -978,7 +1029,8 @@ mod tests {
                 status: Some(OrderStatus::Placed),
                 email: Some("Ana@Example.com".into()),
                 customer_id: None,
-                number: Some(1001)
+                number: Some(1001),
+                updated_since: None
             }
         );
         assert_eq!(OrderFilter::parse(None, None, Some("1002")).unwrap().number, Some(1002));

@@ -1392,11 +1392,12 @@ async fn fulfillment_units(conn: &mut Conn<'_>, fulfillment_id: &str) -> Result<
     Ok(out)
 }
 
-/// Sets the order's `payment_status` inside the caller's write job.
+/// Sets the order's `payment_status` (and `updated_at`) inside the caller's write job.
 pub async fn set_payment_status(conn: &mut Conn<'_>, order_id: &str, status: PaymentStatus) -> Result<()> {
-    backroom_db::sql::query("UPDATE orders SET payment_status = $2 WHERE id = $1")
+    backroom_db::sql::query("UPDATE orders SET payment_status = $2, updated_at = $3 WHERE id = $1")
         .bind(order_id)
         .bind(status.as_str())
+        .bind(now())
         .execute(conn)
         .await
         .map(|_| ())
@@ -1434,11 +1435,12 @@ async fn reserve_refund(
         return Ok(Err((o.total - o.refunds_held).max(0)));
     }
     let held: Option<(i64,)> = backroom_db::sql::query(
-        "UPDATE orders SET refunds_held = refunds_held + $2 WHERE id = $1 AND refunds_held + $2 <= total \
+        "UPDATE orders SET refunds_held = refunds_held + $2, updated_at = $3 WHERE id = $1 AND refunds_held + $2 <= total \
          RETURNING refunds_held",
     )
     .bind(&o.id)
     .bind(amount)
+    .bind(now())
     .fetch_optional(conn)
     .await
     .map_err(storage)?;
@@ -1506,12 +1508,15 @@ async fn settle_refund(conn: &mut Conn<'_>, refund_id: &str, answer: &RefundStat
             .map_err(storage)?;
             if let Some((order_id, amount)) = done {
                 let o = Locked::take(conn, &order_id).await?;
-                backroom_db::sql::query("UPDATE orders SET refunds_held = refunds_held - $2 WHERE id = $1")
-                    .bind(&order_id)
-                    .bind(amount)
-                    .execute(conn)
-                    .await
-                    .map_err(storage)?;
+                backroom_db::sql::query(
+                    "UPDATE orders SET refunds_held = refunds_held - $2, updated_at = $3 WHERE id = $1",
+                )
+                .bind(&order_id)
+                .bind(amount)
+                .bind(ts)
+                .execute(conn)
+                .await
+                .map_err(storage)?;
                 history(conn, &order_id, o.status, &format!("refund {refund_id} failed: {reason}"), ts).await?;
             }
         }

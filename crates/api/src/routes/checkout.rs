@@ -9,7 +9,7 @@ use backroom_cart::{AddItem, ApplyCode, Cart, CartPatch, NewCart, SetQuantity};
 use backroom_checkout::idempotency;
 use backroom_checkout::{Answer, CheckoutRequest, Outcome};
 use backroom_inventory::reservations::insufficient_stock;
-use backroom_kernel::{Code, Error, Page, PageRequest};
+use backroom_kernel::{Code, Error, FieldError, Page, PageRequest};
 use backroom_orders::{Order, OrderFilter, OrderStatus};
 use serde::Deserialize;
 
@@ -491,14 +491,26 @@ pub struct OrdersQuery {
     /// The order with this number, with or without its `#`: `1001`, or `#1001` written `%231001`.
     #[param(example = "1001", pattern = "^#?[0-9]{1,18}$")]
     pub number: Option<String>,
+    /// Only orders changed at or after this instant (RFC 3339, such as
+    /// `2026-12-01T08:00:00Z`), listed oldest change first by `updated_at` then `id`: the
+    /// listing for systems that poll (docs/integrations.md).
+    #[param(example = "2026-12-01T08:00:00Z")]
+    pub updated_since: Option<String>,
 }
 
 /// List orders
 ///
 /// Orders newest first, a page at a time (pass `next_cursor` as `cursor`), optionally only those
 /// of one `status`, placed with one `email`, or the order with a `number`.
+///
+/// With `updated_since`, only orders whose `updated_at` is at or after that instant, ordered by
+/// `updated_at` then `id` (oldest change first): a system that polls keeps the last
+/// `updated_at` it saw, asks again from a few seconds before it, and skips what it already has
+/// by `id` and `updated_at`. An order that changes while it pages moves past the cursor and is
+/// listed again with its new `updated_at`; none is skipped.
 #[utoipa::path(get, path = "/admin/orders", tag = "orders", params(OrdersQuery),
-    responses((status = 200, description = "A page of orders", body = Page<Order>, example = json!(crate::openapi::examples::order_page()))),
+    responses((status = 200, description = "A page of orders", body = Page<Order>, example = json!(crate::openapi::examples::order_page())),
+        (status = 422, description = "`validation_failed`: a bad limit, cursor, email, number or updated_since", body = Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn list_orders(
     State(s): State<AppState>,
@@ -510,7 +522,16 @@ pub async fn list_orders(
     if q.email.is_some() && !staff.may(Permission::PersonalDataRead) {
         return Err(ApiError::Forbidden);
     }
-    let filter = OrderFilter::parse(q.status, q.email.as_deref(), q.number.as_deref())?;
+    let mut filter = OrderFilter::parse(q.status, q.email.as_deref(), q.number.as_deref())?;
+    if let Some(since) = q.updated_since.as_deref() {
+        let since = chrono::DateTime::parse_from_rfc3339(since.trim()).map_err(|_| {
+            Error::validation(vec![FieldError::new(
+                "updated_since",
+                "must be an RFC 3339 date and time with its offset, such as 2026-12-01T08:00:00Z",
+            )])
+        })?;
+        filter = filter.updated_since(since.with_timezone(&chrono::Utc));
+    }
     let orders: Page<Order> = s.orders.list(&filter, &page).await?;
     Ok(Json(crate::redact::order_page(&staff, &orders)?))
 }

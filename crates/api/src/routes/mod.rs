@@ -17,6 +17,8 @@
 pub mod admin;
 pub mod checkout;
 pub mod customers;
+pub mod feed;
+pub mod imports;
 pub mod oms;
 pub mod ops;
 pub mod price_lists;
@@ -44,6 +46,8 @@ pub fn all() -> Routes {
     ops::routes(&mut r);
     admin::routes(&mut r);
     store::routes(&mut r);
+    feed::routes(&mut r);
+    imports::routes(&mut r);
     checkout::routes(&mut r);
     customers::routes(&mut r);
     shipping::routes(&mut r);

@@ -253,7 +253,7 @@ pub fn check_q(q: Option<String>) -> Result<Option<String>, Error> {
     }
 }
 
-async fn to_store(s: &AppState, products: Vec<Product>) -> ApiResult<Vec<StoreProduct>> {
+pub(crate) async fn to_store(s: &AppState, products: Vec<Product>) -> ApiResult<Vec<StoreProduct>> {
     let ids: Vec<String> = products.iter().flat_map(|p| p.variants.iter().map(|v| v.id.clone())).collect();
     let available = s.inventory.availability(&ids).await?;
     Ok(products.into_iter().map(|p| crate::views::store_product(p, &available)).collect())

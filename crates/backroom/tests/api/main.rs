@@ -13,6 +13,7 @@ mod customers;
 mod edge;
 mod errors;
 mod images;
+mod integrations;
 mod locations;
 mod oms;
 mod ops;
