@@ -8,7 +8,12 @@ pub fn new(prefix: &str) -> String {
     static GENERATOR: std::sync::Mutex<ulid::Generator> = std::sync::Mutex::new(ulid::Generator::new());
     let next = GENERATOR.lock().map(|mut g| g.generate().ok()).ok().flatten();
     // `None` only after 2^80 ids in one millisecond (or a poisoned lock): a plain ULID then.
-    format!("{prefix}_{}", next.unwrap_or_else(ulid::Ulid::new).to_string().to_lowercase())
+    // (Not `unwrap_or_default`: a default ULID is all zeroes.)
+    let id = match next {
+        Some(id) => id,
+        None => ulid::Ulid::new(),
+    };
+    format!("{prefix}_{}", id.to_string().to_lowercase())
 }
 
 /// Whether `id` looks like an id of this kind: the prefix, an underscore, then 1–64
