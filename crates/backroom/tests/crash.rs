@@ -105,17 +105,15 @@ async fn staff(base: String, acks: Arc<Mutex<Acks>>, staff: Arc<Mutex<StaffAcks>
             continue;
         };
         if fulfil && replay.is_none() {
-            let Ok(r) = http
-                .post(format!("{base}/admin/orders/{order}/fulfillments"))
-                .bearer_auth(TOKEN)
-                .json(&json!({"items": [{"item_id": item, "quantity": 1}]}))
-                .send()
-                .await
+            let Some((status, body)) = answer(
+                http.post(format!("{base}/admin/orders/{order}/fulfillments"))
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"items": [{"item_id": item, "quantity": 1}]})),
+            )
+            .await
             else {
                 return;
             };
-            let status = r.status().as_u16();
-            let Ok(body) = r.json::<Value>().await else { return };
             let mut s = staff.lock().unwrap();
             match status {
                 201 => {
@@ -129,18 +127,16 @@ async fn staff(base: String, acks: Arc<Mutex<Acks>>, staff: Arc<Mutex<StaffAcks>
         }
         let (key, order) = replay.unwrap_or_else(|| (format!("crash-refund-{round}-{n}-{order}"), order));
         staff.lock().unwrap().sent.push((key.clone(), order.clone()));
-        let Ok(r) = http
-            .post(format!("{base}/admin/orders/{order}/refunds"))
-            .bearer_auth(TOKEN)
-            .header("Idempotency-Key", &key)
-            .json(&json!({"amount": {"amount": 100, "currency": "EUR"}, "reason": "crash test"}))
-            .send()
-            .await
+        let Some((status, body)) = answer(
+            http.post(format!("{base}/admin/orders/{order}/refunds"))
+                .bearer_auth(TOKEN)
+                .header("Idempotency-Key", &key)
+                .json(&json!({"amount": {"amount": 100, "currency": "EUR"}, "reason": "crash test"})),
+        )
+        .await
         else {
             return;
         };
-        let status = r.status().as_u16();
-        let Ok(body) = r.json::<Value>().await else { return };
         let mut s = staff.lock().unwrap();
         match status {
             201 => {
@@ -193,17 +189,12 @@ async fn client(base: String, variants: Vec<String>, acks: Arc<Mutex<Acks>>, dea
         let body = json!({"email": "crash@example.com",
             "shipping_address": {"name": "C", "line1": "L", "city": "X", "postal_code": "1", "country": "PT"},
             "payment": {"provider": "test", "token": token}});
-        let Ok(r) = http
-            .post(format!("{base}/store/carts/{cart}/checkout"))
-            .header("Idempotency-Key", key)
-            .json(&body)
-            .send()
-            .await
+        let Some((status, body)) =
+            answer(http.post(format!("{base}/store/carts/{cart}/checkout")).header("Idempotency-Key", key).json(&body))
+                .await
         else {
             return;
         };
-        let status = r.status().as_u16();
-        let Ok(body) = r.json::<Value>().await else { return };
         let mut a = acks.lock().unwrap();
         match status {
             201 => {
@@ -222,6 +213,13 @@ async fn client(base: String, variants: Vec<String>, acks: Arc<Mutex<Acks>>, dea
             other => panic!("unexpected answer {other}: {body}"),
         }
     }
+}
+
+/// Sends a request: its status and JSON body, or `None` when the server died meanwhile.
+async fn answer(request: reqwest::RequestBuilder) -> Option<(u16, Value)> {
+    let r = request.send().await.ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.json::<Value>().await.ok()?))
 }
 
 async fn scalar(db: &Db, sql: &'static str) -> i64 {

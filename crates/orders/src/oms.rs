@@ -414,6 +414,32 @@ backroom_db::from_row!(LockedRow {
 });
 
 impl Locked {
+    /// Locks a placed order and reads one of its fulfilments' status, for an action (`done`:
+    /// "shipped", "delivered") on that fulfilment: `404` when the fulfilment is not the order's,
+    /// `409` when the order is not placed.
+    async fn with_fulfillment(
+        conn: &mut Conn<'_>,
+        order_id: &str,
+        fulfillment_id: &str,
+        done: &str,
+    ) -> Result<(Locked, String)> {
+        let o = Locked::take(&mut *conn, order_id).await?;
+        let status: Option<(String,)> =
+            backroom_db::sql::query("SELECT status FROM order_fulfillments WHERE id = $1 AND order_id = $2")
+                .bind(fulfillment_id)
+                .bind(order_id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(storage)?;
+        let Some((fstatus,)) = status else {
+            return Err(Error::not_found("fulfillment"));
+        };
+        if !lifecycle::may_fulfil(o.status) {
+            return Err(conflict(format!("the order is {}; only a placed order is {done}", o.status.as_str())));
+        }
+        Ok((o, fstatus))
+    }
+
     /// Takes the order's row (a no-op `UPDATE`: a row lock on PostgreSQL until the batch
     /// commits, so two jobs on one order run one after the other) and reads it; `not_found`
     /// when there is no such order.
@@ -778,21 +804,7 @@ impl Oms {
         self.db
             .write(move |mut conn| {
                 Box::pin(async move {
-                    let o = Locked::take(&mut conn, &order_id).await?;
-                    let status: Option<(String,)> = backroom_db::sql::query(
-                        "SELECT status FROM order_fulfillments WHERE id = $1 AND order_id = $2",
-                    )
-                    .bind(&fulfillment_id)
-                    .bind(&order_id)
-                    .fetch_optional(&mut conn)
-                    .await
-                    .map_err(storage)?;
-                    let Some((fstatus,)) = status else {
-                        return Err(Error::not_found("fulfillment"));
-                    };
-                    if !lifecycle::may_fulfil(o.status) {
-                        return Err(conflict(format!("the order is {}; only a placed order is shipped", o.status.as_str())));
-                    }
+                    let (o, fstatus) = Locked::with_fulfillment(&mut conn, &order_id, &fulfillment_id, "shipped").await?;
                     if fstatus == "delivered" {
                         return Err(conflict("the fulfilment was delivered already"));
                     }
@@ -843,21 +855,8 @@ impl Oms {
         self.db
             .write(move |mut conn| {
                 Box::pin(async move {
-                    let o = Locked::take(&mut conn, &order_id).await?;
-                    let status: Option<(String,)> = backroom_db::sql::query(
-                        "SELECT status FROM order_fulfillments WHERE id = $1 AND order_id = $2",
-                    )
-                    .bind(&fulfillment_id)
-                    .bind(&order_id)
-                    .fetch_optional(&mut conn)
-                    .await
-                    .map_err(storage)?;
-                    let Some((fstatus,)) = status else {
-                        return Err(Error::not_found("fulfillment"));
-                    };
-                    if !lifecycle::may_fulfil(o.status) {
-                        return Err(conflict(format!("the order is {}; only a placed order is delivered", o.status.as_str())));
-                    }
+                    let (o, fstatus) =
+                        Locked::with_fulfillment(&mut conn, &order_id, &fulfillment_id, "delivered").await?;
                     match fstatus.as_str() {
                         "shipped" => {}
                         "delivered" => return Err(conflict("the fulfilment was delivered already")),
