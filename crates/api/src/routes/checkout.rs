@@ -411,14 +411,7 @@ pub async fn checkout(
     headers: HeaderMap,
     ApiJson(req): ApiJson<CheckoutRequest>,
 ) -> ApiResult<Response> {
-    let key = headers
-        .get("idempotency-key")
-        .ok_or(ApiError::IdempotencyKeyRequired)?
-        .to_str()
-        .ok()
-        .filter(|k| idempotency::valid_key(k))
-        .ok_or(ApiError::IdempotencyKeyRequired)?
-        .to_owned();
+    let key = super::idempotency_key(&headers)?;
     // Another customer's cart is not there for this caller: refused before anything is stored
     // under the key (the keys live in the cart's scope).
     s.carts.check_reachable(&cart_id, shopper.id()).await?;

@@ -40,6 +40,17 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use crate::AppState;
 use crate::access::{AccessTable, AdminRoute, Content};
 
+/// The request's `Idempotency-Key` (1–255 printable ASCII characters), or `400
+/// idempotency_key_required`: for checkout, refunds and stock batches alike.
+pub(crate) fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<String, crate::error::ApiError> {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| backroom_checkout::idempotency::valid_key(k))
+        .map(str::to_owned)
+        .ok_or(crate::error::ApiError::IdempotencyKeyRequired)
+}
+
 /// Every route of the app, capability by capability.
 pub fn all() -> Routes {
     let mut r = Routes::new();

@@ -11,7 +11,7 @@ use backroom_orders::oms::{Fulfillment, NewFulfillment, NewRefund, NewReturn, Ne
 use backroom_orders::{Order, oms::Oms};
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiResult, Problem};
 use crate::extract::{ApiJson, Staff};
 use crate::routes::Routes;
 
@@ -197,14 +197,7 @@ pub async fn create_refund(
     headers: HeaderMap,
     ApiJson(body): ApiJson<NewRefund>,
 ) -> ApiResult<Response> {
-    let key = headers
-        .get("idempotency-key")
-        .ok_or(ApiError::IdempotencyKeyRequired)?
-        .to_str()
-        .ok()
-        .filter(|k| idempotency::valid_key(k))
-        .ok_or(ApiError::IdempotencyKeyRequired)?
-        .to_owned();
+    let key = super::idempotency_key(&headers)?;
     let canonical = serde_json::to_string(&body).map_err(Error::internal)?;
     let hash = idempotency::request_hash(&canonical);
     let answer = oms(&s).refund(&id, &key, &hash, &body).await?;

@@ -28,16 +28,6 @@ pub fn routes(r: &mut Routes) {
     r.admin(InventoryWrite, ProductData, route).action("stock.batch");
 }
 
-/// The request's `Idempotency-Key`: 1–255 printable ASCII characters.
-pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
-    headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| idempotency::valid_key(k))
-        .map(str::to_owned)
-        .ok_or(ApiError::IdempotencyKeyRequired)
-}
-
 /// Set many stock levels at once
 ///
 /// For systems that own the counted stock (an ERP, a warehouse system): sets `on_hand` for up
@@ -71,7 +61,7 @@ pub async fn stock_batch(
     headers: HeaderMap,
     ApiJson(batch): ApiJson<StockBatch>,
 ) -> ApiResult<Response> {
-    let key = idempotency_key(&headers)?;
+    let key = super::idempotency_key(&headers)?;
     let hash = idempotency::request_hash(&serde_json::to_string(&batch).map_err(Error::internal)?);
     let mut skus: Vec<String> = batch.items.iter().map(|r| r.sku.clone()).collect();
     skus.sort_unstable();
