@@ -327,24 +327,20 @@ async fn crash_rounds(db_url: String, default_rounds: usize) {
 
     // Let recovery settle everything (grace 1 s, interval 200 ms).
     let db = Db::connect(&backroom_db::ConnectOptions::new(&db_url)).await.unwrap();
-    let mut stuck = i64::MAX;
-    for _ in 0..100 {
-        stuck = scalar(&db, "SELECT COUNT(*) FROM orders WHERE status = 'pending_payment'").await;
-        if stuck == 0 {
-            break;
+    for (sql, what) in [
+        ("SELECT COUNT(*) FROM orders WHERE status = 'pending_payment'", "orders stuck in pending_payment"),
+        ("SELECT COUNT(*) FROM order_refunds WHERE status = 'pending'", "refunds still pending"),
+    ] {
+        let mut left = i64::MAX;
+        for _ in 0..100 {
+            left = scalar(&db, sql).await;
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(left, 0, "{what} after recovery");
     }
-    assert_eq!(stuck, 0, "orders stuck in pending_payment after recovery");
-    let mut pending_refunds = i64::MAX;
-    for _ in 0..100 {
-        pending_refunds = scalar(&db, "SELECT COUNT(*) FROM order_refunds WHERE status = 'pending'").await;
-        if pending_refunds == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(pending_refunds, 0, "refunds still pending after recovery");
 
     let acks = std::mem::take(&mut *acks.lock().unwrap());
     let placed: HashSet<String> =
