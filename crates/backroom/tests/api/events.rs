@@ -1,6 +1,7 @@
 //! The event catalog (`GET /admin/event-types`, docs/events.md): every topic with its version
 //! and the JSON Schema of its deliveries' `data`; every event of an order's life, a canceled
-//! order and a product change validates against the schema the catalog publishes.
+//! order, a product change and a customer's registration and erasure validates against the
+//! schema the catalog publishes.
 //!
 //! Each `data` is rendered by the same function the webhook dispatcher sends
 //! (`Webhooks::data`), from the events the outbox holds.
@@ -79,6 +80,10 @@ both!(every_event_of_an_orders_life_validates_against_its_schema, |app: TestApp|
     let canceled = app.send(app.checkout_req(&cart, Some("evt-2"), "tok_visa")).await.expect(201);
     app.admin_post(&format!("/admin/orders/{}/cancel", canceled["id"].as_str().unwrap()), json!({})).await.expect(200);
 
+    // A customer registers and is erased.
+    let (customer, _) = crate::access_matrix::customer(&app, "evented@example.com").await;
+    app.admin_post(&format!("/admin/customers/{customer}/erase"), json!({})).await.expect(200);
+
     let mut seen = Vec::new();
     for (topic, _) in backroom_db::outbox::TOPICS {
         let schema = &types[topic]["schema"];
@@ -108,6 +113,8 @@ both!(every_event_of_an_orders_life_validates_against_its_schema, |app: TestApp|
         "order.refunded",
         "return.received",
         "order.canceled",
+        "customer.created",
+        "customer.erased",
     ] {
         assert!(seen.contains(&topic), "no {topic} event was checked (checked: {seen:?})");
     }
