@@ -4,6 +4,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
+use backroom_integrations::catalog::EventType;
 use backroom_integrations::{Delivery, Endpoint, EndpointPatch, EndpointWithSecret, NewEndpoint};
 use backroom_kernel::{Page, PageRequest};
 
@@ -27,6 +28,21 @@ pub fn routes(r: &mut Routes) {
     r.admin(WebhooksWrite, Scanned, routes!(rotate_webhook_secret)).action("webhook.rotate_secret");
     r.admin(WebhooksRead, Scanned, routes!(list_webhook_deliveries));
     r.admin(WebhooksWrite, Scanned, routes!(retry_webhook_delivery)).action("webhook_delivery.retry");
+    // Guarded like the endpoints it serves: whoever may see the webhooks may see what they
+    // carry. The catalog holds no store data, only the event contract.
+    r.admin(WebhooksRead, Scanned, routes!(list_event_types));
+}
+
+/// List the event types
+///
+/// Every event type a webhook endpoint may subscribe to, with the version this build sends
+/// and a JSON Schema (draft 2020-12) of the `data` of its deliveries: every delivery's `data`
+/// validates against it. Generated from the typed events; see docs/events.md.
+#[utoipa::path(get, path = "/admin/event-types", tag = "webhooks",
+    responses((status = 200, description = "Every event type", body = Vec<EventType>)),
+    security(("api_key" = [])))]
+pub async fn list_event_types(_staff: Staff) -> Json<Vec<EventType>> {
+    Json(backroom_integrations::catalog::event_types())
 }
 
 /// List webhook endpoints

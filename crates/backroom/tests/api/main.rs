@@ -12,6 +12,7 @@ mod checkout;
 mod customers;
 mod edge;
 mod errors;
+mod events;
 mod images;
 mod integrations;
 mod locations;

@@ -76,6 +76,8 @@ pub struct TestApp {
     pub views: std::sync::Arc<backroom_api::views::ProductViews>,
     /// What the app's outbox follower of product changes has done (its loads).
     pub follow: std::sync::Arc<backroom_search::follow::Stats>,
+    /// The app's outgoing webhooks, for tests that render a delivery's `data` as it is sent.
+    pub webhooks: backroom_integrations::Webhooks,
     /// The database the app runs on, for tests that open it again (as another process).
     pub database_url: String,
     /// The PostgreSQL database, dropped when the test ends.
@@ -172,6 +174,7 @@ impl TestApp {
         let app = backroom::Application::build(settings).await.expect("build the app");
         let (db, checkout, views) = (app.db().clone(), app.state().checkout.clone(), app.state().views.clone());
         let follow = app.state().follow.clone();
+        let webhooks = app.state().webhooks.clone();
         let addr = listeners.local_addr();
         tokio::spawn(app.run(listeners, std::future::pending()));
         Some(TestApp {
@@ -181,6 +184,7 @@ impl TestApp {
             checkout,
             views,
             follow,
+            webhooks,
             database_url,
             _pg: pg,
             _dir: dir,

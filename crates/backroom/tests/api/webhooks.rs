@@ -452,6 +452,20 @@ both!(
         // Enabled again, its failures are forgotten.
         let again = app.admin_patch(&format!("/admin/webhooks/{id}"), json!({"enabled": true})).await.expect(200);
         assert_eq!(again["failing_since"], Value::Null);
+        // Its `data` (the endpoint, or the event's fields once the endpoint is deleted)
+        // validates against the schema the catalog publishes (docs/events.md).
+        let types = app.admin_get("/admin/event-types").await.expect(200);
+        let schema =
+            &types.as_array().unwrap().iter().find(|t| t["type"] == "webhook_endpoint.disabled").unwrap()["schema"];
+        let validator = jsonschema::validator_for(schema).unwrap();
+        let data = app.webhooks.data(&events[0].topic, &events[0].payload).await.unwrap();
+        assert_eq!(data["id"], id.as_str());
+        assert!(validator.is_valid(&data), "{data}");
+        app.admin_delete(&format!("/admin/webhooks/{id}")).await.expect(204);
+        let data = app.webhooks.data(&events[0].topic, &events[0].payload).await.unwrap();
+        assert_eq!(data["endpoint_id"], id.as_str());
+        assert!(validator.is_valid(&data), "{data}");
+        assert!(!validator.is_valid(&json!({"endpoint_id": id})), "a payload without its fields passes");
     }
 );
 

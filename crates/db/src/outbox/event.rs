@@ -97,7 +97,7 @@ pub enum Event {
 }
 
 /// What happened to the thing an event names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Created,
@@ -106,21 +106,21 @@ pub enum Action {
 }
 
 /// The payload of `product.changed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProductChanged {
     pub product_id: String,
     pub action: Action,
 }
 
 /// The payload of `category.changed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CategoryChanged {
     pub category_id: String,
     pub action: Action,
 }
 
 /// The payload of `stock.changed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StockChanged {
     pub variant_ids: Vec<String>,
     /// The order whose allocation or release changed the stock, if an order did.
@@ -129,7 +129,7 @@ pub struct StockChanged {
 }
 
 /// The payload of `order.placed` and `order.payment_failed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderOutcome {
     pub order_id: String,
     /// The human order number, such as `#1001`.
@@ -142,7 +142,7 @@ pub struct OrderOutcome {
 /// The payload of the events of an order after the sale (`order.fulfilled`, `order.shipped`,
 /// `order.delivered`, `order.canceled`, `order.refunded`, `return.received`): the order, its
 /// status after the change, and the fulfilment, shipment, refund or return it is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderChange {
     pub order_id: String,
     /// The human order number, such as `#1001`.
@@ -156,28 +156,28 @@ pub struct OrderChange {
 
 /// The payload of `customer.created`: ids and times only, never personal data (an event
 /// outlives the erasure of the customer it names).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CustomerCreated {
     pub customer_id: String,
     pub created_at: DateTime<Utc>,
 }
 
 /// The payload of `customer.erased`: ids and times only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CustomerErased {
     pub customer_id: String,
     pub erased_at: DateTime<Utc>,
 }
 
 /// The payload of `price_list.changed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PriceListChanged {
     pub price_list_id: String,
     pub action: Action,
 }
 
 /// The payload of `promotion.exhausted`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PromotionExhausted {
     pub promotion_id: String,
     pub code: String,
@@ -187,7 +187,7 @@ pub struct PromotionExhausted {
 }
 
 /// The payload of `webhook_endpoint.disabled`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WebhookEndpointDisabled {
     pub endpoint_id: String,
     /// Why, for people (`failing since 2025-01-01T00:00:00Z`).
@@ -199,7 +199,7 @@ pub struct WebhookEndpointDisabled {
 
 /// An order's status as events tell it (the orders module's statuses, as a contract of
 /// their own: a new status is a new event version).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderState {
     PendingPayment,
