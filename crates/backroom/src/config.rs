@@ -98,7 +98,8 @@ pub const ENV_ONLY_HELP: &str = "Environment only:\n  \
                           BACKROOM_RISK_REVIEW_ABOVE, BACKROOM_RISK_REVIEW_SCORE, BACKROOM_RISK_BLOCK_SCORE,\n  \
                           BACKROOM_RISK_COUNTRY_HEADER\n  \
     BACKROOM_WEBHOOK_RETRY_DELAYS   Waits between webhook attempts, such as 5s,5m,30m [default: 5s,5m,30m,2h,5h,10h,10h]\n  \
-    BACKROOM_WEBHOOK_DISABLE_AFTER  A webhook endpoint failing this long is disabled [default: 5d]\n\n\
+    BACKROOM_WEBHOOK_DISABLE_AFTER  A webhook endpoint failing this long is disabled [default: 5d]\n  \
+    BACKROOM_WEBHOOK_LEASE          How long a worker holds a claimed webhook delivery [default: 60s]\n\n\
     Every flag above can also be set in backroom.toml (its long name with _ for -) or as BACKROOM_<NAME>;\n\
     flags win over the environment, which wins over the file. See docs/api.md#settings.";
 
@@ -197,6 +198,9 @@ pub struct Settings {
     /// A webhook endpoint whose every attempt failed this long is disabled
     /// (`BACKROOM_WEBHOOK_DISABLE_AFTER`; environment only).
     pub webhook_disable_after: Duration,
+    /// How long a worker holds a claimed webhook delivery (`BACKROOM_WEBHOOK_LEASE`; environment
+    /// only): a delivery claimed by a worker that died is sent again after it.
+    pub webhook_lease: Duration,
     /// Stripe's secret API key (`BACKROOM_STRIPE_SECRET_KEY`); needed when `stripe` is
     /// enabled. Never printed.
     pub stripe_secret_key: Option<backroom_payments::stripe::Secret>,
@@ -246,6 +250,7 @@ impl Default for Settings {
             risk: backroom_risk::Settings::default(),
             webhook_retry_delays: backroom_integrations::RETRY_DELAYS.to_vec(),
             webhook_disable_after: backroom_integrations::Settings::default().disable_after,
+            webhook_lease: backroom_integrations::Settings::default().lease,
             stripe_secret_key: None,
             stripe_webhook_secret: None,
             stripe_api_base: backroom_payments::stripe::DEFAULT_API_BASE.into(),
@@ -277,6 +282,7 @@ impl std::fmt::Debug for Settings {
             .field("risk", &self.risk)
             .field("webhook_retry_delays", &self.webhook_retry_delays)
             .field("webhook_disable_after", &self.webhook_disable_after)
+            .field("webhook_lease", &self.webhook_lease)
             .field("stripe_secret_key", &self.stripe_secret_key.as_ref().map(|_| "<set>"))
             .field("stripe_webhook_secret", &self.stripe_webhook_secret.as_ref().map(|_| "<set>"))
             .field("stripe_api_base", &self.stripe_api_base)
@@ -542,7 +548,8 @@ impl Settings {
             return Err(format!("the metrics listen address {listen} must differ from the listen address"));
         }
         let risk = risk_settings(&|name| std::env::var(name).ok())?;
-        let (webhook_retry_delays, webhook_disable_after) = webhook_settings(&|name| std::env::var(name).ok())?;
+        let (webhook_retry_delays, webhook_disable_after, webhook_lease) =
+            webhook_settings(&|name| std::env::var(name).ok())?;
         let env_secret = |name: &str| {
             std::env::var(name).ok().filter(|v| !v.trim().is_empty()).map(backroom_payments::stripe::Secret::new)
         };
@@ -580,6 +587,7 @@ impl Settings {
             risk,
             webhook_retry_delays,
             webhook_disable_after,
+            webhook_lease,
             stripe_secret_key,
             stripe_webhook_secret,
             stripe_api_base,
@@ -592,6 +600,7 @@ impl Settings {
             allow_private: self.webhooks_allow_private,
             retry_delays: self.webhook_retry_delays.clone(),
             disable_after: self.webhook_disable_after,
+            lease: self.webhook_lease,
             ..Default::default()
         }
     }
@@ -614,8 +623,8 @@ impl Settings {
 
 /// The webhook settings from the environment (`env` reads a variable): the retry delays, a
 /// comma-separated list of durations (`5s,5m,30m`; `none` for no retry), and how long an
-/// endpoint may fail before it is disabled.
-pub fn webhook_settings(env: &dyn Fn(&str) -> Option<String>) -> Result<(Vec<Duration>, Duration), String> {
+/// endpoint may fail before it is disabled, and how long a claimed delivery is held.
+pub fn webhook_settings(env: &dyn Fn(&str) -> Option<String>) -> Result<(Vec<Duration>, Duration, Duration), String> {
     let delays = match env("BACKROOM_WEBHOOK_RETRY_DELAYS").filter(|v| !v.trim().is_empty()) {
         None => backroom_integrations::RETRY_DELAYS.to_vec(),
         Some(raw) if raw.trim() == "none" => Vec::new(),
@@ -641,7 +650,14 @@ pub fn webhook_settings(env: &dyn Fn(&str) -> Option<String>) -> Result<(Vec<Dur
             format!("invalid webhook disable-after `{raw}` (from BACKROOM_WEBHOOK_DISABLE_AFTER): {e}; expected a duration such as 5d")
         })?,
     };
-    Ok((delays, disable_after))
+    let lease = match env("BACKROOM_WEBHOOK_LEASE").filter(|v| !v.trim().is_empty()) {
+        None => backroom_integrations::Settings::default().lease,
+        Some(raw) => humantime::parse_duration(raw.trim())
+            .ok()
+            .filter(|d| *d >= Duration::from_secs(1))
+            .ok_or_else(|| format!("invalid webhook lease `{raw}` (from BACKROOM_WEBHOOK_LEASE): expected a duration of at least 1s, such as 60s"))?,
+    };
+    Ok((delays, disable_after, lease))
 }
 
 /// The risk settings from the environment (`env` reads a variable; every one is optional),
@@ -856,10 +872,18 @@ mod tests {
             webhook_settings(&move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
         };
         assert_eq!(with(&[]).unwrap().0, backroom_integrations::RETRY_DELAYS.to_vec());
-        let (delays, after) =
-            with(&[("BACKROOM_WEBHOOK_RETRY_DELAYS", "100ms, 1s"), ("BACKROOM_WEBHOOK_DISABLE_AFTER", "1h")]).unwrap();
+        assert_eq!(with(&[]).unwrap().2, Duration::from_secs(60));
+        let (delays, after, lease) = with(&[
+            ("BACKROOM_WEBHOOK_RETRY_DELAYS", "100ms, 1s"),
+            ("BACKROOM_WEBHOOK_DISABLE_AFTER", "1h"),
+            ("BACKROOM_WEBHOOK_LEASE", "3s"),
+        ])
+        .unwrap();
         assert_eq!(delays, vec![Duration::from_millis(100), Duration::from_secs(1)]);
         assert_eq!(after, Duration::from_secs(3600));
+        assert_eq!(lease, Duration::from_secs(3));
+        assert!(with(&[("BACKROOM_WEBHOOK_LEASE", "10ms")]).is_err());
+        assert!(with(&[("BACKROOM_WEBHOOK_LEASE", "a while")]).is_err());
         assert!(with(&[("BACKROOM_WEBHOOK_RETRY_DELAYS", "none")]).unwrap().0.is_empty());
         assert!(with(&[("BACKROOM_WEBHOOK_RETRY_DELAYS", "5s,soon")]).is_err());
         assert!(with(&[("BACKROOM_WEBHOOK_DISABLE_AFTER", "never")]).is_err());
