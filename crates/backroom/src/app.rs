@@ -168,8 +168,13 @@ impl Application {
             .clone()
             .map(|index| tokio::spawn(crate::follower(&state, index).run(settings.search_follow_interval, stopped())));
         // Outgoing webhooks: the outbox runner writes deliveries, the dispatcher sends them.
-        let mut workers =
-            crate::worker::spawn(db.clone(), state.checkout.clone(), vec![state.webhooks.consumer()], stop_rx.clone());
+        let mut workers = crate::worker::spawn(
+            db.clone(),
+            state.checkout.clone(),
+            vec![state.webhooks.consumer()],
+            settings.webhook_lease,
+            stop_rx.clone(),
+        );
         workers.push(tokio::spawn(state.webhooks.clone().run(stopped())));
         crate::server::serve(listeners.main, router, limits, async move {
             shutdown.await;

@@ -198,8 +198,9 @@ pub struct Settings {
     /// A webhook endpoint whose every attempt failed this long is disabled
     /// (`BACKROOM_WEBHOOK_DISABLE_AFTER`; environment only).
     pub webhook_disable_after: Duration,
-    /// How long a worker holds a claimed webhook delivery (`BACKROOM_WEBHOOK_LEASE`; environment
-    /// only): a delivery claimed by a worker that died is sent again after it.
+    /// How long a worker holds a claimed webhook delivery, and an outbox event it turns into
+    /// deliveries (`BACKROOM_WEBHOOK_LEASE`; environment only): what a worker that died
+    /// claimed is taken up again after it.
     pub webhook_lease: Duration,
     /// Stripe's secret API key (`BACKROOM_STRIPE_SECRET_KEY`); needed when `stripe` is
     /// enabled. Never printed.

@@ -139,6 +139,7 @@ async fn kill_9_during_deliveries(db_url: String) {
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
 
+    let started = Instant::now();
     for round in 0..ROUNDS {
         let kill_after = Duration::from_millis(rand::rng().random_range(300..900));
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -151,13 +152,15 @@ async fn kill_9_during_deliveries(db_url: String) {
             t.await.unwrap();
         }
         (child, base) = start(dir.path(), &db_url);
-        eprintln!("round {round}: killed after {kill_after:?}");
+        eprintln!("round {round}: killed after {kill_after:?}, {:?} since the start", started.elapsed());
     }
 
     // Recovery settles the orders whose checkout was cut off (grace 1 s), and the dispatcher
     // sends what is left once the dead processes' leases end.
     let db = Db::connect(&backroom_db::ConnectOptions::new(&db_url)).await.unwrap();
-    let give_up = Instant::now() + Duration::from_secs(60);
+    let waited = Instant::now();
+    // Far less than the default 60 s leases: a lease setting not honoured fails the test.
+    let give_up = Instant::now() + Duration::from_secs(30);
     let (placed, pending) = loop {
         let placed: HashSet<String> =
             strings(&db, "SELECT id FROM orders WHERE status = 'placed'").await.into_iter().collect();
@@ -169,6 +172,7 @@ async fn kill_9_during_deliveries(db_url: String) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    eprintln!("settled {:?} after the last restart", waited.elapsed());
     assert!(pending.is_empty(), "deliveries not delivered, or orders not settled: {pending:?}");
     let seen = seen.lock().unwrap().clone();
     let received: HashSet<String> = seen.values().map(|(o, _)| o.clone()).collect();
