@@ -16,7 +16,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,22 +34,7 @@ const CLIENTS: usize = 8;
 const STAFF: usize = 2;
 
 fn start(dir: &std::path::Path, db_url: &str) -> (Child, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backroom"));
-    cmd.current_dir(dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db_url])
-        .env("BACKROOM_ADMIN_TOKEN", TOKEN)
-        .env("BACKROOM_PAYMENT_PROVIDERS", "test")
-        .env("BACKROOM_RECOVERY_INTERVAL", "200ms")
-        .env("BACKROOM_RECOVERY_GRACE", "1s")
-        .env("BACKROOM_LOG", "error")
-        // A load test: every client comes from this one address.
-        .env("BACKROOM_RATE_LIMITS", "off")
-        // One e-mail from one address, a tenth declined on purpose: risk scoring would block
-        // it after five declines, which is not what this test is about.
-        .env("BACKROOM_RISK", "off")
-        .env_remove("BACKROOM_CONFIG")
-        .stderr(Stdio::null());
-    common::spawn_serve(&mut cmd)
+    common::spawn_serve(&mut common::serve_under_load(dir, db_url, TOKEN))
 }
 
 /// What clients were told.
@@ -229,13 +214,6 @@ async fn scalar(db: &Db, sql: &'static str) -> i64 {
     }
 }
 
-async fn strings(db: &Db, sql: &'static str) -> Vec<String> {
-    match db.pools() {
-        Pools::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_all(reader).await.unwrap(),
-        Pools::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
-    }
-}
-
 async fn pairs(db: &Db, sql: &'static str) -> Vec<(String, i64)> {
     match db.pools() {
         Pools::Sqlite { reader, .. } => sqlx::query_as(sql).fetch_all(reader).await.unwrap(),
@@ -344,8 +322,8 @@ async fn crash_rounds(db_url: String, default_rounds: usize) {
 
     let acks = std::mem::take(&mut *acks.lock().unwrap());
     let placed: HashSet<String> =
-        strings(&db, "SELECT id FROM orders WHERE status = 'placed'").await.into_iter().collect();
-    let all: HashSet<String> = strings(&db, "SELECT id FROM orders").await.into_iter().collect();
+        common::strings(&db, "SELECT id FROM orders WHERE status = 'placed'").await.into_iter().collect();
+    let all: HashSet<String> = common::strings(&db, "SELECT id FROM orders").await.into_iter().collect();
     for id in &acks.placed {
         assert!(placed.contains(id), "acknowledged order {id} is not placed");
     }
@@ -354,10 +332,12 @@ async fn crash_rounds(db_url: String, default_rounds: usize) {
     }
     // Every capture belongs to exactly one placed order, and every placed order has one.
     // (A charge refunded in full says `refunded` at the provider.)
-    let captured_keys =
-        strings(&db, "SELECT idempotency_key FROM test_provider_charges WHERE status IN ('captured', 'refunded')")
-            .await;
-    let placed_attempts: HashSet<String> = strings(
+    let captured_keys = common::strings(
+        &db,
+        "SELECT idempotency_key FROM test_provider_charges WHERE status IN ('captured', 'refunded')",
+    )
+    .await;
+    let placed_attempts: HashSet<String> = common::strings(
         &db,
         "SELECT a.id FROM payment_attempts a JOIN orders o ON o.id = a.order_id \
          WHERE o.status = 'placed' AND a.status IN ('captured', 'refunded')",
@@ -375,7 +355,7 @@ async fn crash_rounds(db_url: String, default_rounds: usize) {
     // order's totals are the sums of its refunds and never pass what it cost.
     let staff_acks = std::mem::take(&mut *staff_acks.lock().unwrap());
     let succeeded: HashSet<String> =
-        strings(&db, "SELECT id FROM order_refunds WHERE status = 'succeeded'").await.into_iter().collect();
+        common::strings(&db, "SELECT id FROM order_refunds WHERE status = 'succeeded'").await.into_iter().collect();
     for (key, id) in &staff_acks.refunds {
         assert!(succeeded.contains(id), "acknowledged refund {id} ({key}) did not succeed");
     }
@@ -407,7 +387,8 @@ async fn crash_rounds(db_url: String, default_rounds: usize) {
     }
     let refunded = scalar(&db, "SELECT COALESCE(CAST(SUM(refunded_total) AS BIGINT), 0) FROM orders").await;
     // Fulfilments: every one answered is there; its units left `on_hand` and `allocated`.
-    let fulfilments: HashSet<String> = strings(&db, "SELECT id FROM order_fulfillments").await.into_iter().collect();
+    let fulfilments: HashSet<String> =
+        common::strings(&db, "SELECT id FROM order_fulfillments").await.into_iter().collect();
     for id in &staff_acks.fulfilments {
         assert!(fulfilments.contains(id), "acknowledged fulfilment {id} is missing");
     }

@@ -11,13 +11,13 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use backroom_db::{Db, Pools};
+use backroom_db::Db;
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -26,21 +26,10 @@ const ROUNDS: usize = 6;
 const CLIENTS: usize = 4;
 
 fn start(dir: &std::path::Path, db_url: &str) -> (Child, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backroom"));
-    cmd.current_dir(dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db_url])
-        .env("BACKROOM_ADMIN_TOKEN", TOKEN)
-        .env("BACKROOM_PAYMENT_PROVIDERS", "test")
-        .env("BACKROOM_WEBHOOKS_ALLOW_PRIVATE", "true")
+    let mut cmd = common::serve_under_load(dir, db_url, TOKEN);
+    cmd.env("BACKROOM_WEBHOOKS_ALLOW_PRIVATE", "true")
         .env("BACKROOM_WEBHOOK_RETRY_DELAYS", "200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms")
-        .env("BACKROOM_WEBHOOK_LEASE", "2s")
-        .env("BACKROOM_RECOVERY_INTERVAL", "200ms")
-        .env("BACKROOM_RECOVERY_GRACE", "1s")
-        .env("BACKROOM_LOG", "error")
-        .env("BACKROOM_RATE_LIMITS", "off")
-        .env("BACKROOM_RISK", "off")
-        .env_remove("BACKROOM_CONFIG")
-        .stderr(Stdio::null());
+        .env("BACKROOM_WEBHOOK_LEASE", "2s");
     common::spawn_serve(&mut cmd)
 }
 
@@ -95,13 +84,6 @@ async fn shopper(base: String, variant: String, deadline: Instant) {
         if sent.is_err() {
             return;
         }
-    }
-}
-
-async fn strings(db: &Db, sql: &'static str) -> Vec<String> {
-    match db.pools() {
-        Pools::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_all(reader).await.unwrap(),
-        Pools::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
     }
 }
 
@@ -163,9 +145,9 @@ async fn kill_9_during_deliveries(db_url: String) {
     let give_up = Instant::now() + Duration::from_secs(30);
     let (placed, pending) = loop {
         let placed: HashSet<String> =
-            strings(&db, "SELECT id FROM orders WHERE status = 'placed'").await.into_iter().collect();
-        let mut pending = strings(&db, "SELECT id FROM webhook_deliveries WHERE status <> 'delivered'").await;
-        pending.extend(strings(&db, "SELECT id FROM orders WHERE status = 'pending_payment'").await);
+            common::strings(&db, "SELECT id FROM orders WHERE status = 'placed'").await.into_iter().collect();
+        let mut pending = common::strings(&db, "SELECT id FROM webhook_deliveries WHERE status <> 'delivered'").await;
+        pending.extend(common::strings(&db, "SELECT id FROM orders WHERE status = 'pending_payment'").await);
         let received: HashSet<String> = seen.lock().unwrap().values().map(|(o, _)| o.clone()).collect();
         if (pending.is_empty() && placed.is_subset(&received)) || Instant::now() > give_up {
             break (placed, pending);

@@ -35,3 +35,33 @@ pub fn spawn_serve(cmd: &mut Command) -> (Child, String) {
     let url = line.trim().strip_prefix("backroom listening on ").unwrap_or_else(|| panic!("got {line:?}")).to_owned();
     (child, url)
 }
+
+/// `backroom serve` on `db_url` for a test that kills it under load (crash.rs,
+/// webhook_crash.rs): `token` as the admin key, the `test` provider, a fast recovery (every
+/// 200 ms, attempts older than 1 s), errors-only logs, no rate limits (every client is this one
+/// address) and no risk scoring (one e-mail from one address, some of its payments declined on
+/// purpose, would be blocked after five declines: not what these tests are about). Add settings,
+/// then start it with [`spawn_serve`].
+pub fn serve_under_load(dir: &std::path::Path, db_url: &str, token: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backroom"));
+    cmd.current_dir(dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db_url])
+        .env("BACKROOM_ADMIN_TOKEN", token)
+        .env("BACKROOM_PAYMENT_PROVIDERS", "test")
+        .env("BACKROOM_RECOVERY_INTERVAL", "200ms")
+        .env("BACKROOM_RECOVERY_GRACE", "1s")
+        .env("BACKROOM_LOG", "error")
+        .env("BACKROOM_RATE_LIMITS", "off")
+        .env("BACKROOM_RISK", "off")
+        .env_remove("BACKROOM_CONFIG")
+        .stderr(Stdio::null());
+    cmd
+}
+
+/// One text column of every row of `sql`, read from either database.
+pub async fn strings(db: &backroom_db::Db, sql: &'static str) -> Vec<String> {
+    match db.pools() {
+        backroom_db::Pools::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_all(reader).await.unwrap(),
+        backroom_db::Pools::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
+    }
+}
